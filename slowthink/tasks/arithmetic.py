@@ -1,0 +1,108 @@
+"""Arithmetic: n-digit addition and multiplication, with a worked-solution format a tiny model can learn.
+
+Level n means both operands have n digits. The user message is the bare expression (``347*862``) and
+the final answer is the integer in plain decimal.
+
+Worked solutions write every number least-significant digit first and zero-padded to a fixed width,
+so that each digit the model writes depends on digits at a *constant* distance back (the same column
+of the line above). Lee et al. (2023) show reversal decides whether small transformers learn addition
+at all; the padding is our addition (see dev/LOG.md for what was measured). For ``347*862``::
+
+    743*268            operands reversed
+    2:496000 496000    digit of b : a*2 shifted, reversed | running sum, reversed
+    6:028200 415120
+    8:006772 411992
+    </think>
+
+    299114
+
+Every line is one step; ``step_labels`` marks a step correct when it and every step before it match
+the unique correct derivation (after a wrong step the right answer can no longer follow).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+from .base import BaseTask, Mode, Problem, Reference, Score, check_mode, split_completion
+
+OPS = {"add": "+", "mul": "*"}
+INTEGER = re.compile(r"-?\d+")
+MAX_ANSWER_CHARS = 64  # longer "answers" are malformed, not parsed (guards against huge-number spam)
+
+
+def rev(n: int, width: int) -> str:
+    """Digits of n, least significant first, zero-padded to width."""
+    return str(n)[::-1].ljust(width, "0")
+
+
+def parse_integer_answer(text: str | None) -> int | None:
+    """The answer as an int if the text is exactly one integer, else None."""
+    if text is None:
+        return None
+    text = text.strip()
+    if not text or len(text) > MAX_ANSWER_CHARS or not INTEGER.fullmatch(text):
+        return None
+    return int(text)
+
+
+class Arithmetic(BaseTask):
+    name = "arithmetic"
+
+    def __init__(self, op: str = "mul", max_level: int = 8):
+        if op not in (*OPS, "mixed"):
+            raise ValueError(f"arithmetic: op must be 'add', 'mul' or 'mixed', got {op!r}")
+        if not 1 <= int(max_level) <= 20:
+            raise ValueError(f"arithmetic: max_level must be in 1..20, got {max_level!r}")
+        self.op = op
+        self.levels = tuple(range(1, int(max_level) + 1))
+
+    # -- generation -----------------------------------------------------------------------------
+    def sample(self, rng: random.Random, level: int) -> Problem:
+        self.check_level(level)
+        op = self.op if self.op != "mixed" else rng.choice(tuple(OPS))
+        lo, hi = (1, 9) if level == 1 else (10 ** (level - 1), 10**level - 1)
+        a, b = rng.randint(lo, hi), rng.randint(lo, hi)
+        result = a + b if op == "add" else a * b
+        question = f"{a}{OPS[op]}{b}"
+        return Problem(key=question, level=level, question=question, answer=str(result),
+                       data={"a": a, "b": b, "op": op})
+
+    # -- references -----------------------------------------------------------------------------
+    def reference(self, problem: Problem, mode: Mode) -> Reference:
+        check_mode(mode)
+        if mode == "system1":
+            return Reference(answer=problem.answer)
+        return Reference(answer=problem.answer, reasoning="\n".join(self.solution_lines(problem)))
+
+    def solution_lines(self, problem: Problem) -> list[str]:
+        a, b, op = problem.data["a"], problem.data["b"], problem.data["op"]
+        sa, sb = str(a), str(b)
+        header = f"{sa[::-1]}{OPS[op]}{sb[::-1]}"
+        if op == "add":
+            return [header, rev(a + b, max(len(sa), len(sb)) + 1)]
+        width = len(sa) + len(sb)
+        lines, total = [header], 0
+        for i, digit in enumerate(sb[::-1]):
+            partial = a * int(digit) * 10**i
+            total += partial
+            lines.append(f"{digit}:{rev(partial, width)} {rev(total, width)}")
+        return lines
+
+    # -- verification ---------------------------------------------------------------------------
+    def score(self, problem: Problem, completion: str, mode: Mode = "system2") -> Score:
+        parts = split_completion(completion, check_mode(mode))
+        value = parse_integer_answer(parts.answer_text)
+        well_formed = parts.well_formed and value is not None
+        correct = well_formed and value == int(problem.answer)
+        answer = str(value) if value is not None else None
+        return Score(reward=1.0 if correct else 0.0, answer=answer, well_formed=well_formed, correct=correct)
+
+    def step_labels(self, problem: Problem, reasoning: str) -> list[bool]:
+        expected = self.solution_lines(problem)
+        labels, ok = [], True
+        for i, line in enumerate(self.steps(reasoning)):
+            ok = ok and i < len(expected) and line.strip() == expected[i]
+            labels.append(ok)
+        return labels

@@ -1,0 +1,165 @@
+"""The Task interface: a world simulator that makes problems and checks answers.
+
+A task owns everything about its problems, side by side: how they are generated (seeded, at a chosen
+difficulty level), how they are put to the model (the user message), what a worked solution and a
+direct answer look like, how the final answer is pulled out of a completion, and how it is scored.
+No human labels anywhere: the task is the verifier.
+
+Completions are the text the model writes after the generation prompt. For System-2 that is
+``reasoning</think>\\n\\nanswer`` (the template already opened ``<think>``); for System-1 it is the
+bare answer (the template already wrote an empty think block).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+Mode = Literal["system1", "system2"]
+MODES: tuple[Mode, ...] = ("system1", "system2")
+
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+STEP_DELIMITER = "\n"
+
+
+def check_mode(mode: str) -> Mode:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    return mode  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One generated problem. ``key`` identifies it (used for the held-out split and dedup)."""
+
+    key: str
+    level: int
+    question: str  # the user message
+    answer: str  # canonical final answer, as the verifier expects it
+    data: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A reference assistant turn: optional chain of thought and the final answer."""
+
+    answer: str
+    reasoning: str | None = None
+
+    def completion(self) -> str:
+        """The text a model should generate after the generation prompt for this turn."""
+        if self.reasoning is None:
+            return self.answer
+        return f"{self.reasoning}\n{THINK_CLOSE}\n\n{self.answer}"
+
+
+@dataclass(frozen=True)
+class Score:
+    reward: float  # 1.0 correct, 0.0 otherwise (RL issue composes format/length terms on top)
+    answer: str | None  # the extracted final answer, None when nothing could be extracted
+    well_formed: bool  # the completion followed the output format
+    correct: bool = False
+
+
+@dataclass(frozen=True)
+class Split:
+    """The parts of a completion: reasoning (None when there was no think block) and answer text."""
+
+    reasoning: str | None
+    answer_text: str | None
+    well_formed: bool
+
+
+def split_completion(completion: str, mode: Mode) -> Split:
+    """Separate reasoning from the answer.
+
+    A System-2 completion must close its think block exactly once; text before ``</think>`` is the
+    reasoning. A System-1 completion is all answer and must not open a think block.
+    """
+    text = completion.replace("<|im_end|>", "").replace("<|endoftext|>", "")
+    if mode == "system1":
+        if THINK_OPEN in text or THINK_CLOSE in text:
+            return Split(None, None, False)
+        return Split(None, text.strip(), True)
+    if text.count(THINK_CLOSE) != 1 or THINK_OPEN in text:
+        return Split(None, None, False)
+    reasoning, answer = text.split(THINK_CLOSE)
+    return Split(reasoning.strip("\n"), answer.strip(), True)
+
+
+def heldout_bucket(key: str, buckets: int = 10) -> int:
+    """Stable bucket of a problem key; bucket 0 is held out from training, by construction."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") % buckets
+
+
+@runtime_checkable
+class Task(Protocol):
+    """What every task provides. See ``slowthink.tasks.arithmetic`` for a complete example."""
+
+    name: str
+    levels: tuple[int, ...]
+
+    def sample(self, rng: random.Random, level: int) -> Problem: ...
+
+    def prompt(self, problem: Problem, mode: Mode) -> list[dict[str, str]]: ...
+
+    def reference(self, problem: Problem, mode: Mode) -> Reference | None: ...
+
+    def score(self, problem: Problem, completion: str, mode: Mode = "system2") -> Score: ...
+
+
+REQUIRED_METHODS = ("sample", "prompt", "reference", "score")
+REQUIRED_ATTRIBUTES = ("name", "levels")
+
+
+class BaseTask:
+    """Shared behaviour: user prompt, held-out split, steps. Subclasses implement the rest."""
+
+    name: str = "task"
+    levels: tuple[int, ...] = (1,)
+
+    def prompt(self, problem: Problem, mode: Mode) -> list[dict[str, str]]:
+        check_mode(mode)
+        return [{"role": "user", "content": problem.question}]
+
+    def steps(self, reasoning: str) -> list[str]:
+        """Reasoning split into steps: one line per step in every built-in format."""
+        return [s for s in reasoning.split(STEP_DELIMITER) if s.strip()]
+
+    def step_labels(self, problem: Problem, reasoning: str) -> list[bool] | None:
+        """Ground-truth correctness of each step, where the task can compute it (else None)."""
+        return None
+
+    # -- data splits ----------------------------------------------------------------------------
+    def sample_split(self, rng: random.Random, level: int, split: str, max_tries: int = 1000) -> Problem:
+        """Sample a problem from the train split (held-out bucket excluded) or the held-out split."""
+        if split not in ("train", "heldout"):
+            raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+        for _ in range(max_tries):
+            p = self.sample(rng, level)
+            if (heldout_bucket(p.key) == 0) == (split == "heldout"):
+                return p
+        raise RuntimeError(f"{self.name}: no {split} problem found at level {level} in {max_tries} tries")
+
+    def heldout_set(self, per_level: int, levels: tuple[int, ...] | None = None, seed: int = 1234) -> list[Problem]:
+        """A fixed held-out set: distinct problems, disjoint from anything `sample_split('train')` gives."""
+        out: list[Problem] = []
+        for level in levels or self.levels:
+            rng = random.Random(f"{seed}-{self.name}-{level}")
+            seen: set[str] = set()
+            tries = 0
+            while len(seen) < per_level and tries < per_level * 50:
+                tries += 1
+                p = self.sample_split(rng, level, "heldout")
+                if p.key not in seen:
+                    seen.add(p.key)
+                    out.append(p)
+        return out
+
+    def check_level(self, level: int) -> int:
+        if level not in self.levels:
+            raise ValueError(f"{self.name}: level must be one of {self.levels}, got {level!r}")
+        return level
