@@ -10,7 +10,7 @@ at all; the padding is our addition (see dev/LOG.md for what was measured). For 
 
     743*268            operands reversed
     2:496000 496000    digit of b : a*2 shifted, reversed | running sum, reversed
-    6:028200 415120
+    6:028020 415120
     8:006772 411992
     </think>
 
@@ -28,7 +28,7 @@ import re
 from .base import BaseTask, Mode, Problem, Reference, Score, check_mode, split_completion
 
 OPS = {"add": "+", "mul": "*"}
-INTEGER = re.compile(r"-?\d+")
+INTEGER = re.compile(r"-?[0-9]+")  # ASCII only: \d would also accept "１２" (full-width)
 MAX_ANSWER_CHARS = 64  # longer "answers" are malformed, not parsed (guards against huge-number spam)
 
 
