@@ -28,6 +28,7 @@ import re
 from .base import BaseTask, Mode, Problem, Reference, Score, check_mode, split_completion
 
 OPS = {"add": "+", "mul": "*"}
+COT_FORMATS = ("cells", "compact")
 INTEGER = re.compile(r"-?[0-9]+")  # ASCII only: \d would also accept "１２" (full-width)
 MAX_ANSWER_CHARS = 64  # longer "answers" are malformed, not parsed (guards against huge-number spam)
 
@@ -47,10 +48,67 @@ def parse_integer_answer(text: str | None) -> int | None:
     return int(text)
 
 
+
+def digits(n: int, width: int) -> list[int]:
+    """Digits of n, least significant first, zero-padded to width."""
+    return [int(c) for c in rev(n, width)]
+
+
+def cells_solution(a: int, b: int, op: str) -> list[str]:
+    """Column-aligned two-digit cells: every digit is a function of three inputs at fixed distances.
+
+    Each cell is ``carry*10 + digit`` of one column, so the carry into the next column is written out
+    (the tens of the cell to the left) instead of being recomputed from the whole prefix.
+    """
+    sa, sb = str(a), str(b)
+    header = f"{','.join(sa[::-1])}{OPS[op]}{','.join(sb[::-1])}"
+    if op == "add":
+        width = max(len(sa), len(sb)) + 1
+        da, db, row, carry = digits(a, width), digits(b, width), [], 0
+        for j in range(width):
+            t = da[j] + db[j] + carry
+            row.append(t)
+            carry = t // 10
+        return [header, "".join(f"{t:02d}" for t in row)]
+    width = len(sa) + len(sb)
+    da, total, lines = digits(a, len(sa) + 1), [0] * width, [header]
+    for i, ch in enumerate(sb[::-1]):
+        prod, carry = [0] * width, 0
+        for k, x in enumerate(da):  # a*digit, shifted i columns left
+            prod[i + k] = x * int(ch) + carry
+            carry = prod[i + k] // 10
+        row, carry = [], 0
+        for j in range(width):
+            t = total[j] + prod[j] % 10 + carry
+            row.append(t)
+            carry = t // 10
+        total = [t % 10 for t in row]
+        lines.append(f"{ch}:{''.join(f'{t:02d}' for t in prod)} {''.join(f'{t:02d}' for t in row)}")
+    return lines
+
+
+def compact_solution(a: int, b: int, op: str) -> list[str]:
+    """Reversed, zero-padded partial products and running sums; carries left implicit."""
+    sa, sb = str(a), str(b)
+    header = f"{sa[::-1]}{OPS[op]}{sb[::-1]}"
+    if op == "add":
+        return [header, rev(a + b, max(len(sa), len(sb)) + 1)]
+    width = len(sa) + len(sb)
+    lines, total = [header], 0
+    for i, digit in enumerate(sb[::-1]):
+        partial = a * int(digit) * 10**i
+        total += partial
+        lines.append(f"{digit}:{rev(partial, width)} {rev(total, width)}")
+    return lines
+
+
 class Arithmetic(BaseTask):
     name = "arithmetic"
 
-    def __init__(self, op: str = "mul", max_level: int = 8):
+    def __init__(self, op: str = "mul", max_level: int = 8, cot: str = "cells"):
+        if cot not in COT_FORMATS:
+            raise ValueError(f"arithmetic: cot must be one of {COT_FORMATS}, got {cot!r}")
+        self.cot = cot
         if op not in (*OPS, "mixed"):
             raise ValueError(f"arithmetic: op must be 'add', 'mul' or 'mixed', got {op!r}")
         if not 1 <= int(max_level) <= 20:
@@ -78,17 +136,8 @@ class Arithmetic(BaseTask):
 
     def solution_lines(self, problem: Problem) -> list[str]:
         a, b, op = problem.data["a"], problem.data["b"], problem.data["op"]
-        sa, sb = str(a), str(b)
-        header = f"{sa[::-1]}{OPS[op]}{sb[::-1]}"
-        if op == "add":
-            return [header, rev(a + b, max(len(sa), len(sb)) + 1)]
-        width = len(sa) + len(sb)
-        lines, total = [header], 0
-        for i, digit in enumerate(sb[::-1]):
-            partial = a * int(digit) * 10**i
-            total += partial
-            lines.append(f"{digit}:{rev(partial, width)} {rev(total, width)}")
-        return lines
+        return cells_solution(a, b, op) if self.cot == "cells" else compact_solution(a, b, op)
+
 
     # -- verification ---------------------------------------------------------------------------
     def score(self, problem: Problem, completion: str, mode: Mode = "system2") -> Score:

@@ -1,0 +1,171 @@
+"""The ``slowthink`` command.
+
+    slowthink quickstart [--out DIR] [--config recipes/quickstart.yaml] [--stages sft,eval,report]
+    slowthink train sft --task arithmetic --levels 1,2,3 --out runs/sft [--config FILE.yaml]
+    slowthink eval --model DIR --task arithmetic --levels 1,2,3 [--k 8] [--json-out FILE]
+    slowthink tasks
+    slowthink sample --task countdown --level 4 [--mode system2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .config import ConfigError, add_arguments, load_config, overrides_from_args, parse_mapping
+
+
+def _config_parser(sub, name: str, cls, help: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help, description=help)
+    p.add_argument("--config", help="YAML file of config fields (command-line options override it)")
+    add_arguments(p, cls)
+    return p
+
+
+def _load(cls, ns) -> object:
+    return load_config(cls, ns.config, overrides_from_args(ns, cls))
+
+
+def cmd_quickstart(ns) -> int:
+    from .quickstart import QuickstartConfig, run_quickstart
+    from .report import TABLE_HEADER, results_table
+
+    cfg = _load(QuickstartConfig, ns)
+    summary = run_quickstart(cfg)
+    if summary:
+        _print_table(f"quickstart: {cfg.out}", TABLE_HEADER, results_table(summary["eval"]))
+        print(f"System-2 {summary['system2_pass@1']:.1%} vs System-1 {summary['system1_pass@1']:.1%} "
+              f"({summary['gap_points']:+.1f} points); stage times (s): {summary['timings_s']}")
+        print(f"report: {cfg.out}/report.md   model: {cfg.out}/model")
+    return 0
+
+
+def cmd_train(ns) -> int:
+    from .rl.sft import SFTConfig, train
+
+    if ns.algo != "sft":
+        raise ConfigError(f"unknown training algorithm {ns.algo!r}; available: sft")
+    run = train(_load(SFTConfig, ns))
+    print(f"done: {run}/model")
+    return 0
+
+
+def cmd_eval(ns) -> int:
+    from .engine import Engine
+    from .evaluate import evaluate
+    from .models import load_model
+    from .report import TABLE_HEADER, results_table
+    from .tasks import get_task
+
+    task = get_task(ns.task, **parse_mapping(ns.task_args))
+    levels = tuple(int(x) for x in ns.levels.split(",")) if ns.levels else tuple(task.levels)
+    modes = tuple(m.strip() for m in ns.modes.split(","))
+    model, tok = load_model(ns.model)
+    problems = task.heldout_set(ns.per_level, levels, seed=ns.seed + 1000)
+    res = evaluate(Engine(model, tok), task, tok, problems, modes=modes, k=ns.k, temperature=ns.temperature,
+                   max_tokens=ns.max_new_tokens, seed=ns.seed)
+    out = {"model": ns.model, "task": ns.task, "levels": list(levels), "per_level": ns.per_level, "k": ns.k,
+           "results": res}
+    if ns.json_out:
+        with open(ns.json_out, "w") as f:
+            json.dump(out, f, indent=2)
+    _print_table(f"{ns.task} held-out, {ns.per_level}/level", TABLE_HEADER, results_table(res))
+    if ns.k > 1:
+        for m, r in res.items():
+            o = r["overall"]
+            print(f"{m}: pass@{ns.k} {o[f'pass@{ns.k}']:.1%}  maj@{ns.k} {o[f'maj@{ns.k}']:.1%}  "
+                  f"sampled pass@1 {o['sampled_pass@1']:.1%}")
+    if not ns.json_out:
+        print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_tasks(ns) -> int:
+    from .tasks import get_task, list_tasks
+
+    for name in list_tasks():
+        t = get_task(name)
+        print(f"{name:12s} levels {min(t.levels)}..{max(t.levels)}  {(t.__doc__ or '').strip().splitlines()[0]}")
+    return 0
+
+
+def cmd_sample(ns) -> int:
+    import random
+
+    from .tasks import get_task
+
+    task = get_task(ns.task, **parse_mapping(ns.task_args))
+    level = ns.level if ns.level is not None else task.levels[0]
+    p = task.sample(random.Random(ns.seed), level)
+    print(f"user: {p.question}")
+    ref = task.reference(p, ns.mode)
+    print(f"assistant ({ns.mode}):\n{ref.completion() if ref else '(no reference)'}")
+    return 0
+
+
+def _print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title)
+    for h in header:
+        t.add_column(h, justify="right")
+    for r in rows:
+        t.add_row(*r)
+    Console().print(t)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .quickstart import QuickstartConfig
+    from .rl.sft import SFTConfig
+
+    parser = argparse.ArgumentParser(prog="slowthink", description="Train and serve slow-thinking models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _config_parser(sub, "quickstart", QuickstartConfig,
+                   "train a small reasoning model from scratch and compare System-1 with System-2")
+    tr = sub.add_parser("train", help="train a model (sft)")
+    trs = tr.add_subparsers(dest="algo", required=True)
+    _config_parser(trs, "sft", SFTConfig, "supervised fine-tuning on task-generated solutions")
+
+    ev = sub.add_parser("eval", help="held-out pass@1 / pass@k / maj@k by level, System-1 and System-2")
+    ev.add_argument("--model", required=True, help="model folder (e.g. RUN/model)")
+    ev.add_argument("--task", default="arithmetic", help="task name or path/to/file.py:ClassName")
+    ev.add_argument("--task-args", default="", help="task constructor arguments, e.g. op=mul")
+    ev.add_argument("--levels", default="", help="comma-separated levels (default: all of the task's)")
+    ev.add_argument("--per-level", type=int, default=100, help="held-out problems per level")
+    ev.add_argument("--modes", default="system1,system2", help="modes to evaluate")
+    ev.add_argument("--k", type=int, default=1, help="samples per problem for pass@k and maj@k")
+    ev.add_argument("--temperature", type=float, default=1.0, help="sampling temperature for k > 1")
+    ev.add_argument("--max-new-tokens", type=int, default=256, help="generation limit")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--json-out", default="", help="write results JSON here (default: print it)")
+
+    sub.add_parser("tasks", help="list built-in tasks")
+    sa = sub.add_parser("sample", help="print a generated problem and its reference solution")
+    sa.add_argument("--task", default="arithmetic")
+    sa.add_argument("--task-args", default="")
+    sa.add_argument("--level", type=int, default=None)
+    sa.add_argument("--mode", default="system2", choices=["system1", "system2"])
+    sa.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+COMMANDS = {"quickstart": cmd_quickstart, "train": cmd_train, "eval": cmd_eval, "tasks": cmd_tasks,
+            "sample": cmd_sample}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[ns.command](ns)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        print(f"slowthink {ns.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Flat config dataclasses: help text written once, validated on creation, YAML-loadable, CLI-overridable.
+
+A config is a plain ``@dataclass`` whose fields carry their help in ``field(metadata={"help": ...})``
+(use :func:`arg`). ``load_config(Cls, yaml_path, overrides)`` merges, in order: defaults, the YAML file,
+then ``key=value`` overrides from the command line. Each class validates itself in ``__post_init__``
+and raises :class:`ConfigError` with the field name and what would be valid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def arg(default: Any, help: str, **kw):
+    """A dataclass field with help text (``default`` may be a list/dict: it is copied per instance)."""
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
+    return dataclasses.field(default=default, metadata={"help": help}, **kw)
+
+
+def require(cond: bool, name: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(f"config field '{name}': {message}")
+
+
+def _field_types(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(name: str, value: Any, typ: Any) -> Any:
+    """Turn a YAML/CLI value into the field's type, with a clear error when it cannot."""
+    origin = typing.get_origin(typ)
+    args = typing.get_args(typ)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(name, value, inner[0])
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()] if value.strip() else []
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config field '{name}': expected a list, got {value!r}")
+        items = [_coerce(name, v, args[0]) if args else v for v in value]
+        return items if origin is list else tuple(items)
+    if origin is dict or typ is dict:
+        if isinstance(value, str):
+            value = parse_mapping(value)
+        if not isinstance(value, dict):
+            raise ConfigError(f"config field '{name}': expected a mapping, got {value!r}")
+        return dict(value)
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise ConfigError(f"config field '{name}': expected true/false, got {value!r}")
+    if typ in (int, float, str):
+        try:
+            if typ is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return typ(float(value)) if typ is int and isinstance(value, str) and "e" in value.lower() else typ(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"config field '{name}': expected {typ.__name__}, got {value!r}") from None
+    return value
+
+
+def parse_scalar(text: str) -> Any:
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return text
+
+
+def parse_mapping(text: str) -> dict[str, Any]:
+    """``"op=mul,max_level=5"`` or a JSON object -> dict."""
+    text = text.strip()
+    if not text:
+        return {}
+    if text.startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"not a valid JSON object: {text!r} ({e})") from None
+    out = {}
+    for part in text.split(","):
+        if "=" not in part:
+            raise ConfigError(f"expected key=value pairs separated by commas, got {text!r}")
+        k, v = part.split("=", 1)
+        out[k.strip()] = parse_scalar(v.strip())
+    return out
+
+
+def build(cls, values: dict[str, Any]):
+    """Instantiate ``cls`` from a dict, rejecting unknown keys with the list of known ones."""
+    types_ = _field_types(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown config field(s) {unknown} for {cls.__name__}; known: {sorted(known)}")
+    return cls(**{k: _coerce(k, v, types_[k]) for k, v in values.items()})
+
+
+def load_config(cls, yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None):
+    values: dict[str, Any] = {}
+    if yaml_path:
+        import yaml
+
+        path = Path(yaml_path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of config fields at the top level")
+        values.update(loaded)
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return build(cls, values)
+
+
+def to_dict(cfg) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
+    """One ``--field`` option per dataclass field (values parsed later by :func:`build`)."""
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, metavar="V",
+                            help=f"{f.metadata.get('help', '')} (default: {default!r})")
+
+
+def overrides_from_args(ns: argparse.Namespace, cls) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in vars(ns).items() if k in names and v is not None}

@@ -1,0 +1,57 @@
+"""Task-generated supervised data: problems → rendered (ids, loss mask) → padded batches.
+
+Batch ``i`` of a run depends only on ``(seed, i)``, so a resumed run sees exactly the data an
+uninterrupted run would have seen, with no data-loader state to save.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from .tasks.base import Mode, Problem
+from .tokenizer import Rendered, render_example
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class Example:
+    problem: Problem
+    mode: Mode
+    rendered: Rendered
+
+
+def reference_example(task, tok, problem: Problem, mode: Mode) -> Example:
+    ref = task.reference(problem, mode)
+    if ref is None:
+        raise ValueError(f"task {task.name!r} has no reference solution for mode {mode!r}; SFT needs one")
+    return Example(problem, mode, render_example(tok, task.prompt(problem, mode), mode, ref.completion()))
+
+
+def sample_examples(task, tok, seed: int, step: int, batch_size: int, levels: list[int],
+                    system2_fraction: float) -> list[Example]:
+    """Training examples for one step: levels uniform, modes mixed, held-out problems excluded."""
+    rng = random.Random(f"sft-{seed}-{step}")
+    out = []
+    for _ in range(batch_size):
+        level = rng.choice(levels)
+        mode: Mode = "system2" if rng.random() < system2_fraction else "system1"
+        out.append(reference_example(task, tok, task.sample_split(rng, level, "train"), mode))
+    return out
+
+
+def collate(rendered: list[Rendered], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded input_ids, attention_mask and labels (-100 outside the assistant's tokens)."""
+    width = max(len(r.ids) for r in rendered)
+    ids = torch.full((len(rendered), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rendered), width), IGNORE, dtype=torch.long)
+    attn = torch.zeros((len(rendered), width), dtype=torch.long)
+    for i, r in enumerate(rendered):
+        n = len(r.ids)
+        ids[i, :n] = torch.tensor(r.ids)
+        attn[i, :n] = 1
+        labels[i, :n] = torch.where(torch.tensor(r.mask, dtype=torch.bool), torch.tensor(r.ids), IGNORE)
+    return {"input_ids": ids, "attention_mask": attn, "labels": labels}

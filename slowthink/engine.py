@@ -1,0 +1,629 @@
+"""Fast batched sampling with a KV cache: many completions per prompt, with tokens, log-probs and text.
+
+Two backends behind one scheduler:
+
+* **Native** (Llama, Qwen2 with q/k/v bias, Qwen3 with per-head q/k norms), in plain torch. One
+  preallocated cache tensor ``[layers, slots, 2 (k|v), kv_heads, max_len, head_dim]``; a decode step
+  writes each slot's new key/value at its own position (one ``index_put`` per layer) and attends with
+  ``scaled_dot_product_attention`` over the cache sliced to the longest active slot, masked per slot.
+  q/k/v and gate/up projections are fused into one matmul each; rotary tables come from the model's
+  own rotary module, so numbers match Hugging Face. What makes HF ``generate`` slow on tiny models is
+  Python overhead per step, so a step here is ~13 torch calls per layer and one device->host transfer.
+* **Generic** (any other HF causal LM): the model's own forward and ``past_key_values``, left padding,
+  explicit attention mask and position ids. Static batching: waiting requests are admitted only when
+  the running batch has drained. Same ``Completion`` objects.
+
+Scheduler (continuous batching). Rows of the batch are *slots*; the active slots are kept packed in
+``[0, B)`` (a finished slot is refilled by moving the last active one into it, so only a few cache rows
+are copied and decode never computes dead rows)::
+
+    req = engine.add(prompt_ids, n=4, sampling=SamplingParams(...))   # queued, returns a Request handle
+    finished = engine.step()      # one decode step for every running sequence, then admits waiting
+                                  # requests into free slots (prefill once, KV copied to its n slots,
+                                  # first token sampled); returns the Requests that completed
+    req.sequences[i].token_ids    # grows while running (for streaming); req.completions when req.done
+    engine.cancel(req)            # frees its slots now; its completions get finish_reason "cancelled"
+
+Sampling params (temperature, top_p, seed, max_tokens, stop, ignore_eos) are per request, hence per
+slot. ``generate()`` is just add-all then step-until-done. A request whose ``n`` exceeds ``max_batch``
+is admitted in chunks of at most ``max_batch`` sequences (each chunk prefills the prompt once).
+Sampling uses the exponential race (``argmax p / E``, E ~ Exp(1)), which is exact and lets each seeded
+chunk draw its own noise from its own generator: a seeded request gives the same samples whatever else
+is in the batch. Unseeded requests use torch's global RNG. Not thread-safe: drive it from one thread.
+
+Weights: fused projections are copies, rebuilt whenever any source parameter changed (checked every
+step from each parameter's identity and in-place version counter, which optimizer steps and
+``load_state_dict`` bump), so a trainer may call ``generate`` between optimizer steps. Norm weights,
+embeddings and the LM head are used by reference. The model is put in eval mode for each step and its
+training flag restored.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+import inspect
+import math
+
+import torch
+import torch.nn.functional as F
+
+NATIVE_ARCHS = ("llama", "qwen2", "qwen3")
+STATIC_ROPE = ("default", "linear", "llama3", "yarn")  # rope types whose tables do not depend on length
+PREFILL_TOKENS = 16384  # padded prompt tokens per prefill forward (bounds activation memory)
+
+
+@dataclass
+class SamplingParams:
+    max_tokens: int = 256
+    temperature: float = 1.0  # 0 means greedy
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()  # stop strings, matched on the decoded text; excluded from the text returned
+    seed: int | None = None  # reproducible sampling when set (independent of the rest of the batch)
+    ignore_eos: bool = False  # keep going past eos (benchmarks, budget forcing)
+
+    def __post_init__(self):
+        if isinstance(self.stop, str):
+            self.stop = (self.stop,)
+        self.stop = tuple(self.stop)
+        if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int) or self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
+                and self.temperature >= 0):
+            raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {self.temperature!r}")
+        if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not all(isinstance(s, str) and s for s in self.stop):
+            raise ValueError(f"stop must be a tuple of non-empty strings, got {self.stop!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise ValueError(f"seed must be an integer or None, got {self.seed!r}")
+
+
+@dataclass
+class Completion:
+    token_ids: list[int]  # generated tokens, including the eos token if one ended it
+    logprobs: list[float]  # per token, under the temperature-scaled distribution (before top-p); greedy: T=1
+    text: str  # decoded, without the eos token and without the stop string (and what followed it)
+    finish_reason: str  # "stop" (eos or stop string), "length", or "cancelled"
+
+
+class Sequence:
+    """One of a request's n samples while it runs; ``token_ids`` grows step by step."""
+
+    __slots__ = ("request", "index", "chunk", "token_ids", "logprobs", "completion", "row", "scanned")
+
+    def __init__(self, request: Request, index: int):
+        self.request, self.index = request, index
+        self.chunk: _Chunk | None = None
+        self.token_ids: list[int] = []
+        self.logprobs: list[float] = []
+        self.completion: Completion | None = None
+        self.row: int | None = None  # slot in the running batch
+        self.scanned = 0  # text length already searched for stop strings
+
+
+class Request:
+    """Handle returned by ``Engine.add``: n completions of one prompt."""
+
+    def __init__(self, prompt_ids: list[int], n: int, sampling: SamplingParams):
+        self.prompt_ids, self.n, self.sampling = prompt_ids, n, sampling
+        self.sequences = [Sequence(self, i) for i in range(n)]
+
+    @property
+    def done(self) -> bool:
+        return all(s.completion is not None for s in self.sequences)
+
+    @property
+    def completions(self) -> list[Completion]:
+        if not self.done:
+            raise RuntimeError("request still running; step() the engine until request.done")
+        return [s.completion for s in self.sequences]
+
+
+@dataclass(eq=False)
+class _Chunk:
+    """Sequences of one request admitted together: one prefill, one seeded generator."""
+
+    request: Request
+    seqs: list[Sequence]
+    generator: torch.Generator | None = None  # seeded requests only
+
+
+@dataclass
+class _RowParams:
+    """Per-slot sampling parameters as tensors, rebuilt whenever the set of running slots changes."""
+
+    all_greedy: bool
+    temp: torch.Tensor | None = None
+    greedy: torch.Tensor | None = None  # None when no row is greedy
+    top_p: torch.Tensor | None = None  # None when no row truncates
+    seeded: list = field(default_factory=list)  # (chunk, its first row, rows tensor, index-in-chunk tensor)
+
+
+class Engine:
+    def __init__(self, model, tokenizer, max_batch: int = 256):
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.model, self.tokenizer, self.max_batch = model, tokenizer, max_batch
+        self.device = next(model.parameters()).device
+        native = _LlamaBackend.supports(model)
+        self.backend = _LlamaBackend(model, max_batch) if native else _HFBackend(model)
+        ids = getattr(model.generation_config, "eos_token_id", None)
+        ids = [ids] if isinstance(ids, int) else list(ids or [])
+        self.eos_ids = {i for i in (*ids, tokenizer.eos_token_id) if i is not None}
+        self.rows: list[Sequence] = []  # row i of the running batch
+        self.waiting: deque[_Chunk] = deque()
+        self._last: torch.Tensor | None = None  # each row's newest token: the next decode input
+        self._params: _RowParams | None = None
+
+    @property
+    def native(self) -> bool:
+        return isinstance(self.backend, _LlamaBackend)
+
+    # -- scheduler --------------------------------------------------------------------------------
+    def add(self, prompt_ids: list[int], n: int = 1, sampling: SamplingParams | None = None) -> Request:
+        """Queue n completions of a prompt; they start at the next ``step()`` with enough free slots."""
+        prompt_ids = [int(t) for t in prompt_ids]
+        if not prompt_ids:
+            raise ValueError("prompt_ids is empty: give at least one token")
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        sampling = sampling or SamplingParams()
+        req = Request(prompt_ids, n, sampling)
+        for c, start in enumerate(range(0, n, self.max_batch)):
+            chunk = _Chunk(req, req.sequences[start:start + self.max_batch])
+            for s in chunk.seqs:
+                s.chunk = chunk
+            if sampling.seed is not None and sampling.temperature > 0:
+                chunk.generator = torch.Generator(self.device)
+                chunk.generator.manual_seed(hash((sampling.seed, c)) if c else sampling.seed)
+            self.waiting.append(chunk)
+        return req
+
+    def has_unfinished(self) -> bool:
+        return bool(self.rows or self.waiting)
+
+    def step(self) -> list[Request]:
+        """One decode step over the running slots, then admission of waiting requests. Returns the
+        requests that completed during this step."""
+        finished: list[Request] = []
+        if not self.has_unfinished():
+            return finished
+        was_training = self.model.training
+        if was_training:
+            self.model.eval()
+        try:
+            with torch.inference_mode():
+                self.backend.sync()
+                if self.rows:
+                    self._emit(self.backend.decode(self._last), 0, finished)
+                self._admit(finished)
+        finally:
+            if was_training:
+                self.model.train()
+        return finished
+
+    def cancel(self, request: Request) -> None:
+        """Stop a request now: queued chunks are dropped, running slots freed, unfinished sequences
+        completed with finish_reason "cancelled"."""
+        self.waiting = deque(c for c in self.waiting if c.request is not request)
+        rows = [s.row for s in request.sequences if s.completion is None and s.row is not None]
+        for s in request.sequences:
+            if s.completion is None:
+                s.completion = Completion(s.token_ids, s.logprobs, self._decode(s.token_ids), "cancelled")
+        if rows:
+            with torch.inference_mode():
+                self._compact(rows)
+
+    def generate(self, prompts: list[list[int]], n: int = 1, sampling: SamplingParams | None = None,
+                 progress: bool = False) -> list[list[Completion]]:
+        """For each prompt (token ids), n completions. Each distinct prompt is prefilled once (per chunk of
+        at most ``max_batch`` sequences) and its KV cache copied to its n sequences."""
+        requests = [self.add(p, n, sampling) for p in prompts]
+        pending = set(requests)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(requests) * n, unit="seq", desc="generate")
+        try:
+            while pending:
+                if not self.has_unfinished():
+                    raise RuntimeError("engine idle with requests pending (cancelled from elsewhere?)")
+                for r in self.step():
+                    if r in pending:
+                        pending.discard(r)
+                        if bar is not None:
+                            bar.update(r.n)
+        finally:
+            if bar is not None:
+                bar.close()
+        return [r.completions for r in requests]
+
+    # -- internals --------------------------------------------------------------------------------
+    def _admit(self, finished: list[Request]) -> None:
+        if self.rows and not self.backend.admits_while_running:
+            return
+        while self.waiting:
+            free = self.max_batch - len(self.rows)
+            batch: list[_Chunk] = []
+            longest = 0
+            # FIFO: stop at the first chunk that does not fit, so big requests are not starved.
+            while self.waiting and len(self.waiting[0].seqs) <= free:
+                nxt = self.waiting[0]
+                longest = max(longest, len(nxt.request.prompt_ids))
+                if batch and longest * (len(batch) + 1) > PREFILL_TOKENS:
+                    break
+                batch.append(self.waiting.popleft())
+                free -= len(nxt.seqs)
+            if not batch:
+                return
+            lo = len(self.rows)
+            logits = self.backend.prefill(
+                [c.request.prompt_ids for c in batch], [len(c.seqs) for c in batch],
+                [len(c.request.prompt_ids) + c.request.sampling.max_tokens for c in batch])
+            for c in batch:
+                for s in c.seqs:
+                    s.row = len(self.rows)
+                    self.rows.append(s)
+            self._params = None
+            self._emit(logits, lo, finished)
+
+    def _emit(self, logits: torch.Tensor, lo: int, finished: list[Request]) -> None:
+        """Sample one token for rows [lo, lo + len(logits)), record it, retire the finished rows."""
+        tokens, logprobs = self._sample(logits.float(), lo)
+        self._last = tokens if lo == 0 else torch.cat([self._last[:lo], tokens])
+        done = []
+        for row, t, lp in zip(range(lo, lo + len(tokens)), tokens.tolist(), logprobs.tolist()):
+            seq = self.rows[row]
+            seq.token_ids.append(t)
+            seq.logprobs.append(lp)
+            if self._check_finished(seq, t):
+                done.append(row)
+                if seq.request.done:
+                    finished.append(seq.request)
+        if done:
+            self._compact(done)
+
+    def _check_finished(self, seq: Sequence, token: int) -> bool:
+        p = seq.request.sampling
+        ids = seq.token_ids
+        if token in self.eos_ids and not p.ignore_eos:
+            seq.completion = Completion(ids, seq.logprobs, self._decode(ids[:-1]), "stop")
+        elif p.stop and (cut := self._find_stop(seq, p.stop)) is not None:
+            seq.completion = Completion(ids, seq.logprobs, cut, "stop")
+        elif len(ids) >= p.max_tokens:
+            seq.completion = Completion(ids, seq.logprobs, self._decode(ids), "length")
+        return seq.completion is not None
+
+    def _find_stop(self, seq: Sequence, stops: tuple[str, ...]) -> str | None:
+        text = self._decode(seq.token_ids)
+        hits = [i for s in stops if (i := text.find(s, max(0, seq.scanned - len(s) + 1))) >= 0]
+        seq.scanned = len(text)
+        return text[:min(hits)] if hits else None
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False)
+
+    def _compact(self, rows: list[int]) -> None:
+        """Free finished rows: the last running rows move into the holes, keeping [0, B) packed."""
+        gone = set(rows)
+        keep_n = len(self.rows) - len(gone)
+        movers = [r for r in range(keep_n, len(self.rows)) if r not in gone]
+        order = list(range(keep_n))
+        for hole, src in zip(sorted(r for r in gone if r < keep_n), movers):
+            order[hole] = src
+        self.backend.keep(order)
+        moved = any(i != o for i, o in enumerate(order))
+        self._last = self._last[torch.tensor(order, device=self.device)] if moved else self._last[:keep_n]
+        for r in gone:
+            self.rows[r].row = None
+        self.rows = [self.rows[o] for o in order]
+        for i, s in enumerate(self.rows):
+            s.row = i
+        self._params = None
+
+    def _row_params(self) -> _RowParams:
+        if self._params is not None:
+            return self._params
+        ps = [s.request.sampling for s in self.rows]
+        if all(p.temperature == 0 for p in ps):
+            self._params = _RowParams(all_greedy=True)
+            return self._params
+        dev = self.device
+        out = _RowParams(all_greedy=False, temp=torch.tensor([p.temperature or 1.0 for p in ps], device=dev))
+        if any(p.temperature == 0 for p in ps):
+            out.greedy = torch.tensor([p.temperature == 0 for p in ps], device=dev)
+        if any(p.top_p < 1 for p in ps):
+            out.top_p = torch.tensor([p.top_p for p in ps], device=dev)
+        chunks: dict[int, tuple[_Chunk, list[int], list[int]]] = {}
+        for s in self.rows:
+            if s.chunk.generator is not None:
+                entry = chunks.setdefault(id(s.chunk), (s.chunk, [], []))
+                entry[1].append(s.row)
+                entry[2].append(s.index - s.chunk.seqs[0].index)
+        out.seeded = [(c, r[0], torch.tensor(r, device=dev), torch.tensor(i, device=dev))
+                      for c, r, i in chunks.values()]
+        self._params = out
+        return out
+
+    def _sample(self, logits: torch.Tensor, lo: int) -> tuple[torch.Tensor, torch.Tensor]:
+        p = self._row_params()
+        n = logits.shape[0]
+        if p.all_greedy:
+            tokens = logits.argmax(-1)
+            logp = logits.log_softmax(-1)
+        else:
+            logp = (logits / p.temp[lo:lo + n, None]).log_softmax(-1)
+            probs = logp.exp()
+            if p.top_p is not None:
+                probs = _top_p(probs, p.top_p[lo:lo + n])
+            noise = torch.empty_like(probs).exponential_()
+            # Each seeded chunk draws noise for all its sequences (finished or not) every step, so
+            # its stream depends on nothing but the request itself.
+            for chunk, first_row, rows, idx in p.seeded:
+                if lo <= first_row < lo + n:
+                    draw = torch.empty(len(chunk.seqs), probs.shape[1], device=probs.device)
+                    noise[rows - lo] = draw.exponential_(generator=chunk.generator)[idx]
+            tokens = (probs / noise).argmax(-1)
+            if p.greedy is not None:
+                tokens = torch.where(p.greedy[lo:lo + n], logits.argmax(-1), tokens)
+        return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+def _top_p(probs: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """Zero every token outside each row's nucleus: the smallest set of most likely tokens with mass
+    >= top_p (the first token is always kept)."""
+    sorted_p, order = probs.sort(-1, descending=True)
+    outside = (sorted_p.cumsum(-1) - sorted_p) >= top_p[:, None]
+    return torch.zeros_like(probs).scatter_(-1, order, sorted_p.masked_fill(outside, 0.0))
+
+
+# -- backends: prefill(prompts, counts, reserve) appends rows, decode(tokens) advances every row by one
+# token, keep(order) keeps rows `order` as the new [0, len(order)); each returns last-position logits.
+
+
+@dataclass
+class _Layer:
+    eps1: float
+    qkv: torch.Tensor  # [q; k; v] weights fused, input RMSNorm weight folded in
+    qkv_b: torch.Tensor | None
+    q_norm: object | None  # Qwen3's per-head RMSNorm modules (None for Llama/Qwen2)
+    k_norm: object | None
+    o_t: torch.Tensor  # o_proj weight, transposed view (for addmm into the residual)
+    o_b: torch.Tensor | None
+    eps2: float
+    gate_up: torch.Tensor  # [gate; up] weights fused, post-attention RMSNorm weight folded in
+    gate_up_b: torch.Tensor | None
+    down_t: torch.Tensor
+    down_b: torch.Tensor | None
+
+
+def _rms(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """HF's RMSNorm without its weight (folded into the next matmul): 4 small ops instead of ~10."""
+    if x.dtype != torch.float32:
+        return _rms(x.float(), eps).to(x.dtype)
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True).add_(eps))
+
+
+def _fold(norm, *linears) -> torch.Tensor:
+    """Concatenated weights of `linears`, each input column scaled by the RMSNorm weight before them."""
+    w = torch.cat([m.weight for m in linears])
+    return (w.float() * norm.weight.float()).to(w.dtype)
+
+
+class _LlamaBackend:
+    admits_while_running = True
+
+    @staticmethod
+    def supports(model) -> bool:
+        c = model.config
+        rope = getattr(c, "rope_parameters", None) or {}
+        return (getattr(c, "model_type", None) in NATIVE_ARCHS and getattr(c, "hidden_act", None) == "silu"
+                and all(t == "full_attention" for t in (getattr(c, "layer_types", None) or []))
+                and rope.get("rope_type", "default") in STATIC_ROPE
+                and hasattr(getattr(model, "model", None), "rotary_emb"))
+
+    def __init__(self, model, max_rows: int):
+        c = model.config
+        self.model, self.base, self.max_rows = model, model.model, max_rows
+        p = next(model.parameters())
+        self.device, self.dtype = p.device, p.dtype
+        attn = self.base.layers[0].self_attn
+        self.H, self.KV, self.D = c.num_attention_heads, c.num_key_value_heads, attn.head_dim
+        self.scale, self.gqa = attn.scaling, c.num_attention_heads != c.num_key_value_heads
+        self.cache: torch.Tensor | None = None  # [layers, slots, 2, kv_heads, max_len, head_dim]
+        self.lens: list[int] = []  # tokens cached per running row
+        self.pos: torch.Tensor | None = None  # the same, on the device
+        # Modules whose parameters are copied into fused weights (watched for changes by sync()).
+        self._watched = [m for layer in self.base.layers for m in (
+            layer.input_layernorm, layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
+            layer.post_attention_layernorm, layer.mlp.gate_proj, layer.mlp.up_proj)]
+        self._signature = None
+        self._ninf = torch.tensor(float("-inf"), device=self.device, dtype=self.dtype)
+        self._zero = torch.tensor(0.0, device=self.device, dtype=self.dtype)
+
+    # Weights ---------------------------------------------------------------------------------------
+    def sync(self) -> None:
+        """Re-fuse projections if any source parameter was replaced or changed in place since the last call
+        (optimizer steps and load_state_dict bump a tensor's version counter)."""
+        signature = [(id(t), t._version) for m in self._watched for t in m._parameters.values() if t is not None]
+        if signature == self._signature:
+            return
+        self.layers = []
+        for layer in self.base.layers:
+            a, mlp, ln1, ln2 = layer.self_attn, layer.mlp, layer.input_layernorm, layer.post_attention_layernorm
+            qkv_b = None if a.q_proj.bias is None else torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias])
+            gu_b = None if mlp.gate_proj.bias is None else torch.cat([mlp.gate_proj.bias, mlp.up_proj.bias])
+            self.layers.append(_Layer(
+                ln1.variance_epsilon, _fold(ln1, a.q_proj, a.k_proj, a.v_proj), qkv_b,
+                getattr(a, "q_norm", None), getattr(a, "k_norm", None), a.o_proj.weight.t(), a.o_proj.bias,
+                ln2.variance_epsilon, _fold(ln2, mlp.gate_proj, mlp.up_proj), gu_b, mlp.down_proj.weight.t(),
+                mlp.down_proj.bias))
+        self._signature = signature
+
+    # Cache -----------------------------------------------------------------------------------------
+    def _reserve(self, rows: int, length: int) -> None:
+        """Grow the cache (and rotary tables) to at least rows x length, keeping the running rows."""
+        old = self.cache
+        s0, t0 = (old.shape[1], old.shape[4]) if old is not None else (0, 0)
+        if rows <= s0 and length <= t0:
+            return
+        s = s0 if rows <= s0 else min(self.max_rows, max(rows, 2 * s0))
+        t = t0 if length <= t0 else -(-max(length, t0 + t0 // 2) // 16) * 16
+        dev, kv2 = self.device, 2 * self.KV
+        # Zeros, not empty: masked positions get 0 attention weight, and 0 * NaN would still be NaN.
+        self.cache = torch.zeros(len(self.layers), s, 2, self.KV, t, self.D, device=dev, dtype=self.dtype)
+        pos = torch.zeros(s, dtype=torch.long, device=dev)
+        if old is not None and self.lens:
+            b, m = len(self.lens), max(self.lens)
+            self.cache[:, :b, :, :, :m] = old[:, :b, :, :, :m]
+            pos[:b] = self.pos[:b]
+        self.pos = pos
+        # Row r's k|v head j at position p is row (r * 2KV + j) * t + p of a layer's cache seen as [-1, D].
+        self._write_base = torch.arange(s * kv2, device=dev).view(s, kv2) * t
+        if t > t0:
+            positions = torch.arange(t, device=dev)
+            cos, sin = self.base.rotary_emb(self.cache[0, 0, 0, 0, :1], positions[None])
+            # rotate_half(x) * sin == roll(x, D/2) * (sin with its first half negated)
+            sign = torch.ones(self.D, device=dev, dtype=self.dtype)
+            sign[: self.D // 2] = -1
+            self.rope = torch.stack([cos[0], sin[0] * sign], 1)  # [max_len, 2, head_dim]
+            self.positions = positions
+
+    def keep(self, order: list[int]) -> None:
+        moves = [(i, o) for i, o in enumerate(order) if i != o]
+        if moves:
+            dst = torch.tensor([i for i, _ in moves], device=self.device)
+            src = torch.tensor([o for _, o in moves], device=self.device)
+            m = max(self.lens[o] for _, o in moves)
+            self.cache[:, dst, :, :, :m] = self.cache[:, src, :, :, :m]
+            self.pos[dst] = self.pos[src]
+        self.lens = [self.lens[o] for o in order]
+
+    # Forward ---------------------------------------------------------------------------------------
+    def _qk(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, w: _Layer) -> torch.Tensor:
+        """Fused q|k|v projection with rotary (and Qwen3's q/k norms) applied in place to q and k."""
+        H, KV, D = self.H, self.KV, self.D
+        qkv = F.linear(_rms(x, w.eps1), w.qkv, w.qkv_b)
+        qk = qkv[..., : (H + KV) * D].unflatten(-1, (H + KV, D))
+        if w.q_norm is not None:
+            qk[..., :H, :] = w.q_norm(qk[..., :H, :])
+            qk[..., H:, :] = w.k_norm(qk[..., H:, :])
+        torch.addcmul(qk * cos, qk.roll(D // 2, -1), sin, out=qk)
+        return qkv
+
+    def _attn_out_mlp(self, x: torch.Tensor, a: torch.Tensor, w: _Layer) -> torch.Tensor:
+        """Residual + o_proj(attention), then residual + SwiGLU MLP; matmuls add into the residual."""
+        shape, x = x.shape, x.flatten(0, -2)
+        x = torch.addmm(x, a.flatten(0, -2), w.o_t)
+        if w.o_b is not None:
+            x = x + w.o_b
+        gu = F.linear(_rms(x, w.eps2), w.gate_up, w.gate_up_b)
+        inter = gu.shape[-1] // 2
+        x = torch.addmm(x, F.silu(gu[:, :inter]).mul_(gu[:, inter:]), w.down_t)
+        if w.down_b is not None:
+            x = x + w.down_b
+        return x.view(shape)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        head, norm = self.model.get_output_embeddings(), self.base.norm
+        return F.linear(_rms(x, norm.variance_epsilon) * norm.weight, head.weight, head.bias)
+
+    def prefill(self, prompts: list[list[int]], counts: list[int], reserve: list[int]) -> torch.Tensor:
+        lo, lens = len(self.lens), [len(p) for p in prompts]
+        rows, length = sum(counts), max(lens)
+        self._reserve(lo + rows, max([*reserve, *(n + 1 for n in self.lens)]))
+        dev, H, KV, D = self.device, self.H, self.KV, self.D
+        src = torch.repeat_interleave(torch.arange(len(prompts), device=dev), torch.tensor(counts, device=dev))
+        # Right padding: with a causal mask, real tokens never attend to the padding after them.
+        ids = torch.tensor([p + [0] * (length - len(p)) for p in prompts], device=dev)
+        cos, sin = self.rope[:length, 0, None], self.rope[:length, 1, None]  # [length, 1, D]
+        x = F.embedding(ids, self.base.embed_tokens.weight)
+        for layer, w in enumerate(self.layers):
+            qkv = self._qk(x, cos, sin, w)
+            q = qkv[..., : H * D].unflatten(-1, (H, D)).transpose(1, 2)
+            kv = qkv[..., H * D:].unflatten(-1, (2, KV, D)).permute(0, 2, 3, 1, 4)  # [P, 2, KV, len, D]
+            self.cache[layer, lo:lo + rows, :, :, :length] = kv[src]
+            a = F.scaled_dot_product_attention(q, kv[:, 0], kv[:, 1], is_causal=True, scale=self.scale,
+                                               enable_gqa=self.gqa)
+            x = self._attn_out_mlp(x, a.transpose(1, 2).flatten(2), w)
+        last = x[torch.arange(len(prompts), device=dev), torch.tensor(lens, device=dev) - 1]
+        self.lens += [lens[i] for i in src.tolist()]
+        self.pos[lo:lo + rows] = torch.tensor(lens, device=dev)[src]
+        return self._logits(last)[src]
+
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        B, H, KV, D = len(self.lens), self.H, self.KV, self.D
+        width = max(self.lens) + 1
+        pos = self.pos[:B]
+        rope = self.rope[pos]  # [B, 2, D]
+        cos, sin = rope[:, 0, None], rope[:, 1, None]
+        # Additive mask, built once per step rather than converted from bool inside every SDPA call.
+        mask = torch.where(self.positions[:width] <= pos[:, None], self._zero, self._ninf)[:, None, None]
+        where = (self._write_base[:B] + pos[:, None],)  # [B, 2KV] rows of the cache seen as [-1, D]
+        x = F.embedding(tokens, self.base.embed_tokens.weight)
+        for layer, w in enumerate(self.layers):
+            qkv = self._qk(x, cos, sin, w)
+            cache = self.cache[layer]
+            cache.view(-1, D).index_put_(where, qkv[:, H * D:].view(B, 2 * KV, D))
+            a = F.scaled_dot_product_attention(qkv[:, : H * D].view(B, H, 1, D), cache[:B, 0, :, :width],
+                                               cache[:B, 1, :, :width], attn_mask=mask, scale=self.scale,
+                                               enable_gqa=self.gqa)
+            x = self._attn_out_mlp(x, a.view(B, H * D), w)
+        pos += 1
+        self.lens = [n + 1 for n in self.lens]
+        return self._logits(x)
+
+
+class _HFBackend:
+    """Any HF causal LM through its own forward and cache. Rows are admitted only into an empty batch."""
+
+    admits_while_running = False
+
+    def __init__(self, model):
+        self.model = model
+        self.device = next(model.parameters()).device
+        params = inspect.signature(model.forward).parameters
+        self.takes_positions = "position_ids" in params
+        self.extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        self.cache = None
+        self.lens: list[int] = []
+
+    def sync(self) -> None:
+        pass
+
+    def _forward(self, ids, mask, positions, cache):
+        kw = {"position_ids": positions} if self.takes_positions else {}
+        out = self.model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True, **kw,
+                         **self.extra)
+        return out.logits[:, -1], out.past_key_values
+
+    def prefill(self, prompts: list[list[int]], counts: list[int], reserve: list[int]) -> torch.Tensor:
+        assert not self.lens, "generic backend admits only into an empty batch"
+        dev, length = self.device, max(len(p) for p in prompts)
+        ids = torch.tensor([[0] * (length - len(p)) + p for p in prompts], device=dev)
+        mask = torch.tensor([[0] * (length - len(p)) + [1] * len(p) for p in prompts], device=dev)
+        logits, cache = self._forward(ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), None)
+        src = torch.repeat_interleave(torch.arange(len(prompts), device=dev), torch.tensor(counts, device=dev))
+        cache.batch_select_indices(src)
+        self.cache, self.mask = cache, mask[src]
+        self.next_pos = torch.tensor([len(p) for p in prompts], device=dev)[src]
+        self.lens = [len(prompts[i]) for i in src.tolist()]
+        return logits[src]
+
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        self.mask = torch.cat([self.mask, self.mask.new_ones(len(tokens), 1)], 1)
+        logits, self.cache = self._forward(tokens[:, None], self.mask, self.next_pos[:, None], self.cache)
+        self.next_pos = self.next_pos + 1
+        self.lens = [n + 1 for n in self.lens]
+        return logits
+
+    def keep(self, order: list[int]) -> None:
+        self.lens = [self.lens[o] for o in order]
+        if not order:
+            self.cache = None
+            return
+        idx = torch.tensor(order, device=self.device)
+        self.cache.batch_select_indices(idx)
+        self.mask, self.next_pos = self.mask[idx], self.next_pos[idx]

@@ -1,0 +1,92 @@
+"""Evaluation on held-out problems: pass@1 (greedy), pass@k and majority@k, by level and mode."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from math import comb
+
+from .tasks.base import MODES, Mode, Problem, check_mode
+from .tokenizer import render_prompt
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples with c correct (Chen et al. 2021)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - comb(n - c, k) / comb(n, k)
+
+
+def majority(answers: list[str | None]) -> str | None:
+    """Most common extracted answer (ties: the one seen first); None answers never win."""
+    counts = Counter(a for a in answers if a is not None)
+    if not counts:
+        return None
+    best = max(counts.values())
+    return next(a for a in answers if a is not None and counts[a] == best)
+
+
+@dataclass
+class ModeResult:
+    greedy_correct: list[bool]
+    greedy_tokens: list[int]
+    sample_correct: list[list[bool]]  # per problem, k samples (empty when k == 1)
+    majority_correct: list[bool]
+
+
+def _prompts(task, tok, problems: list[Problem], mode: Mode) -> list[list[int]]:
+    return [render_prompt(tok, task.prompt(p, mode), mode) for p in problems]
+
+
+def run_mode(engine, task, tok, problems: list[Problem], mode: Mode, k: int = 1, temperature: float = 1.0,
+             max_tokens: int = 256, seed: int = 0) -> ModeResult:
+    from .engine import SamplingParams
+
+    prompts = _prompts(task, tok, problems, mode)
+    greedy = engine.generate(prompts, n=1, sampling=SamplingParams(max_tokens=max_tokens, temperature=0.0))
+    g_scores = [task.score(p, c[0].text, mode) for p, c in zip(problems, greedy)]
+    sample_correct: list[list[bool]] = [[] for _ in problems]
+    maj: list[bool] = [s.correct for s in g_scores]
+    if k > 1:
+        sampled = engine.generate(prompts, n=k, sampling=SamplingParams(max_tokens=max_tokens,
+                                                                         temperature=temperature, seed=seed))
+        maj = []
+        for i, (p, comps) in enumerate(zip(problems, sampled)):
+            scores = [task.score(p, c.text, mode) for c in comps]
+            sample_correct[i] = [s.correct for s in scores]
+            voted = majority([s.answer for s in scores])
+            maj.append(voted is not None and task.score(p, _as_completion(voted, mode), mode).correct)
+    return ModeResult([s.correct for s in g_scores], [len(c[0].token_ids) for c in greedy], sample_correct, maj)
+
+
+def _as_completion(answer: str, mode: Mode) -> str:
+    return answer if mode == "system1" else f"\n</think>\n\n{answer}"
+
+
+def summarize(problems: list[Problem], res: ModeResult, k: int) -> dict:
+    def block(idx: list[int]) -> dict:
+        out = {"n": len(idx), "pass@1": _mean(res.greedy_correct[i] for i in idx),
+               "mean_tokens": _mean(res.greedy_tokens[i] for i in idx)}
+        if k > 1:
+            out[f"pass@{k}"] = _mean(pass_at_k(k, sum(res.sample_correct[i]), k) for i in idx)
+            out["sampled_pass@1"] = _mean(pass_at_k(k, sum(res.sample_correct[i]), 1) for i in idx)
+            out[f"maj@{k}"] = _mean(res.majority_correct[i] for i in idx)
+        return out
+
+    by_level: dict[int, list[int]] = defaultdict(list)
+    for i, p in enumerate(problems):
+        by_level[p.level].append(i)
+    return {"overall": block(list(range(len(problems)))),
+            "by_level": {str(lv): block(ix) for lv, ix in sorted(by_level.items())}}
+
+
+def evaluate(engine, task, tok, problems: list[Problem], modes: tuple[str, ...] = MODES, k: int = 1,
+             temperature: float = 1.0, max_tokens: int = 256, seed: int = 0) -> dict:
+    """``{mode: {"overall": {...}, "by_level": {level: {...}}}}``."""
+    return {m: summarize(problems, run_mode(engine, task, tok, problems, check_mode(m), k, temperature,
+                                            max_tokens, seed), k) for m in modes}
+
+
+def _mean(xs) -> float:
+    xs = list(xs)
+    return float(sum(xs)) / len(xs) if xs else 0.0

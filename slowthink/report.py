@@ -1,0 +1,93 @@
+"""Plots and markdown for run reports (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+MODE_LABEL = {"system1": "System-1 (answer directly)", "system2": "System-2 (think first)"}
+MODE_COLOR = {"system1": "#d62728", "system2": "#1f77b4"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_training(metrics: list[dict], path: str | Path, title: str = "SFT") -> Path:
+    """Loss (left axis) and held-out greedy accuracy per mode (right axis) against step."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    loss = [(r["step"], r["loss"]) for r in metrics if "loss" in r]
+    if loss:
+        ax.plot(*zip(*loss), color="gray", label="training loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (assistant tokens)")
+    ax.set_yscale("log")
+    ax2 = ax.twinx()
+    for mode in MODE_LABEL:
+        pts = [(r["step"], r[f"eval/{mode}_pass@1"]) for r in metrics if f"eval/{mode}_pass@1" in r]
+        if pts:
+            ax2.plot(*zip(*pts), marker="o", color=MODE_COLOR[mode], label=f"held-out pass@1, {MODE_LABEL[mode]}")
+    ax2.set_ylabel("held-out greedy accuracy")
+    ax2.set_ylim(0, 1.02)
+    lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    labels = ax.get_legend_handles_labels()[1] + ax2.get_legend_handles_labels()[1]
+    ax.legend(lines, labels, loc="center right", fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_accuracy_by_level(results: dict, path: str | Path, title: str = "Held-out accuracy by difficulty",
+                           metric: str = "pass@1") -> Path:
+    """Grouped bars: accuracy per level, one bar per mode."""
+    plt = _plt()
+    modes = [m for m in MODE_LABEL if m in results]
+    levels = sorted({lv for m in modes for lv in results[m]["by_level"]}, key=int)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / max(1, len(modes))
+    for j, mode in enumerate(modes):
+        vals = [results[mode]["by_level"].get(lv, {}).get(metric, 0.0) for lv in levels]
+        xs = [i + (j - (len(modes) - 1) / 2) * width for i in range(len(levels))]
+        bars = ax.bar(xs, vals, width, color=MODE_COLOR[mode], label=MODE_LABEL[mode])
+        for b, v in zip(bars, vals):
+            ax.text(b.get_x() + b.get_width() / 2, v + 0.01, f"{v:.0%}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(levels)), [f"level {lv}" for lv in levels])
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel(f"{metric} (greedy)" if metric == "pass@1" else metric)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def results_table(results: dict) -> list[list[str]]:
+    """Rows of (level, S1 acc, S2 acc, S2 mean tokens) with an overall row last."""
+    s1, s2 = results.get("system1"), results.get("system2")
+    rows = []
+    levels = sorted((s2 or s1)["by_level"], key=int)
+    for lv in levels + ["all"]:
+        pick = (lambda r: r["overall"]) if lv == "all" else (lambda r, lv=lv: r["by_level"][lv])
+        rows.append([str(lv),
+                     f"{pick(s1)['pass@1']:.1%}" if s1 else "-",
+                     f"{pick(s2)['pass@1']:.1%}" if s2 else "-",
+                     f"{pick(s1)['mean_tokens']:.0f}" if s1 else "-",
+                     f"{pick(s2)['mean_tokens']:.0f}" if s2 else "-"])
+    return rows
+
+
+TABLE_HEADER = ["level", "System-1 pass@1", "System-2 pass@1", "System-1 tokens", "System-2 tokens"]
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)

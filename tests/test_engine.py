@@ -1,0 +1,306 @@
+"""Engine: greedy equality with HF generate (native Llama/Qwen2/Qwen3 and generic GPT-2 paths), sampling
+statistics, log-probs, stop handling, seeds, continuous batching, validation, live weights."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+
+import pytest
+import torch
+
+from slowthink.engine import Engine, SamplingParams
+from slowthink.models import build_model
+from slowthink.tasks.arithmetic import Arithmetic
+from slowthink.tokenizer import build_char_tokenizer, render_example, render_prompt
+
+MAX_NEW = 48
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_char_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def prompts(tok):
+    """System-2 prompts of different lengths (1- to 3-digit operands)."""
+    task, rng = Arithmetic(op="mul", max_level=3), random.Random(7)
+    out = [render_prompt(tok, task.prompt(task.sample(rng, level), "system2"), "system2")
+           for level in (1, 3, 2, 1, 3, 2)]
+    assert len({len(p) for p in out}) >= 3
+    return out
+
+
+def _train(model, tok, steps: int = 40, seed: int = 0):
+    """A few AdamW steps on a fixed batch of worked solutions, so that logits are peaked (random-init
+    logits have near ties, which would make greedy equality a test of float rounding)."""
+    task, rng = Arithmetic(op="mul", max_level=2), random.Random(seed)
+    rows = []
+    for _ in range(32):
+        p = task.sample(rng, rng.randint(1, 2))
+        rows.append(render_example(tok, task.prompt(p, "system2"), "system2",
+                                   task.reference(p, "system2").completion()).ids)
+    width = max(map(len, rows))
+    ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
+    labels = torch.tensor([r + [-100] * (width - len(r)) for r in rows])
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        loss = model(input_ids=ids, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def _small_config(kind: str, tok):
+    from transformers import GPT2Config, Qwen2Config, Qwen3Config
+
+    common = dict(vocab_size=len(tok), eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                  bos_token_id=None, tie_word_embeddings=True)
+    if kind == "gpt2":
+        return GPT2Config(n_embd=64, n_layer=2, n_head=2, n_positions=256, **common)
+    cls = {"qwen2": Qwen2Config, "qwen3": Qwen3Config}[kind]
+    # GQA (4 query heads, 2 kv heads) and head_dim != hidden/heads for Qwen3.
+    extra = {"head_dim": 24} if kind == "qwen3" else {}
+    return cls(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, max_position_embeddings=256, **extra, **common)
+
+
+_MODELS: dict = {}
+
+
+@pytest.fixture(scope="module")
+def models(tok):
+    """Trained tiny models by kind, built once per module."""
+
+    def get(kind: str):
+        if kind not in _MODELS:
+            if kind == "llama":
+                model = build_model("tiny", tok)
+            else:
+                from transformers import AutoModelForCausalLM
+
+                torch.manual_seed(0)
+                model = AutoModelForCausalLM.from_config(_small_config(kind, tok), dtype=torch.float32)
+                model.generation_config.eos_token_id = tok.eos_token_id
+                model.generation_config.pad_token_id = tok.pad_token_id
+            _MODELS[kind] = _train(model, tok)
+        return _MODELS[kind]
+
+    return get
+
+
+def hf_greedy(model, tok, prompt: list[int], max_new: int = MAX_NEW) -> list[int]:
+    with torch.no_grad():
+        out = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                             max_new_tokens=max_new, do_sample=False, pad_token_id=tok.pad_token_id)
+    return out[0, len(prompt):].tolist()
+
+
+def min_margin(model, prompt: list[int], completion: list[int]) -> float:
+    """Smallest gap between the top two logits along a greedy trajectory."""
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + completion])).logits[0, len(prompt) - 1:-1]
+    top = logits.topk(2, -1).values
+    return float((top[:, 0] - top[:, 1]).min())
+
+
+GREEDY = SamplingParams(max_tokens=MAX_NEW, temperature=0)
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "qwen3", "gpt2"])
+def test_greedy_matches_hf_generate(kind, models, tok, prompts):
+    model = models(kind)
+    engine = Engine(model, tok)
+    assert engine.native == (kind != "gpt2")
+    out = engine.generate(prompts, sampling=GREEDY)  # all prompts (mixed lengths) in one batch
+    stopped = 0
+    for prompt, (c,) in zip(prompts, out):
+        ref = hf_greedy(model, tok, prompt)
+        assert min_margin(model, prompt, ref) > 1e-3, "near tie: the check would test rounding, not the engine"
+        assert c.token_ids == ref
+        stopped += c.finish_reason == "stop"
+    assert stopped, "no completion ended with eos: train the fixture model longer"
+
+
+def test_n_greedy_copies_identical(models, tok, prompts):
+    engine = Engine(models("llama"), tok)
+    (cs,) = engine.generate([prompts[1]], n=3, sampling=GREEDY)
+    assert len(cs) == 3 and all(c.token_ids == cs[0].token_ids and c.text == cs[0].text for c in cs)
+    assert cs[0].token_ids == hf_greedy(models("llama"), tok, prompts[1])
+
+
+def test_eos_and_length_finish(models, tok, prompts):
+    engine = Engine(models("llama"), tok)
+    (c,), = engine.generate([prompts[0]], sampling=GREEDY)
+    assert c.finish_reason == "stop" and c.token_ids[-1] == tok.eos_token_id
+    assert c.text == tok.decode(c.token_ids[:-1]) and "<|im_end|>" not in c.text
+    assert "</think>" in c.text  # think tags are kept
+    (short,), = engine.generate([prompts[0]], sampling=SamplingParams(max_tokens=3, temperature=0))
+    assert short.finish_reason == "length" and short.token_ids == c.token_ids[:3]
+    assert short.text == tok.decode(c.token_ids[:3])
+    long = SamplingParams(max_tokens=len(c.token_ids) + 5, temperature=0, ignore_eos=True)
+    (forced,), = engine.generate([prompts[0]], sampling=long)
+    assert forced.finish_reason == "length" and len(forced.token_ids) == long.max_tokens
+
+
+def test_stop_strings(models, tok, prompts):
+    engine = Engine(models("llama"), tok)
+    (full,), = engine.generate([prompts[2]], sampling=GREEDY)
+    stop = full.text[6:8]
+    cut = full.text.find(stop)
+    (c,), = engine.generate([prompts[2]], sampling=SamplingParams(max_tokens=MAX_NEW, temperature=0,
+                                                                  stop=("never there", stop)))
+    assert c.finish_reason == "stop" and c.text == full.text[:cut]
+    assert tok.decode(c.token_ids).endswith(stop) and c.token_ids == full.token_ids[:len(c.token_ids)]
+    assert len(c.logprobs) == len(c.token_ids)
+
+
+def _first_token_probs(model, prompt, temperature=1.0):
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt])).logits[0, -1]
+    return torch.softmax(logits / temperature, -1)
+
+
+def _chi_square(counts: Counter, probs: torch.Tensor, n: int) -> tuple[float, int]:
+    """Pearson chi-square over tokens with expected count >= 5 (the rest pooled); returns (stat, dof)."""
+    expected = (probs * n).tolist()
+    big = [i for i, e in enumerate(expected) if e >= 5]
+    obs = [counts.get(i, 0) for i in big] + [n - sum(counts.get(i, 0) for i in big)]
+    exp = [expected[i] for i in big] + [n - sum(expected[i] for i in big)]
+    pairs = [(o, e) for o, e in zip(obs, exp) if e > 1e-9]
+    return sum((o - e) ** 2 / e for o, e in pairs), len(pairs) - 1
+
+
+def test_sampling_matches_softmax(models, tok, prompts):
+    model, prompt, n = models("llama"), prompts[3], 3000
+    engine = Engine(model, tok)
+    probs = _first_token_probs(model, prompt)
+    assert probs.max() < 0.9, "first token too peaked for a distribution test"
+    (cs,) = engine.generate([prompt], n=n, sampling=SamplingParams(max_tokens=1, temperature=1.0, seed=1))
+    counts = Counter(c.token_ids[0] for c in cs)
+    stat, dof = _chi_square(counts, probs, n)
+    assert dof >= 2 and stat < dof + 5 * math.sqrt(2 * dof), (stat, dof)
+    tv = 0.5 * sum(abs(counts.get(i, 0) / n - float(p)) for i, p in enumerate(probs))
+    assert tv < 0.05
+
+
+def test_top_p_keeps_to_the_nucleus(models, tok, prompts):
+    model, prompt, n, top_p, temp = models("llama"), prompts[3], 2000, 0.6, 1.3
+    probs = _first_token_probs(model, prompt, temp)
+    sorted_p, order = probs.sort(descending=True)
+    k = int((sorted_p.cumsum(0) < top_p).sum()) + 1  # smallest prefix with mass >= top_p
+    nucleus = set(order[:k].tolist())
+    assert 2 <= k < int((probs > 1e-4).sum()), "nucleus should be a strict, non-trivial subset"
+    (cs,) = Engine(model, tok).generate([prompt], n=n, sampling=SamplingParams(
+        max_tokens=1, temperature=temp, top_p=top_p, seed=3))
+    counts = Counter(c.token_ids[0] for c in cs)
+    assert set(counts) <= nucleus
+    renorm = torch.zeros_like(probs)
+    renorm[order[:k]] = sorted_p[:k] / sorted_p[:k].sum()
+    stat, dof = _chi_square(counts, renorm, n)
+    assert stat < dof + 5 * math.sqrt(2 * max(dof, 1)), (stat, dof)
+    # log-probs are under the temperature-scaled distribution, before truncation
+    for c in cs[:20]:
+        assert math.isclose(c.logprobs[0], math.log(probs[c.token_ids[0]]), abs_tol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_logprobs_match_hf_logits(kind, models, tok, prompts):
+    model, temp = models(kind), 0.8
+    engine = Engine(model, tok)
+    out = engine.generate(prompts[:2], n=3, sampling=SamplingParams(max_tokens=20, temperature=temp, seed=0))
+    greedy = engine.generate(prompts[:1], sampling=SamplingParams(max_tokens=20, temperature=0))
+    for prompt, cs, t in [(prompts[0], out[0], temp), (prompts[1], out[1], temp), (prompts[0], greedy[0], 1.0)]:
+        for c in cs:
+            with torch.no_grad():
+                logits = model(torch.tensor([prompt + c.token_ids])).logits[0, len(prompt) - 1:-1]
+            ref = torch.log_softmax(logits / t, -1).gather(-1, torch.tensor(c.token_ids)[:, None])[:, 0]
+            assert torch.allclose(torch.tensor(c.logprobs), ref, atol=1e-4)
+
+
+def test_seed_reproducible_and_batch_independent(models, tok, prompts):
+    engine = Engine(models("llama"), tok)
+    sp = SamplingParams(max_tokens=16, temperature=1.0, seed=42)
+    a = engine.generate(prompts[:2], n=2, sampling=sp)
+    b = engine.generate(prompts[:2], n=2, sampling=sp)
+    assert [[c.token_ids for c in cs] for cs in a] == [[c.token_ids for c in cs] for cs in b]
+    c = engine.generate(prompts[:2], n=2, sampling=SamplingParams(max_tokens=16, temperature=1.0, seed=43))
+    assert [[x.token_ids for x in cs] for cs in a] != [[x.token_ids for x in cs] for cs in c]
+    # A seeded request samples the same tokens whatever else shares the batch.
+    alone = engine.add(prompts[0], 2, sp)
+    while not alone.done:
+        engine.step()
+    engine.add(prompts[3], 5, SamplingParams(max_tokens=30, temperature=1.0))
+    crowded = engine.add(prompts[0], 2, sp)
+    while not crowded.done:
+        engine.step()
+    assert [x.token_ids for x in alone.completions] == [x.token_ids for x in crowded.completions]
+
+
+def test_add_step_interleaving_and_cancel(models, tok, prompts):
+    model = models("llama")
+    engine = Engine(model, tok, max_batch=5)
+    first = engine.add(prompts[0], 2, GREEDY)
+    sampled = engine.add(prompts[4], 2, SamplingParams(max_tokens=MAX_NEW, temperature=1.0, top_p=0.9))
+    doomed = engine.add(prompts[5], 1, GREEDY)
+    for _ in range(3):
+        engine.step()
+    assert all(len(s.token_ids) == 3 for s in first.sequences)  # streaming view
+    late = engine.add(prompts[1], 2, GREEDY)  # queued: only 0 slots free until rows finish
+    engine.cancel(doomed)
+    assert doomed.done and doomed.completions[0].finish_reason == "cancelled"
+    finished = []
+    while engine.has_unfinished():
+        finished += engine.step()
+    assert {id(r) for r in finished} == {id(first), id(sampled), id(late)}
+    for req, prompt in [(first, prompts[0]), (late, prompts[1])]:
+        for c in req.completions:
+            assert c.token_ids == hf_greedy(model, tok, prompt)
+
+
+def test_small_max_batch_reuses_slots(models, tok, prompts):
+    """More sequences than slots: finished slots are refilled (cache rows moved) and results stay exact."""
+    for kind in ("llama", "gpt2"):
+        model = models(kind)
+        out = Engine(model, tok, max_batch=3).generate(prompts, sampling=GREEDY)
+        assert [cs[0].token_ids for cs in out] == [hf_greedy(model, tok, p) for p in prompts]
+
+
+def test_uses_current_weights_and_restores_training_flag(tok, prompts):
+    model = _train(build_model("tiny", tok, seed=1), tok, steps=30)
+    engine = Engine(model, tok)
+    before = engine.generate(prompts[:3], sampling=GREEDY)
+    model.train()
+    _train(model, tok, steps=15, seed=1)  # optimizer steps update the parameters in place
+    model.train()
+    after = engine.generate(prompts[:3], sampling=GREEDY)
+    assert model.training
+    model.eval()
+    refs = [hf_greedy(model, tok, p) for p in prompts[:3]]
+    assert [cs[0].token_ids for cs in after] == refs
+    assert [cs[0].token_ids for cs in before] != refs
+    with torch.no_grad():  # replacing a parameter object is noticed too
+        model.model.layers[0].mlp.up_proj.weight = torch.nn.Parameter(model.model.layers[0].mlp.up_proj.weight * 3)
+    assert [cs[0].token_ids for cs in engine.generate(prompts[:3], sampling=GREEDY)] == \
+        [hf_greedy(model, tok, p) for p in prompts[:3]]
+
+
+@pytest.mark.parametrize("kwargs", [dict(temperature=-0.1), dict(top_p=0.0), dict(top_p=1.5), dict(max_tokens=0),
+                                    dict(temperature=float("nan")), dict(stop=("",)), dict(seed=1.5)])
+def test_sampling_params_validation(kwargs):
+    with pytest.raises(ValueError):
+        SamplingParams(**kwargs)
+
+
+def test_bad_requests(models, tok):
+    engine = Engine(models("llama"), tok)
+    with pytest.raises(ValueError):
+        engine.add([], 1)
+    with pytest.raises(ValueError):
+        engine.add([5], 0)
+    assert SamplingParams(stop="x").stop == ("x",)

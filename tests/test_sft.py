@@ -1,0 +1,114 @@
+"""SFT: parameters change and loss falls; a SIGKILLed run resumes and ends where an uninterrupted one does."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from slowthink.config import ConfigError, build
+from slowthink.models import build_model
+from slowthink.rl.sft import SFTConfig, lr_at, train
+from slowthink.runlog import read_metrics
+from slowthink.tasks import Arithmetic
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = dict(eval_per_level=4, max_new_tokens=48, progress=False, log_every=1, threads=1)
+
+
+def test_sft_changes_parameters_and_lowers_loss(tmp_path, tok):
+    model = build_model("tiny", tok, seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = SFTConfig(out=str(tmp_path / "run"), levels=[1], steps=40, batch_size=16, lr=3e-3, warmup_steps=5,
+                    eval_every=0, checkpoint_every=20, **FAST)
+    run = train(cfg, task=Arithmetic(op="mul", max_level=2), model=model, tok=tok)
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    assert len(changed) == len(before)
+    losses = [r["loss"] for r in read_metrics(run) if "loss" in r]
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
+    evals = [r for r in read_metrics(run) if "eval/system2_pass@1" in r]
+    assert evals and 0.0 <= evals[-1]["eval/system2_pass@1"] <= 1.0
+    assert (run / "model" / "config.json").exists() and (run / "ckpt" / "state.pt").exists()
+    assert list((run / "tb").iterdir()), "TensorBoard events written"
+
+
+def _sft_cmd(out: Path) -> list[str]:
+    return [sys.executable, "-m", "slowthink.cli", "train", "sft", "--out", str(out), "--model", "tiny",
+            "--levels", "1,2", "--steps", "60", "--batch-size", "8", "--checkpoint-every", "10",
+            "--eval-every", "0", "--eval-per-level", "2", "--max-new-tokens", "8", "--threads", "1",
+            "--progress", "false", "--log-every", "5", "--warmup-steps", "5"]
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(next((run / "model").glob("*.safetensors"))))
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(_sft_cmd(straight), check=True, env=env, capture_output=True, timeout=300)
+
+    proc = subprocess.Popen(_sft_cmd(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "ckpt" / "state.pt").exists():
+        assert proc.poll() is None, "training ended before its first checkpoint"
+        assert time.time() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    step_at_kill = torch.load(killed / "ckpt" / "state.pt", weights_only=False)["step"]
+    assert step_at_kill < 60 and not (killed / "model").exists()
+
+    out = subprocess.run(_sft_cmd(killed), check=True, env=env, capture_output=True, text=True, timeout=300)
+    a, b = _weights(straight), _weights(killed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    steps = [r["step"] for r in read_metrics(killed) if "loss" in r]
+    assert steps == sorted(set(steps)) and steps[-1] == 60, "resumed log has no duplicate or missing rows"
+
+
+def test_lr_schedule_warmup_then_cosine():
+    cfg = SFTConfig(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_at(0, cfg) == pytest.approx(0.1)
+    assert lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(10, cfg) == pytest.approx(1.0)
+    assert lr_at(55, cfg) == pytest.approx(0.55)
+    assert lr_at(100, cfg) == pytest.approx(0.1)
+
+
+def test_config_yaml_overrides_and_errors(tmp_path):
+    from slowthink.config import load_config
+
+    y = tmp_path / "c.yaml"
+    y.write_text("steps: 7\nlevels: [2, 3]\ntask_args: {op: add}\n")
+    cfg = load_config(SFTConfig, y, {"lr": "1e-3", "levels": "1,4"})
+    assert (cfg.steps, cfg.levels, cfg.lr, cfg.task_args) == (7, [1, 4], 1e-3, {"op": "add"})
+    with pytest.raises(ConfigError, match="steps"):
+        build(SFTConfig, {"steps": 0})
+    with pytest.raises(ConfigError, match="expected int"):
+        build(SFTConfig, {"steps": "many"})
+    with pytest.raises(ConfigError, match="unknown config field"):
+        build(SFTConfig, {"stepz": 3})
+    with pytest.raises(ConfigError, match="system2_fraction"):
+        build(SFTConfig, {"system2_fraction": 1.5})
+    y.write_text("steps: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(SFTConfig, y)
+
+
+def test_cli_reports_bad_config_clearly(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "slowthink.cli", "train", "sft", "--steps", "-3",
+                        "--out", str(tmp_path / "x")], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "steps" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "slowthink.cli", "train", "sft", "--task", "nope.py:X",
+                        "--out", str(tmp_path / "y"), "--steps", "1"], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "nope.py" in r.stderr and "Traceback" not in r.stderr
