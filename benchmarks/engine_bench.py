@@ -2,6 +2,7 @@
 
     python benchmarks/engine_bench.py                 # ~1-2 min on 2 cores; writes benchmarks/results/engine.json
     python benchmarks/engine_bench.py --threads 1 --repeats 3
+    python benchmarks/engine_bench.py --device cuda --out benchmarks/results/engine_cuda.json
 
 Per config: 64 arithmetic problems rendered as System-2 prompts, greedy, exactly 96 new tokens (eos ignored
 by both: HF ``min_new_tokens=max_new_tokens``, ours ``ignore_eos``). HF and ours alternate within each
@@ -11,7 +12,8 @@ tokens over the whole call (prefill included).
 "Floor" is a machine reference, not a competitor: the same per-step matmuls our decode step runs (fused
 qkv, o, gate|up, down per layer, then the LM head) at batch 64 for 96 steps, with no attention, cache or
 Python around them. "attention" is SDPA alone over a cache of the same shape, for the same 96 steps.
-The "n-sample" config (8 prompts x n=8, temperature 1) shows prefill-once: HF expands the prompts before
+"tiny b8" shows a small batch, where per-step overhead dominates. The "8x8 sampled" config (8 prompts x
+n=8, temperature 1) shows prefill-once: HF expands the prompts before
 prefill (``num_return_sequences``), we prefill 8 and copy the cache.
 """
 
@@ -29,6 +31,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -46,14 +49,21 @@ def prompts_for(tok, count: int, seed: int = 0) -> list[list[int]]:
             for _ in range(count)]
 
 
+def sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def hf_run(model, tok, prompts, n: int, sample: bool) -> float:
-    batch = tok.pad({"input_ids": prompts}, return_tensors="pt")  # left padding (tokenizer default)
+    batch = tok.pad({"input_ids": prompts}, return_tensors="pt").to(model.device)  # left padding
     kw = dict(do_sample=True, temperature=1.0, top_p=1.0, top_k=0, num_return_sequences=n) if sample else \
         dict(do_sample=False)
+    sync(model.device)
     t = time.perf_counter()
     with torch.inference_mode():
         out = model.generate(**batch, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
                              pad_token_id=tok.pad_token_id, **kw)
+    sync(model.device)
     dt = time.perf_counter() - t
     assert out.shape == (len(prompts) * n, batch["input_ids"].shape[1] + NEW_TOKENS)
     return dt
@@ -61,8 +71,9 @@ def hf_run(model, tok, prompts, n: int, sample: bool) -> float:
 
 def our_run(engine, prompts, n: int, sample: bool) -> float:
     sp = SamplingParams(max_tokens=NEW_TOKENS, temperature=1.0 if sample else 0.0, ignore_eos=True)
+    sync(engine.device)
     t = time.perf_counter()
-    out = engine.generate(prompts, n=n, sampling=sp)
+    out = engine.generate(prompts, n=n, sampling=sp)  # ends with a device->host copy: synchronised
     dt = time.perf_counter() - t
     assert all(len(c.token_ids) == NEW_TOKENS for cs in out for c in cs)
     return dt
@@ -73,32 +84,37 @@ def floor_run(model, batch: int, prompt_len: int) -> tuple[float, float]:
     c = model.config
     hidden, inter, layers, vocab = c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.vocab_size
     heads, kv, d = c.num_attention_heads, c.num_key_value_heads, c.hidden_size // c.num_attention_heads
-    g = torch.Generator().manual_seed(0)
-    ws = [(torch.randn((heads + 2 * kv) * d, hidden, generator=g), torch.randn(hidden, heads * d, generator=g),
-           torch.randn(2 * inter, hidden, generator=g), torch.randn(hidden, inter, generator=g))
-          for _ in range(layers)]
-    head = torch.randn(vocab, hidden, generator=g)
-    x, a, act = torch.randn(batch, hidden), torch.randn(batch, heads * d), torch.randn(batch, inter)
+    dev, dtype = model.device, model.dtype
+    torch.manual_seed(0)
+    ws = [[torch.randn(shape, device=dev, dtype=dtype) for shape in (
+        ((heads + 2 * kv) * d, hidden), (hidden, heads * d), (2 * inter, hidden), (hidden, inter))]
+        for _ in range(layers)]
+    head = torch.randn(vocab, hidden, device=dev, dtype=dtype)
+    x, a, act = (torch.randn(batch, k, device=dev, dtype=dtype) for k in (hidden, heads * d, inter))
     with torch.inference_mode():
+        sync(dev)
         t = time.perf_counter()
         for _ in range(NEW_TOKENS):
             for qkv, o, gu, down in ws:
                 F.linear(x, qkv), F.linear(a, o), F.linear(x, gu), F.linear(act, down)
             F.linear(x, head)
+        sync(dev)
         linear = time.perf_counter() - t
-        cache = torch.randn(layers, batch, 2, kv, prompt_len + NEW_TOKENS, d, generator=g)
-        q = torch.randn(batch, heads, 1, d, generator=g)
+        cache = torch.randn(layers, batch, 2, kv, prompt_len + NEW_TOKENS, d, device=dev, dtype=dtype)
+        q = torch.randn(batch, heads, 1, d, device=dev, dtype=dtype)
+        sync(dev)
         t = time.perf_counter()
         for step in range(NEW_TOKENS):
             w = prompt_len + step + 1
             for layer in range(layers):
                 F.scaled_dot_product_attention(q, cache[layer, :, 0, :, :w], cache[layer, :, 1, :, :w])
+        sync(dev)
         attention = time.perf_counter() - t
     return linear, attention
 
 
-def bench_config(name, preset, tok, prompts, n, sample, repeats, warmup):
-    model = build_model(preset, tok).eval()
+def bench_config(name, preset, tok, prompts, n, sample, repeats, warmup, device):
+    model = build_model(preset, tok).eval().to(device)
     engine = Engine(model, tok)
     tokens = len(prompts) * n * NEW_TOKENS
     for _ in range(warmup):
@@ -126,41 +142,101 @@ def bench_config(name, preset, tok, prompts, n, sample, repeats, warmup):
     return row
 
 
-def machine_info(threads: int) -> dict:
+def eval_workload(model_dir: str, device: str, count: int = 256, batch: int = 64, repeats: int = 3) -> dict:
+    """The job the engine exists for: greedy held-out evaluation with a *trained* model, every sequence
+    stopping at its own end-of-turn. HF ``generate`` runs batches of 64 until the longest row is done;
+    the engine retires finished rows and admits waiting prompts into their slots (at most 64 rows)."""
+    from slowthink.models import load_model
+    from slowthink.tasks import Arithmetic
+
+    model, tok = load_model(model_dir, device=device)
+    model.eval()
+    task, max_new = Arithmetic(), 256
+    problems = task.heldout_set(count // 4, (1, 2, 3, 4), seed=7)
+    prompts = [render_prompt(tok, task.prompt(p, "system2"), "system2") for p in problems]
+    engine = Engine(model, tok, max_batch=batch)
+    eos = tok.eos_token_id
+
+    def hf_all() -> list[list[int]]:
+        rows = []
+        for i in range(0, len(prompts), batch):
+            chunk = prompts[i:i + batch]
+            enc = tok.pad({"input_ids": chunk}, return_tensors="pt").to(model.device)
+            with torch.inference_mode():
+                out = model.generate(**enc, max_new_tokens=max_new, do_sample=False, pad_token_id=tok.pad_token_id)
+            for row in out[:, enc["input_ids"].shape[1]:].tolist():
+                rows.append(row[:row.index(eos) + 1] if eos in row else row)
+        return rows
+
+    def ours_all() -> list[list[int]]:
+        out = engine.generate(prompts, sampling=SamplingParams(max_tokens=max_new, temperature=0.0))
+        return [c[0].token_ids for c in out]
+
+    hf_all(), ours_all()  # warm-up
+    hf_t, our_t = [], []
+    for _ in range(repeats):
+        t = time.perf_counter(); hf_rows = hf_all(); hf_t.append(time.perf_counter() - t)
+        t = time.perf_counter(); our_rows = ours_all(); our_t.append(time.perf_counter() - t)
+    useful = sum(len(r) for r in our_rows)
+    same = sum(a == b for a, b in zip(hf_rows, our_rows))
+    correct = sum(task.score(p, tok.decode(r, skip_special_tokens=False).replace("<|im_end|>", "")).correct
+                  for p, r in zip(problems, our_rows))
+    hf_s, our_s = statistics.median(hf_t), statistics.median(our_t)
+    return dict(config="trained model, held-out eval, stop at end-of-turn", model_dir=model_dir,
+                params=count_parameters(model), prompts=len(prompts), max_batch=batch, levels=[1, 2, 3, 4],
+                generated_tokens=useful, identical_greedy_outputs=f"{same}/{len(prompts)}",
+                accuracy=round(correct / len(prompts), 3), hf_s=round(hf_s, 3), ours_s=round(our_s, 3),
+                hf_tokens_per_s=round(useful / hf_s), ours_tokens_per_s=round(useful / our_s),
+                speedup=round(hf_s / our_s, 2))
+
+
+def machine_info(threads: int, device: str) -> dict:
     cpu = "unknown"
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return dict(cpu=cpu, cores=os.cpu_count(), torch_threads=threads, torch=torch.__version__,
-                python=platform.python_version(), load_average_at_start=[round(v, 2) for v in load or []])
+    info = dict(cpu=cpu, cores=len(os.sched_getaffinity(0)), torch_threads=threads, torch=torch.__version__,
+                transformers=transformers.__version__, python=platform.python_version(), device=device,
+                load_average_at_start=[round(v, 2) for v in os.getloadavg()])
+    if device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
+    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                    help="torch threads (default: the cores this process may use)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--models", default="tiny,small")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--trained-model", default="runs/quickstart/model",
+                    help="a trained model folder for the end-to-end eval workload (skipped if missing)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "engine.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    info = machine_info(args.threads)
+    info = machine_info(args.threads, args.device)
     tok = build_char_tokenizer()
     rows = []
     for preset in args.models.split(","):
         rows.append(bench_config(f"{preset} b64 greedy", preset, tok, prompts_for(tok, 64), 1, False,
-                                 args.repeats, args.warmup))
+                                 args.repeats, args.warmup, args.device))
+    rows.append(bench_config("tiny b8 greedy", "tiny", tok, prompts_for(tok, 8), 1, False, args.repeats,
+                             args.warmup, args.device))
     rows.append(bench_config("tiny 8x8 sampled", "tiny", tok, prompts_for(tok, 8), 8, True, args.repeats,
-                             args.warmup))
-    info["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else []
+                             args.warmup, args.device))
+    workload = None
+    if Path(args.trained_model, "config.json").exists():
+        workload = eval_workload(args.trained_model, args.device)
+    info["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(dict(machine=info, results=rows), indent=2) + "\n")
+    Path(args.out).write_text(json.dumps(dict(machine=info, results=rows, eval_workload=workload), indent=2) + "\n")
 
-    print(f"{info['cpu']}, {info['cores']} cores, {args.threads} torch threads, torch {info['torch']}, "
-          f"load {info['load_average_at_start']} -> {info['load_average_at_end']}")
+    print(f"{info.get('gpu', info['cpu'])}, {info['cores']} cores, {args.threads} torch threads, "
+          f"torch {info['torch']}, load {info['load_average_at_start']} -> {info['load_average_at_end']}")
     head = f"{'config':<20}{'HF tok/s':>10}{'ours tok/s':>12}{'speedup':>9}{'ours ms/step':>14}" \
            f"{'linear floor':>14}{'+attention':>12}"
     print(head)
@@ -169,6 +245,10 @@ def main(argv=None):
             if "floor_linear_ms_per_step" in r else f"{'-':>14}{'-':>12}"
         print(f"{r['config']:<20}{r['hf_tokens_per_s']:>10}{r['ours_tokens_per_s']:>12}{r['speedup']:>8.2f}x"
               f"{r['ours_ms_per_step']:>14.2f}{floor}")
+    if workload:
+        print(f"eval workload ({workload['prompts']} held-out prompts, trained model, stop at end-of-turn): "
+              f"HF {workload['hf_tokens_per_s']} tok/s, ours {workload['ours_tokens_per_s']} tok/s, "
+              f"{workload['speedup']:.2f}x; identical greedy outputs {workload['identical_greedy_outputs']}")
     print(f"wrote {args.out}")
 
 

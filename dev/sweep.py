@@ -19,28 +19,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 BASE = dict(levels="1,2,3", batch_size=64, lr=3e-3, model="small", system2_fraction=0.5, warmup_steps=30)
-CONFIGS = {
-    "cells-small": dict(cot="cells"),
-    "compact-small": dict(cot="compact"),
-    "cells-tiny": dict(cot="cells", model="tiny"),
-    "compact-tiny": dict(cot="compact", model="tiny"),
-    "cells-small-lr1e-3": dict(cot="cells", lr=1e-3),
-    "compact-small-lr1e-3": dict(cot="compact", lr=1e-3),
-    "cells-small-bs32": dict(cot="cells", batch_size=32),
-    "compact-small-bs32": dict(cot="compact", batch_size=32),
-    "cells-medium": dict(cot="cells", model="medium", lr=2e-3),
-    "compact-medium": dict(cot="compact", model="medium", lr=2e-3),
-    "cells-small-s2frac0.75": dict(cot="cells", system2_fraction=0.75),
-    "cells-tiny-lr6e-3": dict(cot="cells", model="tiny", lr=6e-3),
+CONFIGS = {  # sweeps 1 and 2 are in dev/LOG.md (dev/sweep*_results.json); this is the third
+    "cells-small-lr3e-4-800": dict(cot="cells", lr=3e-4, steps=800),
+    "cells-small-lr5e-4-600": dict(cot="cells", lr=5e-4, steps=600),
+    "cells-small-lr7e-4-700": dict(cot="cells", lr=7e-4, steps=700),
+    "cells-small-lr5e-4-700-b95": dict(cot="cells", lr=5e-4, steps=700, betas="0.9,0.95"),
+    "cells-small-lr5e-4-700-wd0.1": dict(cot="cells", lr=5e-4, steps=700, weight_decay=0.1),
+    "cells-small-lr5e-4-700-s2.7": dict(cot="cells", lr=5e-4, steps=700, system2_fraction=0.7),
+    "cells-medium-lr3e-4-600": dict(cot="cells", model="medium", lr=3e-4, steps=600),
+    "cells-medium-lr5e-4-500": dict(cot="cells", model="medium", lr=5e-4, steps=500),
+    "cells-tiny-lr5e-4-1000": dict(cot="cells", model="tiny", lr=5e-4, steps=1000),
+    "cells-small-lr5e-4-700-noclip": dict(cot="cells", lr=5e-4, steps=700, grad_clip=0),
+    "compact-small-lr5e-4-800": dict(cot="compact", lr=5e-4, steps=800),
+    "cells-small-lr5e-4-700": dict(cot="cells", lr=5e-4, steps=700),
 }
 
 
 def command(name: str, cfg: dict, args) -> list[str]:
     c = {**BASE, **cfg}
     cot = c.pop("cot")
-    opts = {**c, "out": f"{args.out}/{name}", "task_args": f"op=mul,cot={cot}", "steps": args.steps,
+    steps = c.pop("steps", args.steps)
+    opts = {**c, "out": f"{args.out}/{name}", "task_args": f"op=mul,cot={cot}", "steps": steps,
             "eval_every": args.eval_every, "eval_per_level": args.eval_per_level, "max_new_tokens": 200,
-            "checkpoint_every": args.steps, "device": args.device, "threads": 1, "progress": "false",
+            "checkpoint_every": steps, "device": args.device, "threads": 1, "progress": "false",
             "resume": "false", "log_every": 50}
     cmd = [sys.executable, "-m", "slowthink.cli", "train", "sft"]
     for k, v in opts.items():

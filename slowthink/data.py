@@ -32,12 +32,13 @@ def reference_example(task, tok, problem: Problem, mode: Mode) -> Example:
 
 
 def sample_examples(task, tok, seed: int, step: int, batch_size: int, levels: list[int],
-                    system2_fraction: float) -> list[Example]:
-    """Training examples for one step: levels uniform, modes mixed, held-out problems excluded."""
+                    system2_fraction: float, level_weights: list[float] | None = None) -> list[Example]:
+    """Training examples for one step: levels drawn by weight (uniform by default), modes mixed,
+    held-out problems excluded."""
     rng = random.Random(f"sft-{seed}-{step}")
     out = []
     for _ in range(batch_size):
-        level = rng.choice(levels)
+        level = rng.choices(levels, weights=level_weights)[0] if level_weights else rng.choice(levels)
         mode: Mode = "system2" if rng.random() < system2_fraction else "system1"
         out.append(reference_example(task, tok, task.sample_split(rng, level, "train"), mode))
     return out

@@ -8,7 +8,7 @@ Two backends behind one scheduler:
   ``scaled_dot_product_attention`` over the cache sliced to the longest active slot, masked per slot.
   q/k/v and gate/up projections are fused into one matmul each; rotary tables come from the model's
   own rotary module, so numbers match Hugging Face. What makes HF ``generate`` slow on tiny models is
-  Python overhead per step, so a step here is ~13 torch calls per layer and one device->host transfer.
+  Python overhead per step, so a step here is ~20 torch calls per layer and one device->host transfer.
 * **Generic** (any other HF causal LM): the model's own forward and ``past_key_values``, left padding,
   explicit attention mask and position ids. Static batching: waiting requests are admitted only when
   the running batch has drained. Same ``Completion`` objects.
@@ -31,11 +31,12 @@ Sampling uses the exponential race (``argmax p / E``, E ~ Exp(1)), which is exac
 chunk draw its own noise from its own generator: a seeded request gives the same samples whatever else
 is in the batch. Unseeded requests use torch's global RNG. Not thread-safe: drive it from one thread.
 
-Weights: fused projections are copies, rebuilt whenever any source parameter changed (checked every
-step from each parameter's identity and in-place version counter, which optimizer steps and
-``load_state_dict`` bump), so a trainer may call ``generate`` between optimizer steps. Norm weights,
-embeddings and the LM head are used by reference. The model is put in eval mode for each step and its
-training flag restored.
+Weights: the fused projections (with the RMSNorm weight before each folded in) are copies, so they
+double those weights' memory. They are rebuilt whenever a source parameter changed, checked every step
+from each parameter's identity and in-place version counter (which optimizer steps and
+``load_state_dict`` bump), so a trainer may call ``generate`` between optimizer steps. Embeddings, the
+final norm and the LM head are used by reference. Each step runs under ``inference_mode`` with autocast
+off, in the model's dtype and on its device, with the model in eval mode (its training flag restored).
 """
 
 from __future__ import annotations
@@ -93,8 +94,7 @@ class Sequence:
     __slots__ = ("request", "index", "chunk", "token_ids", "logprobs", "completion", "row", "scanned")
 
     def __init__(self, request: Request, index: int):
-        self.request, self.index = request, index
-        self.chunk: _Chunk | None = None
+        self.request, self.index, self.chunk = request, index, None
         self.token_ids: list[int] = []
         self.logprobs: list[float] = []
         self.completion: Completion | None = None
@@ -108,10 +108,11 @@ class Request:
     def __init__(self, prompt_ids: list[int], n: int, sampling: SamplingParams):
         self.prompt_ids, self.n, self.sampling = prompt_ids, n, sampling
         self.sequences = [Sequence(self, i) for i in range(n)]
+        self.unfinished = n
 
     @property
     def done(self) -> bool:
-        return all(s.completion is not None for s in self.sequences)
+        return self.unfinished == 0
 
     @property
     def completions(self) -> list[Completion]:
@@ -141,6 +142,8 @@ class _RowParams:
 
 
 class Engine:
+    """Sampler over one HF causal LM; ``max_batch`` caps the sequences decoded together (cache rows)."""
+
     def __init__(self, model, tokenizer, max_batch: int = 256):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
@@ -176,7 +179,7 @@ class Engine:
                 s.chunk = chunk
             if sampling.seed is not None and sampling.temperature > 0:
                 chunk.generator = torch.Generator(self.device)
-                chunk.generator.manual_seed(hash((sampling.seed, c)) if c else sampling.seed)
+                chunk.generator.manual_seed((sampling.seed * 1_000_003 + c) % 2**63)
             self.waiting.append(chunk)
         return req
 
@@ -193,7 +196,7 @@ class Engine:
         if was_training:
             self.model.eval()
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), torch.autocast(self.device.type, enabled=False):
                 self.backend.sync()
                 if self.rows:
                     self._emit(self.backend.decode(self._last), 0, finished)
@@ -211,6 +214,7 @@ class Engine:
         for s in request.sequences:
             if s.completion is None:
                 s.completion = Completion(s.token_ids, s.logprobs, self._decode(s.token_ids), "cancelled")
+        request.unfinished = 0
         if rows:
             with torch.inference_mode():
                 self._compact(rows)
@@ -219,32 +223,20 @@ class Engine:
                  progress: bool = False) -> list[list[Completion]]:
         """For each prompt (token ids), n completions. Each distinct prompt is prefilled once (per chunk of
         at most ``max_batch`` sequences) and its KV cache copied to its n sequences."""
-        requests = [self.add(p, n, sampling) for p in prompts]
-        pending = set(requests)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
+        from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(requests) * n, unit="seq", desc="generate")
-        try:
-            while pending:
+        requests = [self.add(p, n, sampling) for p in prompts]
+        with tqdm(total=len(requests) * n, unit="seq", desc="generate", disable=not progress) as bar:
+            while not all(r.done for r in requests):
                 if not self.has_unfinished():
-                    raise RuntimeError("engine idle with requests pending (cancelled from elsewhere?)")
-                for r in self.step():
-                    if r in pending:
-                        pending.discard(r)
-                        if bar is not None:
-                            bar.update(r.n)
-        finally:
-            if bar is not None:
-                bar.close()
+                    raise RuntimeError("engine went idle with requests unfinished")
+                bar.update(sum(r.n for r in self.step()))
         return [r.completions for r in requests]
 
     # -- internals --------------------------------------------------------------------------------
     def _admit(self, finished: list[Request]) -> None:
-        if self.rows and not self.backend.admits_while_running:
-            return
-        while self.waiting:
+        continuous = self.backend.admits_while_running
+        while self.waiting and (continuous or not self.rows):
             free = self.max_batch - len(self.rows)
             batch: list[_Chunk] = []
             longest = 0
@@ -252,7 +244,7 @@ class Engine:
             while self.waiting and len(self.waiting[0].seqs) <= free:
                 nxt = self.waiting[0]
                 longest = max(longest, len(nxt.request.prompt_ids))
-                if batch and longest * (len(batch) + 1) > PREFILL_TOKENS:
+                if continuous and batch and longest * (len(batch) + 1) > PREFILL_TOKENS:
                     break
                 batch.append(self.waiting.popleft())
                 free -= len(nxt.seqs)
@@ -280,6 +272,7 @@ class Engine:
             seq.logprobs.append(lp)
             if self._check_finished(seq, t):
                 done.append(row)
+                seq.request.unfinished -= 1
                 if seq.request.done:
                     finished.append(seq.request)
         if done:
@@ -385,14 +378,12 @@ def _top_p(probs: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class _Layer:
-    eps1: float
     qkv: torch.Tensor  # [q; k; v] weights fused, input RMSNorm weight folded in
     qkv_b: torch.Tensor | None
     q_norm: object | None  # Qwen3's per-head RMSNorm modules (None for Llama/Qwen2)
     k_norm: object | None
     o_t: torch.Tensor  # o_proj weight, transposed view (for addmm into the residual)
     o_b: torch.Tensor | None
-    eps2: float
     gate_up: torch.Tensor  # [gate; up] weights fused, post-attention RMSNorm weight folded in
     gate_up_b: torch.Tensor | None
     down_t: torch.Tensor
@@ -400,7 +391,7 @@ class _Layer:
 
 
 def _rms(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """HF's RMSNorm without its weight (folded into the next matmul): 4 small ops instead of ~10."""
+    """HF's RMSNorm without its weight (folded into the next matmul), in float32 as HF computes it."""
     if x.dtype != torch.float32:
         return _rms(x.float(), eps).to(x.dtype)
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True).add_(eps))
@@ -432,6 +423,7 @@ class _LlamaBackend:
         attn = self.base.layers[0].self_attn
         self.H, self.KV, self.D = c.num_attention_heads, c.num_key_value_heads, attn.head_dim
         self.scale, self.gqa = attn.scaling, c.num_attention_heads != c.num_key_value_heads
+        self.eps = c.rms_norm_eps
         self.cache: torch.Tensor | None = None  # [layers, slots, 2, kv_heads, max_len, head_dim]
         self.lens: list[int] = []  # tokens cached per running row
         self.pos: torch.Tensor | None = None  # the same, on the device
@@ -456,10 +448,9 @@ class _LlamaBackend:
             qkv_b = None if a.q_proj.bias is None else torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias])
             gu_b = None if mlp.gate_proj.bias is None else torch.cat([mlp.gate_proj.bias, mlp.up_proj.bias])
             self.layers.append(_Layer(
-                ln1.variance_epsilon, _fold(ln1, a.q_proj, a.k_proj, a.v_proj), qkv_b,
-                getattr(a, "q_norm", None), getattr(a, "k_norm", None), a.o_proj.weight.t(), a.o_proj.bias,
-                ln2.variance_epsilon, _fold(ln2, mlp.gate_proj, mlp.up_proj), gu_b, mlp.down_proj.weight.t(),
-                mlp.down_proj.bias))
+                _fold(ln1, a.q_proj, a.k_proj, a.v_proj), qkv_b, getattr(a, "q_norm", None),
+                getattr(a, "k_norm", None), a.o_proj.weight.t(), a.o_proj.bias,
+                _fold(ln2, mlp.gate_proj, mlp.up_proj), gu_b, mlp.down_proj.weight.t(), mlp.down_proj.bias))
         self._signature = signature
 
     # Cache -----------------------------------------------------------------------------------------
@@ -486,10 +477,8 @@ class _LlamaBackend:
             positions = torch.arange(t, device=dev)
             cos, sin = self.base.rotary_emb(self.cache[0, 0, 0, 0, :1], positions[None])
             # rotate_half(x) * sin == roll(x, D/2) * (sin with its first half negated)
-            sign = torch.ones(self.D, device=dev, dtype=self.dtype)
-            sign[: self.D // 2] = -1
-            self.rope = torch.stack([cos[0], sin[0] * sign], 1)  # [max_len, 2, head_dim]
-            self.positions = positions
+            sign = torch.tensor([-1.0] * (self.D // 2) + [1.0] * (self.D // 2), device=dev, dtype=self.dtype)
+            self.rope, self.positions = torch.stack([cos[0], sin[0] * sign], 1), positions  # [max_len, 2, D]
 
     def keep(self, order: list[int]) -> None:
         moves = [(i, o) for i, o in enumerate(order) if i != o]
@@ -505,7 +494,7 @@ class _LlamaBackend:
     def _qk(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, w: _Layer) -> torch.Tensor:
         """Fused q|k|v projection with rotary (and Qwen3's q/k norms) applied in place to q and k."""
         H, KV, D = self.H, self.KV, self.D
-        qkv = F.linear(_rms(x, w.eps1), w.qkv, w.qkv_b)
+        qkv = F.linear(_rms(x, self.eps), w.qkv, w.qkv_b)
         qk = qkv[..., : (H + KV) * D].unflatten(-1, (H + KV, D))
         if w.q_norm is not None:
             qk[..., :H, :] = w.q_norm(qk[..., :H, :])
@@ -519,7 +508,7 @@ class _LlamaBackend:
         x = torch.addmm(x, a.flatten(0, -2), w.o_t)
         if w.o_b is not None:
             x = x + w.o_b
-        gu = F.linear(_rms(x, w.eps2), w.gate_up, w.gate_up_b)
+        gu = F.linear(_rms(x, self.eps), w.gate_up, w.gate_up_b)
         inter = gu.shape[-1] // 2
         x = torch.addmm(x, F.silu(gu[:, :inter]).mul_(gu[:, inter:]), w.down_t)
         if w.down_b is not None:
@@ -527,8 +516,8 @@ class _LlamaBackend:
         return x.view(shape)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        head, norm = self.model.get_output_embeddings(), self.base.norm
-        return F.linear(_rms(x, norm.variance_epsilon) * norm.weight, head.weight, head.bias)
+        head = self.model.get_output_embeddings()
+        return F.linear(_rms(x, self.eps) * self.base.norm.weight, head.weight, head.bias)
 
     def prefill(self, prompts: list[list[int]], counts: list[int], reserve: list[int]) -> torch.Tensor:
         lo, lens = len(self.lens), [len(p) for p in prompts]
@@ -587,8 +576,7 @@ class _HFBackend:
         params = inspect.signature(model.forward).parameters
         self.takes_positions = "position_ids" in params
         self.extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
-        self.cache = None
-        self.lens: list[int] = []
+        self.cache, self.rows = None, 0
 
     def sync(self) -> None:
         pass
@@ -600,7 +588,7 @@ class _HFBackend:
         return out.logits[:, -1], out.past_key_values
 
     def prefill(self, prompts: list[list[int]], counts: list[int], reserve: list[int]) -> torch.Tensor:
-        assert not self.lens, "generic backend admits only into an empty batch"
+        assert not self.rows, "generic backend admits only into an empty batch"
         dev, length = self.device, max(len(p) for p in prompts)
         ids = torch.tensor([[0] * (length - len(p)) + p for p in prompts], device=dev)
         mask = torch.tensor([[0] * (length - len(p)) + [1] * len(p) for p in prompts], device=dev)
@@ -608,19 +596,17 @@ class _HFBackend:
         src = torch.repeat_interleave(torch.arange(len(prompts), device=dev), torch.tensor(counts, device=dev))
         cache.batch_select_indices(src)
         self.cache, self.mask = cache, mask[src]
-        self.next_pos = torch.tensor([len(p) for p in prompts], device=dev)[src]
-        self.lens = [len(prompts[i]) for i in src.tolist()]
+        self.next_pos, self.rows = torch.tensor([len(p) for p in prompts], device=dev)[src], len(src)
         return logits[src]
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         self.mask = torch.cat([self.mask, self.mask.new_ones(len(tokens), 1)], 1)
         logits, self.cache = self._forward(tokens[:, None], self.mask, self.next_pos[:, None], self.cache)
         self.next_pos = self.next_pos + 1
-        self.lens = [n + 1 for n in self.lens]
         return logits
 
     def keep(self, order: list[int]) -> None:
-        self.lens = [self.lens[o] for o in order]
+        self.rows = len(order)
         if not order:
             self.cache = None
             return

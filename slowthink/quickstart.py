@@ -29,15 +29,16 @@ class QuickstartConfig:
     task: str = arg("arithmetic", "task name or path/to/file.py:ClassName")
     task_args: dict = arg({"op": "mul"}, "task constructor arguments")
     levels: list[int] = arg([1, 2, 3], "levels to train and evaluate on")
+    level_weights: list[float] = arg([1, 3, 5], "training weight of each level (the hardest needs most data)")
     model: str = arg("small", "model preset or model folder to start from")
-    steps: int = arg(600, "SFT optimizer steps")
+    steps: int = arg(700, "SFT optimizer steps")
     batch_size: int = arg(64, "SFT examples per step")
-    lr: float = arg(3e-3, "SFT peak learning rate")
+    lr: float = arg(5e-4, "SFT peak learning rate")
     warmup_steps: int = arg(30, "SFT warm-up steps")
-    system2_fraction: float = arg(0.5, "share of SFT examples with a worked solution")
+    system2_fraction: float = arg(0.75, "share of SFT examples with a worked solution")
     eval_every: int = arg(100, "periodic held-out evaluation during SFT (steps)")
-    eval_per_level: int = arg(200, "held-out problems per level in the final evaluation")
-    k: int = arg(8, "samples per problem for pass@k and maj@k in the final evaluation")
+    eval_per_level: int = arg(100, "held-out problems per level in the final evaluation")
+    k: int = arg(4, "samples per problem for pass@k and maj@k in the final evaluation")
     temperature: float = arg(1.0, "sampling temperature for pass@k / maj@k")
     max_new_tokens: int = arg(160, "generation limit")
     seed: int = arg(0, "seed")
@@ -56,6 +57,7 @@ def stage_sft(cfg: QuickstartConfig, run: Path) -> None:
     from .rl.sft import SFTConfig, train
 
     sft = SFTConfig(out=str(run / "sft"), task=cfg.task, task_args=cfg.task_args, levels=cfg.levels,
+                    level_weights=cfg.level_weights,
                     system2_fraction=cfg.system2_fraction, model=cfg.model, steps=cfg.steps,
                     batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=cfg.warmup_steps, seed=cfg.seed,
                     eval_every=cfg.eval_every, max_new_tokens=cfg.max_new_tokens, threads=cfg.threads,

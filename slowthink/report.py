@@ -58,7 +58,8 @@ def plot_accuracy_by_level(results: dict, path: str | Path, title: str = "Held-o
         bars = ax.bar(xs, vals, width, color=MODE_COLOR[mode], label=MODE_LABEL[mode])
         for b, v in zip(bars, vals):
             ax.text(b.get_x() + b.get_width() / 2, v + 0.01, f"{v:.0%}", ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(range(len(levels)), [f"level {lv}" for lv in levels])
+    counts = [max(results[m]["by_level"].get(lv, {}).get("n", 0) for m in modes) for lv in levels]
+    ax.set_xticks(range(len(levels)), [f"level {lv}\n({n} problems)" for lv, n in zip(levels, counts)])
     ax.set_ylim(0, 1.1)
     ax.set_ylabel(f"{metric} (greedy)" if metric == "pass@1" else metric)
     ax.set_title(title)

@@ -24,6 +24,9 @@ from .tasks.base import Mode, check_mode
 
 IM_START, IM_END, PAD, UNK = "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<unk>"
 THINK_TOKENS = ("<think>", "</think>")
+# Role names as single tokens: the template repeats them in every example, and on a CPU budget a
+# third of a short example's compute was going to spelling out "assistant".
+ROLE_TOKENS = ("system", "user", "assistant")
 
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
@@ -67,7 +70,7 @@ def build_char_tokenizer(charset: str = CHARSET):
     core.decoder = decoders.Fuse()
     core.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
     # Think tags are ordinary added tokens (as in Qwen3): kept when decoding with skip_special_tokens.
-    core.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS])
+    core.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS + ROLE_TOKENS])
     tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token=IM_END, pad_token=PAD, unk_token=UNK,
                                   padding_side="left", model_max_length=4096)
     tok.chat_template = CHAT_TEMPLATE

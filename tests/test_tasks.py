@@ -147,10 +147,23 @@ def test_arithmetic_levels_are_digit_counts():
 
 
 def test_arithmetic_worked_solution_matches_docstring():
-    task = Arithmetic(op="mul")
     p = Problem(key="347*862", level=3, question="347*862", answer="299114", data={"a": 347, "b": 862, "op": "mul"})
-    assert task.reference(p, "system2").completion() == (
+    assert Arithmetic(op="mul").reference(p, "system2").completion() == (
+        "7,4,3*2,6,8\n2:140906000000 040906000000\n6:004228200200 041115010200\n"
+        "8:000056372702 040111090902\n</think>\n\n299114")
+    assert Arithmetic(op="mul", cot="compact").reference(p, "system2").completion() == (
         "743*268\n2:496000 496000\n6:028020 415120\n8:006772 411992\n</think>\n\n299114")
+
+
+def test_arithmetic_cells_carry_digits():
+    """Every cell is carry*10 + digit: the sum row's units read back the product, column by column."""
+    task = Arithmetic(op="mul")
+    for p in problems(task, per_level=5):
+        lines = task.solution_lines(p)
+        last = lines[-1].split(" ")[1]
+        cells = [int(last[i:i + 2]) for i in range(0, len(last), 2)]
+        assert int("".join(str(c % 10) for c in reversed(cells))) == int(p.answer)
+        assert all(c < 100 for c in cells)
 
 
 def test_arithmetic_answer_parsing():

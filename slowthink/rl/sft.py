@@ -31,7 +31,8 @@ class SFTConfig:
     out: str = arg("runs/sft", "run folder (config, metrics.jsonl, tb/, ckpt/, model/)")
     task: str = arg("arithmetic", "task name or path/to/file.py:ClassName")
     task_args: dict = arg({}, "task constructor arguments, e.g. op=mul,max_level=5")
-    levels: list[int] = arg([1, 2, 3], "difficulty levels to train on (sampled uniformly)")
+    levels: list[int] = arg([1, 2, 3], "difficulty levels to train on")
+    level_weights: list[float] = arg([], "sampling weight of each level (default: uniform)")
     system2_fraction: float = arg(0.5, "share of examples with a worked solution (the rest answer directly)")
     model: str = arg("small", "model preset (tiny/small/medium/large) or a model folder to start from")
     steps: int = arg(1000, "optimizer steps")
@@ -62,6 +63,9 @@ class SFTConfig:
         require(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio", "must be in [0, 1]")
         require(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
         require(len(self.levels) > 0, "levels", "give at least one level")
+        require(not self.level_weights or (len(self.level_weights) == len(self.levels)
+                                           and all(w >= 0 for w in self.level_weights) and sum(self.level_weights) > 0),
+                "level_weights", "one non-negative weight per level, not all zero")
         require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "two values in [0, 1)")
         require(self.checkpoint_every > 0, "checkpoint_every", "must be > 0")
         require(self.grad_clip >= 0, "grad_clip", "must be >= 0")
@@ -156,7 +160,8 @@ def train(cfg: SFTConfig, task=None, model=None, tok=None) -> Path:
         log.log(0, params=count_parameters(model))
     t0, tokens = time.time(), 0
     for step in range(start, cfg.steps):
-        examples = sample_examples(task, tok, cfg.seed, step, cfg.batch_size, cfg.levels, cfg.system2_fraction)
+        examples = sample_examples(task, tok, cfg.seed, step, cfg.batch_size, cfg.levels, cfg.system2_fraction,
+                                   cfg.level_weights)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         opt.zero_grad(set_to_none=True)

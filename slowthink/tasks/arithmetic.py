@@ -3,18 +3,28 @@
 Level n means both operands have n digits. The user message is the bare expression (``347*862``) and
 the final answer is the integer in plain decimal.
 
-Worked solutions write every number least-significant digit first and zero-padded to a fixed width,
-so that each digit the model writes depends on digits at a *constant* distance back (the same column
-of the line above). Lee et al. (2023) show reversal decides whether small transformers learn addition
-at all; the padding is our addition (see dev/LOG.md for what was measured). For ``347*862``::
+Worked solutions write every number least-significant digit first, in column-aligned cells, so that
+each digit the model writes depends on a few digits at a *constant* distance back. Lee et al. (2023)
+show that reversal decides whether small transformers learn arithmetic at all; the cells are our
+addition (dev/LOG.md has the measurements). Two formats, chosen with ``cot=``:
 
-    743*268            operands reversed
-    2:496000 496000    digit of b : a*2 shifted, reversed | running sum, reversed
-    6:028020 415120
-    8:006772 411992
+``cells`` (default): every column is a two-digit cell ``carry*10 + digit``, so carries are written out
+and each digit is a function of three inputs at fixed offsets. For ``347*862``::
+
+    7,4,3*2,6,8                   operands, reversed
+    2:140906000000 040906000000   digit of b : a*2 shifted (cells) | running sum (cells)
+    6:004228200200 041115010200
+    8:000056372702 040111090902
     </think>
 
     299114
+
+``compact``: partial products and running sums reversed and zero-padded, carries implicit::
+
+    743*268
+    2:496000 496000
+    6:028020 415120
+    8:006772 411992
 
 Every line is one step; ``step_labels`` marks a step correct when it and every step before it match
 the unique correct derivation (after a wrong step the right answer can no longer follow).
@@ -28,7 +38,7 @@ import re
 from .base import BaseTask, Mode, Problem, Reference, Score, check_mode, split_completion
 
 OPS = {"add": "+", "mul": "*"}
-COT_FORMATS = ("cells", "compact")
+COT_FORMATS = ("cells", "mac", "compact")
 INTEGER = re.compile(r"-?[0-9]+")  # ASCII only: \d would also accept "１２" (full-width)
 MAX_ANSWER_CHARS = 64  # longer "answers" are malformed, not parsed (guards against huge-number spam)
 
@@ -87,6 +97,27 @@ def cells_solution(a: int, b: int, op: str) -> list[str]:
     return lines
 
 
+def mac_solution(a: int, b: int, op: str) -> list[str]:
+    """``cells`` with the product row folded into the sum row: one multiply-accumulate cell per column,
+    ``previous sum digit + a_k * b_i + carry`` (at most 9 + 81 + 9 = 99). About 40% fewer tokens than
+    ``cells``; each cell depends on four inputs instead of three. Addition is as in ``cells``."""
+    if op == "add":
+        return cells_solution(a, b, op)
+    sa, sb = str(a), str(b)
+    header = f"{','.join(sa[::-1])}*{','.join(sb[::-1])}"
+    width = len(sa) + len(sb)
+    da, total, lines = digits(a, width), [0] * width, [header]
+    for i, ch in enumerate(sb[::-1]):
+        row, carry = [], 0
+        for j in range(width):
+            t = total[j] + (da[j - i] * int(ch) if j >= i else 0) + carry
+            row.append(t)
+            carry = t // 10
+        total = [t % 10 for t in row]
+        lines.append(f"{ch}:{''.join(f'{t:02d}' for t in row)}")
+    return lines
+
+
 def compact_solution(a: int, b: int, op: str) -> list[str]:
     """Reversed, zero-padded partial products and running sums; carries left implicit."""
     sa, sb = str(a), str(b)
@@ -136,7 +167,7 @@ class Arithmetic(BaseTask):
 
     def solution_lines(self, problem: Problem) -> list[str]:
         a, b, op = problem.data["a"], problem.data["b"], problem.data["op"]
-        return cells_solution(a, b, op) if self.cot == "cells" else compact_solution(a, b, op)
+        return {"cells": cells_solution, "mac": mac_solution, "compact": compact_solution}[self.cot](a, b, op)
 
 
     # -- verification ---------------------------------------------------------------------------

@@ -1,0 +1,77 @@
+"""Evaluation math (pass@k, majority vote) and the quickstart pipeline end to end on a tiny budget."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from slowthink.evaluate import majority, pass_at_k
+from slowthink.quickstart import QuickstartConfig, run_quickstart
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_pass_at_k_matches_hand_computed_values():
+    assert pass_at_k(4, 0, 1) == 0.0
+    assert pass_at_k(4, 4, 2) == 1.0
+    assert pass_at_k(4, 1, 1) == pytest.approx(0.25)
+    assert pass_at_k(4, 1, 2) == pytest.approx(1 - 3 / 6)  # 1 - C(3,2)/C(4,2)
+    assert pass_at_k(10, 3, 5) == pytest.approx(1 - 21 / 252)  # 1 - C(7,5)/C(10,5)
+
+
+def test_majority_ignores_malformed_and_breaks_ties_by_first_seen():
+    assert majority([None, "7", "8", "8", None]) == "8"
+    assert majority(["3", "4", "4", "3"]) == "3"
+    assert majority([None, None]) is None
+
+
+def test_quickstart_pipeline_writes_report_and_stages_run_alone(tmp_path):
+    out = tmp_path / "qs"
+    cfg = QuickstartConfig(out=str(out), model="tiny", levels=[1, 2], level_weights=[1, 1], steps=12,
+                           batch_size=8, eval_every=6, eval_per_level=3, k=2, max_new_tokens=40,
+                           progress=False, threads=1)
+    summary = run_quickstart(cfg)
+    for f in ("report.md", "training.png", "accuracy_by_level.png", "results.json", "eval.json",
+              "model/config.json", "sft/metrics.jsonl"):
+        assert (out / f).exists(), f
+    assert set(summary["eval"]) == {"system1", "system2"}
+    assert set(summary["eval"]["system2"]["by_level"]) == {"1", "2"}
+    assert 0 <= summary["system2_pass@1"] <= 1 and "pass@2" in summary["eval"]["system2"]["overall"]
+    assert (out / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    first = (out / "eval.json").stat().st_mtime_ns
+    # Any stage alone, reading what earlier stages wrote.
+    run_quickstart(QuickstartConfig(**{**cfg.__dict__, "stages": ["eval", "report"]}))
+    assert (out / "eval.json").stat().st_mtime_ns > first
+    assert json.loads((out / "timings.json").read_text()).keys() >= {"sft", "eval", "report"}
+
+
+def test_quickstart_stage_without_its_inputs_fails_clearly(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "slowthink.cli", "quickstart", "--out", str(tmp_path / "q"),
+                        "--stages", "eval"], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "run the 'sft' stage first" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "slowthink.cli", "quickstart", "--stages", "sft,nope"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "unknown stage" in r.stderr
+
+
+def test_cli_eval_writes_json_by_level_and_mode(tmp_path, tok):
+    from slowthink.models import build_model, save
+
+    save(build_model("tiny", tok), tok, tmp_path / "m")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = tmp_path / "r.json"
+    r = subprocess.run([sys.executable, "-m", "slowthink.cli", "eval", "--model", str(tmp_path / "m"), "--task",
+                        "countdown", "--levels", "2,3", "--per-level", "3", "--k", "2", "--max-new-tokens", "16",
+                        "--json-out", str(out)], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())["results"]
+    assert set(res) == {"system1", "system2"}
+    assert set(res["system2"]["by_level"]) == {"2", "3"}
+    assert {"pass@1", "pass@2", "maj@2", "sampled_pass@1", "mean_tokens"} <= set(res["system2"]["overall"])
+    r = subprocess.run([sys.executable, "-m", "slowthink.cli", "eval", "--model", str(tmp_path / "nowhere")],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "not a model folder" in r.stderr
