@@ -75,3 +75,15 @@ def test_cli_eval_writes_json_by_level_and_mode(tmp_path, tok):
     r = subprocess.run([sys.executable, "-m", "slowthink.cli", "eval", "--model", str(tmp_path / "nowhere")],
                        env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "not a model folder" in r.stderr
+
+
+def test_recipes_load_and_quickstart_recipe_matches_defaults():
+    from dataclasses import asdict
+
+    from slowthink.config import load_config
+
+    recipe = load_config(QuickstartConfig, ROOT / "recipes" / "quickstart.yaml")
+    defaults = QuickstartConfig()
+    assert {**asdict(recipe), "out": None} == {**asdict(defaults), "out": None}
+    three = load_config(QuickstartConfig, ROOT / "recipes" / "quickstart_3digit.yaml")
+    assert three.levels == [1, 2, 3]

@@ -1,0 +1,399 @@
+"""GRPO on verifiable rewards: sample a group of completions per problem, learn from group-relative advantages.
+
+Departures from GRPO as published (Shao et al. 2024, arXiv:2402.03300), most of them switches:
+- Loss aggregation is a choice (``loss_agg``): ``sequence_mean`` (the paper: mean over each
+  completion's tokens, then over completions), ``token_mean`` (DAPO, the default: every token weighs
+  the same) or ``constant_normalizer`` (Dr. GRPO: token sum / (completions x max_new_tokens)).
+- ``scale_by_std=False`` drops the division by the group's std (Dr. GRPO). The std is the
+  population std (see ``losses.group_advantages``).
+- DAPO options: clip-higher (``clip_high`` > ``clip_low``), dynamic sampling (groups whose rewards
+  are all equal are dropped; unlike DAPO we do not sample more problems to refill the batch),
+  overlong filtering (completions cut at ``max_new_tokens`` are left out of the loss but still count
+  in their group's baseline) and the soft overlong penalty as a reward term (``overlong_buffer``).
+- No KL term by default (``kl_coef=0``, as DAPO and Dr. GRPO; no reference model is kept). With
+  ``kl_coef > 0`` the paper's k3 estimator is added to each token's loss, against a frozen copy of
+  ``init`` (reloaded from disk, never checkpointed).
+- Old log-probs are the engine's, recorded while sampling. The learner recomputes token log-probs as
+  ``log_softmax(logits / temperature)``, the temperature-scaled distribution the engine sampled from,
+  so the ratio is 1 (to float precision) at the first update. ``top_p`` truncation is in neither
+  (both are the untruncated tempered distribution), so ``top_p < 1`` makes training slightly off-policy.
+- Each inner epoch (``epochs_per_step``) is one optimizer step over the whole batch, accumulated
+  over micro-batches; with 1 (default) training is strictly on-policy and the clip never binds.
+  Logged diagnostics (clip fraction, approximate KL, entropy) are those of the last inner epoch.
+- A reward is the task's correctness plus an optional format bonus (``slowthink.rl.rewards``);
+  outcome reward only (process rewards come with the PRM). Constant learning rate after warm-up.
+
+Phases per step: sample problems (a pure function of ``(seed, step)``, held-out problems excluded)
+→ push weights to the rollout worker → rollout (engine, seeded per step) → rewards and group
+advantages → optional dynamic sampling → learner update(s) → log → eval / checkpoint. Stops with
+``TrainingHalted`` on a non-finite loss or collapsed entropy, leaving the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..config import ConfigError, arg, require, to_dict
+from ..engine import SamplingParams
+from ..runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics, write_json
+from ..tasks.base import MODES
+from .losses import (approx_kl, clip_fraction, clipped_pg_token_losses, constant_normalizer_loss,
+                     entropy_from_logits, group_advantages, kl_k3, masked_sum, sequence_mean_loss,
+                     token_logprobs, token_mean_loss)
+from .rewards import RewardFn, is_truncated
+from .rollout import Group, LocalRolloutWorker, derive_seed
+from .sft import make_optimizer
+
+# Each aggregation turns [B, T] token losses of one micro-batch into its share of the batch loss;
+# ``n`` holds the whole batch's counts, so the micro-batch shares add up to the full-batch loss.
+AGGREGATIONS = {
+    "sequence_mean": lambda losses, mask, n: sequence_mean_loss(losses, mask, num_sequences=n.sequences),
+    "token_mean": lambda losses, mask, n: token_mean_loss(losses, mask, total_tokens=n.tokens),
+    "constant_normalizer": lambda losses, mask, n: constant_normalizer_loss(losses, mask, n.max_tokens,
+                                                                           num_sequences=n.sequences),
+}
+
+
+class TrainingHalted(RuntimeError):
+    """Training stopped itself (non-finite loss, collapsed entropy); the message says why and where the
+    last good checkpoint is."""
+
+
+@dataclass
+class GRPOConfig:
+    out: str = arg("runs/grpo", "run folder (config, metrics.jsonl, tb/, ckpt/, model/)")
+    init: str = arg("", "model folder to start from (required), e.g. runs/sft/model")
+    task: str = arg("arithmetic", "task name or path/to/file.py:ClassName")
+    task_args: dict = arg({}, "task constructor arguments, e.g. op=mul,max_level=5")
+    levels: list[int] = arg([1, 2, 3], "difficulty levels to sample training problems from (uniformly)")
+    mode: str = arg("system2", "system2 (think first) or system1 (answer directly)")
+    steps: int = arg(200, "RL steps (each: one rollout batch, epochs_per_step optimizer steps)")
+    prompts_per_step: int = arg(16, "problems per step")
+    group_size: int = arg(8, "completions sampled per problem (the group, n)")
+    max_new_tokens: int = arg(160, "generation limit per completion (also the Dr. GRPO normaliser)")
+    temperature: float = arg(1.0, "sampling temperature (> 0); the learner's log-probs use the same")
+    top_p: float = arg(1.0, "nucleus sampling (1: off; < 1 makes training slightly off-policy)")
+    lr: float = arg(1e-4, "learning rate (AdamW), constant after warm-up")
+    warmup_steps: int = arg(0, "linear warm-up steps")
+    grad_clip: float = arg(1.0, "clip the global gradient norm to this value (0: off)")
+    betas: list[float] = arg([0.9, 0.99], "AdamW betas")
+    weight_decay: float = arg(0.0, "AdamW weight decay")
+    epochs_per_step: int = arg(1, "optimizer steps on each rollout batch (PPO-style; 1: on-policy, ratio 1)")
+    micro_batch_size: int = arg(0, "completions per learner forward (0: the whole batch at once)")
+    clip_low: float = arg(0.2, "PPO clip below: ratio >= 1 - clip_low")
+    clip_high: float = arg(0.28, "PPO clip above: ratio <= 1 + clip_high (DAPO clip-higher; 0.2 = symmetric)")
+    loss_agg: str = arg("token_mean", f"loss aggregation: {', '.join(AGGREGATIONS)}")
+    scale_by_std: bool = arg(True, "divide advantages by the group std (false: Dr. GRPO)")
+    dynamic_sampling: bool = arg(False, "drop groups whose rewards are all equal (DAPO; no refill)")
+    overlong_filter: bool = arg(False, "leave completions cut at max_new_tokens out of the loss (DAPO)")
+    overlong_buffer: int = arg(0, "soft overlong penalty over the last N tokens before max_new_tokens (0: off)")
+    overlong_penalty: float = arg(1.0, "size of the soft overlong penalty at max_new_tokens")
+    format_reward: float = arg(0.1, "reward bonus for a well-formed completion (added to correctness)")
+    kl_coef: float = arg(0.0, "weight of the k3 KL to the init model (0: no reference model)")
+    entropy_floor: float = arg(1e-3, "stop when the mean token entropy stays below this ...")
+    entropy_patience: int = arg(5, "... for this many steps in a row (entropy collapse)")
+    eval_every: int = arg(50, "held-out greedy pass@1 every N steps (0: only at the end)")
+    eval_per_level: int = arg(32, "held-out problems per level for evaluation (0: no evaluation)")
+    checkpoint_every: int = arg(25, "write a resumable checkpoint every N steps")
+    seed: int = arg(0, "seed for problems and sampling")
+    threads: int = arg(0, "torch threads (0: all cores)")
+    device: str = arg("cpu", "torch device to train on (cpu, cuda, cuda:1, ...)")
+    resume: bool = arg(True, "continue from out/ckpt if it exists")
+    progress: bool = arg(True, "show a progress bar")
+
+    def __post_init__(self):
+        from ..models import is_model_dir
+
+        require(bool(self.init), "init", "give the model folder to start from (GRPO fine-tunes a model that "
+                "already writes the task's format), e.g. init=runs/sft/model")
+        require(is_model_dir(self.init), "init", f"{self.init!r} is not a model folder (no config.json); "
+                "give a folder written by save_pretrained, e.g. runs/sft/model")
+        require(self.mode in MODES, "mode", f"must be one of {MODES}")
+        require(len(self.levels) > 0, "levels", "give at least one level")
+        for name in ("steps", "prompts_per_step", "max_new_tokens", "epochs_per_step", "checkpoint_every",
+                     "entropy_patience"):
+            require(getattr(self, name) > 0, name, "must be > 0")
+        require(self.group_size >= 2, "group_size", "must be >= 2 (advantages are relative to the group)")
+        require(self.temperature > 0 and math.isfinite(self.temperature), "temperature",
+                "must be > 0 (RL samples; greedy decoding has no exploration)")
+        require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+        require(self.lr > 0, "lr", "must be > 0")
+        for name in ("warmup_steps", "grad_clip", "weight_decay", "micro_batch_size", "overlong_buffer",
+                     "overlong_penalty", "format_reward", "kl_coef", "entropy_floor", "eval_every",
+                     "eval_per_level"):
+            require(getattr(self, name) >= 0, name, "must be >= 0")
+        require(0 <= self.clip_low < 1, "clip_low", "must be in [0, 1) (the ratio is clipped at 1 - clip_low)")
+        require(self.clip_high >= 0, "clip_high", "must be >= 0 (the ratio is clipped at 1 + clip_high)")
+        require(self.loss_agg in AGGREGATIONS, "loss_agg", f"unknown aggregation {self.loss_agg!r}; choose one of "
+                f"{sorted(AGGREGATIONS)}")
+        require(self.overlong_buffer <= self.max_new_tokens, "overlong_buffer", "must be <= max_new_tokens")
+        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "two values in [0, 1)")
+
+
+def lr_at(step: int, cfg: GRPOConfig) -> float:
+    """Linear warm-up, then constant (independent of ``steps``, so a longer resumed run matches)."""
+    return cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+
+
+def sample_problems(task, seed: int, step: int, count: int, levels: list[int]) -> list:
+    """The problems of one step: a pure function of ``(seed, step)``; held-out problems excluded."""
+    rng = random.Random(f"grpo-{seed}-{step}")
+    return [task.sample_split(rng, rng.choice(levels), "train") for _ in range(count)]
+
+
+def drop_flat_groups(groups: list[Group]) -> list[Group]:
+    """Dynamic sampling (DAPO): keep only groups whose rewards differ (the others have zero advantage)."""
+    return [g for g in groups if not g.all_equal]
+
+
+# ----------------------------------------------------------------------------- learner batch
+
+@dataclass
+class Row:
+    prompt_ids: list[int]
+    token_ids: list[int]
+    old_logprobs: list[float]
+    advantage: float
+    in_loss: bool  # False: overlong-filtered (still scored, no gradient)
+
+
+@dataclass
+class Counts:
+    sequences: int  # rows with tokens in the loss
+    tokens: int  # tokens in the loss
+    max_tokens: int
+
+
+def make_rows(groups: list[Group], advantages: torch.Tensor, overlong_filter: bool) -> list[Row]:
+    return [Row(g.prompt_ids, c.token_ids, c.logprobs, float(a),
+                not (overlong_filter and is_truncated(c.finish_reason)))
+            for g, adv in zip(groups, advantages) for c, a in zip(g.completions, adv)]
+
+
+def collate_rows(rows: list[Row], pad_id: int, device) -> dict[str, torch.Tensor]:
+    """Right-padded prompt+completion ids, and per completion token: the index of the logit that
+    predicts it, the token, its old log-prob, the real-token mask and the loss mask."""
+    width = max(len(r.prompt_ids) + len(r.token_ids) for r in rows)
+    length = max(len(r.token_ids) for r in rows)
+    B = len(rows)
+    ids = torch.full((B, width), pad_id, dtype=torch.long)
+    attn = torch.zeros((B, width), dtype=torch.long)
+    where = torch.zeros((B, length), dtype=torch.long)
+    tokens = torch.zeros((B, length), dtype=torch.long)
+    old = torch.zeros((B, length))
+    real = torch.zeros((B, length), dtype=torch.bool)
+    for i, r in enumerate(rows):
+        P, L = len(r.prompt_ids), len(r.token_ids)
+        ids[i, :P + L] = torch.tensor(r.prompt_ids + r.token_ids)
+        attn[i, :P + L] = 1
+        where[i, :L] = torch.arange(P - 1, P - 1 + L)
+        tokens[i, :L] = torch.tensor(r.token_ids)
+        old[i, :L] = torch.tensor(r.old_logprobs)
+        real[i, :L] = True
+    loss = real & torch.tensor([r.in_loss for r in rows])[:, None]
+    adv = torch.tensor([r.advantage for r in rows])
+    out = dict(input_ids=ids, attention_mask=attn, where=where, tokens=tokens, old_logp=old, real=real,
+               loss_mask=loss, advantages=adv)
+    return {k: v.to(device) for k, v in out.items()}
+
+
+def completion_logits(model, batch: dict, temperature: float) -> torch.Tensor:
+    """Logits predicting each completion token, divided by the sampling temperature: [B, T, V].
+
+    Where the model supports it (``logits_to_keep``), the LM head runs only from the first position
+    that predicts a completion token onwards, not over the prompts (a large vocabulary makes the
+    logits the biggest activation)."""
+    where, width = batch["where"], batch["input_ids"].shape[1]
+    kw = {}
+    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+        kw["logits_to_keep"] = width - int(where[batch["real"]].min())
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kw).logits
+    index = (where - (width - logits.shape[1])).clamp(min=0)  # padding positions: any valid index
+    return logits.gather(1, index[..., None].expand(-1, -1, logits.shape[-1])).float() / temperature
+
+
+def learner_logprobs(model, batch: dict, temperature: float) -> torch.Tensor:
+    """Log-probs of the completion tokens under the tempered policy: [B, T] (0 on padding)."""
+    logp = token_logprobs(completion_logits(model, batch, temperature), batch["tokens"])
+    return torch.where(batch["real"], logp, torch.zeros_like(logp))
+
+
+def micro_batches(rows: list[Row], size: int) -> list[list[Row]]:
+    """Rows sorted by length (less padding), in chunks of ``size`` (0: one chunk)."""
+    rows = sorted(rows, key=lambda r: len(r.prompt_ids) + len(r.token_ids))
+    size = size or len(rows)
+    return [rows[i:i + size] for i in range(0, len(rows), size)]
+
+
+def learner_update(model, ref_model, rows: list[Row], cfg: GRPOConfig, pad_id: int) -> dict[str, float]:
+    """One gradient (accumulated over micro-batches) of the clipped PG loss (+ KL); the caller clips and
+    steps. Returns the loss and diagnostics: entropy of the tempered (sampling) distribution over all
+    completion tokens; clip fraction, approximate KL to the sampling policy and k3 KL to the reference
+    over the tokens in the loss."""
+    counts = Counts(sequences=sum(1 for r in rows if r.in_loss and r.token_ids),
+                    tokens=sum(len(r.token_ids) for r in rows if r.in_loss), max_tokens=cfg.max_new_tokens)
+    aggregate = AGGREGATIONS[cfg.loss_agg]
+    device = next(model.parameters()).device
+    sums = dict(loss=0.0, entropy=0.0, clip_frac=0.0, approx_kl=0.0, kl_ref=0.0)
+    n_real = n_loss = 0
+    for chunk in micro_batches(rows, cfg.micro_batch_size):
+        b = collate_rows(chunk, pad_id, device)
+        logits = completion_logits(model, b, cfg.temperature)
+        logp = token_logprobs(logits, b["tokens"])
+        token_losses = clipped_pg_token_losses(logp, b["old_logp"], b["advantages"], cfg.clip_low, cfg.clip_high)
+        if ref_model is not None:
+            with torch.no_grad():
+                ref_logp = learner_logprobs(ref_model, b, cfg.temperature)
+            kl = kl_k3(logp, ref_logp)
+            token_losses = token_losses + cfg.kl_coef * kl
+            sums["kl_ref"] += float(masked_sum(kl.detach(), b["loss_mask"]))
+        loss = aggregate(token_losses, b["loss_mask"], counts)
+        loss.backward()
+        real, in_loss = int(b["real"].sum()), int(b["loss_mask"].sum())
+        with torch.no_grad():
+            sums["loss"] += float(loss)
+            sums["entropy"] += float(masked_sum(entropy_from_logits(logits.detach()), b["real"]))
+            sums["clip_frac"] += float(clip_fraction(logp, b["old_logp"], b["loss_mask"], cfg.clip_low,
+                                                     cfg.clip_high)) * in_loss
+            sums["approx_kl"] += float(approx_kl(logp, b["old_logp"], b["loss_mask"])) * in_loss
+        n_real, n_loss = n_real + real, n_loss + in_loss
+    return {"loss": sums["loss"], "entropy": sums["entropy"] / max(1, n_real),
+            "clip_frac": sums["clip_frac"] / max(1, n_loss), "approx_kl": sums["approx_kl"] / max(1, n_loss),
+            **({"kl_ref": sums["kl_ref"] / max(1, n_loss)} if ref_model is not None else {})}
+
+
+# ----------------------------------------------------------------------------- monitoring
+
+def rollout_stats(groups: list[Group]) -> dict[str, float]:
+    totals = torch.tensor([g.totals for g in groups], dtype=torch.float64)
+    comps = [c for g in groups for c in g.completions]
+    scores = [s for g in groups for s in g.scores]
+    return {"reward_mean": float(totals.mean()), "reward_std": float(totals.std(unbiased=False)),
+            "pass_rate": sum(s.correct for s in scores) / len(scores),
+            "well_formed": sum(s.well_formed for s in scores) / len(scores),
+            "zero_var_groups": sum(g.all_equal for g in groups) / len(groups),
+            "response_len": sum(len(c.token_ids) for c in comps) / len(comps),
+            "truncated": sum(is_truncated(c.finish_reason) for c in comps) / len(comps)}
+
+
+def heldout_eval(engine, task, tok, problems, mode: str, max_new_tokens: int) -> dict[str, float]:
+    from ..evaluate import evaluate
+
+    res = evaluate(engine, task, tok, problems, modes=(mode,), k=1, max_tokens=max_new_tokens)[mode]
+    out = {f"eval/{mode}_pass@1": res["overall"]["pass@1"]}
+    out.update({f"eval/{mode}_L{lv}": b["pass@1"] for lv, b in res["by_level"].items()})
+    return out
+
+
+# ----------------------------------------------------------------------------- training loop
+
+def train(cfg: GRPOConfig, task=None, model=None, tok=None) -> Path:
+    """Run GRPO; returns the run folder. ``task``/``model``/``tok`` override the config's specs (tests)."""
+    from tqdm.auto import tqdm
+
+    from ..models import load_model, save
+    from ..tasks import get_task
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run = Path(cfg.out)
+    run.mkdir(parents=True, exist_ok=True)
+    write_json(run / "config.json", {"trainer": "grpo", **to_dict(cfg)})
+    task = task or get_task(cfg.task, **cfg.task_args)
+    for lv in cfg.levels:
+        if hasattr(task, "check_level"):
+            task.check_level(lv)
+    if model is None:
+        model, tok = load_model(cfg.init)
+    if tok is None:
+        raise ConfigError("train(): pass tok together with model")
+    model.to(cfg.device).train()
+    ref_model = None
+    if cfg.kl_coef > 0:  # the reference is init itself: reloaded, never checkpointed
+        ref_model = load_model(cfg.init)[0].to(cfg.device).eval().requires_grad_(False)
+    opt = make_optimizer(model, cfg)
+
+    start, low_entropy = 0, 0
+    ckpt = latest_checkpoint(run) if cfg.resume else None
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, model)
+        opt.load_state_dict(state["optimizer"])
+        start, low_entropy = state["step"], state.get("low_entropy_steps", 0)
+        truncate_metrics(run, start)
+    log = RunLog(run)
+    reward_fn = RewardFn(format_bonus=cfg.format_reward, overlong_buffer=cfg.overlong_buffer,
+                         overlong_penalty=cfg.overlong_penalty, max_tokens=cfg.max_new_tokens)
+    worker = LocalRolloutWorker(model, tok, task, reward_fn)
+    heldout = task.heldout_set(cfg.eval_per_level, tuple(cfg.levels)) if cfg.eval_per_level else []
+
+    def halt(why: str):
+        bar.close()
+        log.close()
+        raise TrainingHalted(f"{why}; stopped without saving. Last good checkpoint: "
+                             f"{ckpt or 'none (no checkpoint written yet)'}")
+
+    bar = tqdm(total=cfg.steps, initial=start, desc="grpo", disable=not cfg.progress, dynamic_ncols=True)
+    for step in range(start, cfg.steps):
+        t0 = time.time()
+        # -- rollout: sample problems, push weights, generate and score n completions each
+        problems = sample_problems(task, cfg.seed, step, cfg.prompts_per_step, cfg.levels)
+        worker.load_weights(model.state_dict(), version=step)
+        sampling = SamplingParams(max_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                                  seed=derive_seed("grpo", cfg.seed, step))
+        groups = worker.rollout(problems, cfg.mode, cfg.group_size, sampling)
+        if any(g.version != step for g in groups):
+            raise RuntimeError(f"rollout at step {step} came from weights of another version (not on-policy)")
+        t_rollout = time.time() - t0
+        metrics = rollout_stats(groups)
+
+        # -- advantages, dynamic sampling, learner update(s)
+        if cfg.dynamic_sampling:
+            groups = drop_flat_groups(groups)
+        metrics["groups_used"] = len(groups)
+        for pg in opt.param_groups:
+            pg["lr"] = lr_at(step, cfg)
+        if groups:
+            adv = group_advantages(torch.tensor([g.totals for g in groups]), scale_by_std=cfg.scale_by_std)
+            rows = make_rows(groups, adv, cfg.overlong_filter)
+            for _ in range(cfg.epochs_per_step):
+                opt.zero_grad(set_to_none=True)
+                stats = learner_update(model, ref_model, rows, cfg, tok.pad_token_id)
+                gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf")))
+                if not (math.isfinite(stats["loss"]) and math.isfinite(gnorm) and math.isfinite(stats["entropy"])):
+                    log.log(step + 1, **metrics, **stats, grad_norm=gnorm)
+                    halt(f"non-finite loss/gradient/entropy at step {step + 1} (loss {stats['loss']}, "
+                         f"grad norm {gnorm}, entropy {stats['entropy']})")
+                opt.step()
+            metrics.update(stats, grad_norm=gnorm)
+            low_entropy = low_entropy + 1 if stats["entropy"] < cfg.entropy_floor else 0
+        done = step + 1
+        elapsed = time.time() - t0
+        n_samples = cfg.prompts_per_step * cfg.group_size
+        log.log(done, **metrics, lr=opt.param_groups[0]["lr"], samples_per_s=n_samples / max(elapsed, 1e-9),
+                rollout_s=t_rollout, step_s=elapsed)
+        bar.update(1)
+        bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", passed=f"{metrics['pass_rate']:.2f}")
+        if low_entropy >= cfg.entropy_patience:
+            halt(f"entropy collapse: mean token entropy below {cfg.entropy_floor} for {low_entropy} steps "
+                 f"(last {metrics.get('entropy', float('nan')):.2e}) at step {done}")
+
+        # -- evaluation and checkpoints
+        if heldout and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
+            ev = heldout_eval(worker.engine, task, tok, heldout, cfg.mode, cfg.max_new_tokens)
+            model.train()
+            log.log(done, **ev)
+            bar.write(f"step {done}: held-out {cfg.mode} pass@1 {ev[f'eval/{cfg.mode}_pass@1']:.3f}")
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            ckpt = save_checkpoint(run, model, tok, {"step": done, "optimizer": opt.state_dict(),
+                                                     "low_entropy_steps": low_entropy, "config": to_dict(cfg)})
+    bar.close()
+    log.close()
+    save(model, tok, run / "model")
+    return run
