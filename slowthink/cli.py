@@ -2,6 +2,7 @@
 
     slowthink quickstart [--out DIR] [--config recipes/quickstart.yaml] [--stages sft,eval,report]
     slowthink train sft --task arithmetic --levels 1,2,3 --out runs/sft [--config FILE.yaml]
+    slowthink train grpo --init runs/quickstart/model --levels 3 --out runs/grpo
     slowthink eval --model DIR --task arithmetic --levels 1,2,3 [--k 8] [--json-out FILE]
     slowthink tasks
     slowthink sample --task countdown --level 4 [--mode system2]
@@ -41,12 +42,22 @@ def cmd_quickstart(ns) -> int:
     return 0
 
 
-def cmd_train(ns) -> int:
-    from .rl.sft import SFTConfig, train
+def trainers() -> dict:
+    """Algorithm name -> (config class, train function); one trainer module per algorithm."""
+    from .rl import grpo, sft
 
-    if ns.algo != "sft":
-        raise ConfigError(f"unknown training algorithm {ns.algo!r}; available: sft")
-    run = train(_load(SFTConfig, ns))
+    return {"sft": (sft.SFTConfig, sft.train), "grpo": (grpo.GRPOConfig, grpo.train)}
+
+
+def cmd_train(ns) -> int:
+    from .rl.grpo import TrainingHalted
+
+    cfg_cls, train = trainers()[ns.algo]
+    try:
+        run = train(_load(cfg_cls, ns))
+    except TrainingHalted as e:
+        print(f"slowthink train {ns.algo}: stopped: {e}", file=sys.stderr)
+        return 3
     print(f"done: {run}/model")
     return 0
 
@@ -118,15 +129,17 @@ def _print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .quickstart import QuickstartConfig
-    from .rl.sft import SFTConfig
 
     parser = argparse.ArgumentParser(prog="slowthink", description="Train and serve slow-thinking models.")
     sub = parser.add_subparsers(dest="command", required=True)
     _config_parser(sub, "quickstart", QuickstartConfig,
                    "train a small reasoning model from scratch and compare System-1 with System-2")
-    tr = sub.add_parser("train", help="train a model (sft)")
+    tr = sub.add_parser("train", help="train a model (sft, grpo)")
     trs = tr.add_subparsers(dest="algo", required=True)
-    _config_parser(trs, "sft", SFTConfig, "supervised fine-tuning on task-generated solutions")
+    helps = {"sft": "supervised fine-tuning on task-generated solutions",
+             "grpo": "GRPO (and Dr. GRPO / DAPO options) on verifiable rewards, from a model folder (--init)"}
+    for name, (cfg_cls, _) in trainers().items():
+        _config_parser(trs, name, cfg_cls, helps[name])
 
     ev = sub.add_parser("eval", help="held-out pass@1 / pass@k / maj@k by level, System-1 and System-2")
     ev.add_argument("--model", required=True, help="model folder (e.g. RUN/model)")

@@ -41,6 +41,8 @@ off, in the model's dtype and on its device, with the model in eval mode (its tr
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from collections import deque
 from dataclasses import dataclass, field
 import inspect
@@ -52,6 +54,12 @@ import torch.nn.functional as F
 NATIVE_ARCHS = ("llama", "qwen2", "qwen3")
 STATIC_ROPE = ("default", "linear", "llama3", "yarn")  # rope types whose tables do not depend on length
 PREFILL_TOKENS = 16384  # padded prompt tokens per prefill forward (bounds activation memory)
+
+
+def derive_seed(*parts) -> int:
+    """A 62-bit seed that is a pure function of ``parts`` (e.g. run seed and step, or seed and prompt)."""
+    digest = hashlib.blake2b("-".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % 2**62
 
 
 @dataclass
@@ -225,7 +233,12 @@ class Engine:
         at most ``max_batch`` sequences) and its KV cache copied to its n sequences."""
         from tqdm.auto import tqdm
 
-        requests = [self.add(p, n, sampling) for p in prompts]
+        sampling = sampling or SamplingParams()
+        # A seeded batch is reproducible, but each prompt draws its own noise: sharing one seed would
+        # correlate the samples of different prompts (and bias pass@k / majority-vote estimates).
+        requests = [self.add(p, n, sampling if sampling.seed is None else
+                             dataclasses.replace(sampling, seed=derive_seed(sampling.seed, i)))
+                    for i, p in enumerate(prompts)]
         with tqdm(total=len(requests) * n, unit="seq", desc="generate", disable=not progress) as bar:
             while not all(r.done for r in requests):
                 if not self.has_unfinished():

@@ -90,3 +90,14 @@ def evaluate(engine, task, tok, problems: list[Problem], modes: tuple[str, ...] 
 def _mean(xs) -> float:
     xs = list(xs)
     return float(sum(xs)) / len(xs) if xs else 0.0
+
+
+def heldout_metrics(engine, task, tok, problems: list[Problem], modes: tuple[str, ...] = MODES,
+                    max_tokens: int = 256) -> dict[str, float]:
+    """Greedy pass@1 overall and per level, flattened for a metrics log: ``eval/{mode}_pass@1``,
+    ``eval/{mode}_L{level}``. Trainers call this for their periodic held-out evaluation."""
+    out: dict[str, float] = {}
+    for mode, r in evaluate(engine, task, tok, problems, modes=modes, k=1, max_tokens=max_tokens).items():
+        out[f"eval/{mode}_pass@1"] = r["overall"]["pass@1"]
+        out.update({f"eval/{mode}_L{lv}": b["pass@1"] for lv, b in r["by_level"].items()})
+    return out

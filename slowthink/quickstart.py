@@ -27,7 +27,7 @@ STAGE_NAMES = ("sft", "eval", "report")
 class QuickstartConfig:
     out: str = arg("runs/quickstart", "run folder")
     task: str = arg("arithmetic", "task name or path/to/file.py:ClassName")
-    task_args: dict = arg({"op": "mul"}, "task constructor arguments")
+    task_args: dict = arg({"op": "mul", "cot": "cells"}, "task constructor arguments")
     levels: list[int] = arg([1, 2], "levels to train and evaluate on (1x1 and 2x2 digits)")
     level_weights: list[float] = arg([1, 3], "training weight of each level (1x1 has only 81 problems)")
     model: str = arg("small", "model preset or model folder to start from")

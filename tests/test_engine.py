@@ -146,7 +146,8 @@ def test_eos_and_length_finish(models, tok, prompts):
     (c,), = engine.generate([prompts[0]], sampling=GREEDY)
     assert c.finish_reason == "stop" and c.token_ids[-1] == tok.eos_token_id
     assert c.text == tok.decode(c.token_ids[:-1]) and "<|im_end|>" not in c.text
-    assert "</think>" in c.text  # think tags are kept
+    think = tok.convert_tokens_to_ids(["<think>", "</think>"])
+    assert engine._decode(think) == "<think></think>"  # think tags are kept in completion text
     (short,), = engine.generate([prompts[0]], sampling=SamplingParams(max_tokens=3, temperature=0))
     assert short.finish_reason == "length" and short.token_ids == c.token_ids[:3]
     assert short.text == tok.decode(c.token_ids[:3])
@@ -256,7 +257,7 @@ def test_add_step_interleaving_and_cancel(models, tok, prompts):
     model = models("llama")
     refs = {i: hf_greedy(model, tok, p) for i, p in enumerate(prompts)}
     long = sorted(refs, key=lambda i: -len(refs[i]))[:2]
-    assert len(refs[long[1]]) > 5
+    assert len(refs[long[1]]) > 3  # both still running when doomed is cancelled after 3 steps
     engine = Engine(model, tok, max_batch=5)
     first = engine.add(prompts[long[0]], 2, GREEDY)
     sampled = engine.add(prompts[4], 2, SamplingParams(max_tokens=MAX_NEW, temperature=1.0, top_p=0.9))

@@ -41,14 +41,15 @@ from pathlib import Path
 import torch
 
 from ..config import ConfigError, arg, require, to_dict
-from ..engine import SamplingParams
+from ..engine import SamplingParams, derive_seed
+from ..evaluate import heldout_metrics
 from ..runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics, write_json
 from ..tasks.base import MODES
 from .losses import (approx_kl, clip_fraction, clipped_pg_token_losses, constant_normalizer_loss,
                      entropy_from_logits, group_advantages, kl_k3, masked_sum, sequence_mean_loss,
                      token_logprobs, token_mean_loss)
 from .rewards import RewardFn, is_truncated
-from .rollout import Group, LocalRolloutWorker, derive_seed
+from .rollout import Group, LocalRolloutWorker
 from .sft import make_optimizer
 
 # Each aggregation turns [B, T] token losses of one micro-batch into its share of the batch loss;
@@ -283,15 +284,6 @@ def rollout_stats(groups: list[Group]) -> dict[str, float]:
             "truncated": sum(is_truncated(c.finish_reason) for c in comps) / len(comps)}
 
 
-def heldout_eval(engine, task, tok, problems, mode: str, max_new_tokens: int) -> dict[str, float]:
-    from ..evaluate import evaluate
-
-    res = evaluate(engine, task, tok, problems, modes=(mode,), k=1, max_tokens=max_new_tokens)[mode]
-    out = {f"eval/{mode}_pass@1": res["overall"]["pass@1"]}
-    out.update({f"eval/{mode}_L{lv}": b["pass@1"] for lv, b in res["by_level"].items()})
-    return out
-
-
 # ----------------------------------------------------------------------------- training loop
 
 def train(cfg: GRPOConfig, task=None, model=None, tok=None) -> Path:
@@ -386,7 +378,7 @@ def train(cfg: GRPOConfig, task=None, model=None, tok=None) -> Path:
 
         # -- evaluation and checkpoints
         if heldout and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
-            ev = heldout_eval(worker.engine, task, tok, heldout, cfg.mode, cfg.max_new_tokens)
+            ev = heldout_metrics(worker.engine, task, tok, heldout, (cfg.mode,), cfg.max_new_tokens)
             model.train()
             log.log(done, **ev)
             bar.write(f"step {done}: held-out {cfg.mode} pass@1 {ev[f'eval/{cfg.mode}_pass@1']:.3f}")

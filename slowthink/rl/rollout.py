@@ -14,13 +14,12 @@ Everything in a ``Group`` is plain data (picklable) so it can cross a process bo
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
 
 import torch
 
-from ..engine import Completion, Engine, SamplingParams
+from ..engine import Completion, Engine, SamplingParams, derive_seed
 from ..tasks.base import Mode, Problem, Score
 from ..tokenizer import render_prompt
 from .rewards import Reward, RewardFn
@@ -56,16 +55,6 @@ class RolloutWorker(Protocol):
     def load_weights(self, state_dict: dict[str, torch.Tensor] | None, version: int) -> None: ...
 
     def rollout(self, problems: list[Problem], mode: Mode, n: int, sampling: SamplingParams) -> list[Group]: ...
-
-
-def derive_seed(*parts) -> int:
-    """A 62-bit seed that is a pure function of ``parts`` (e.g. run seed and step, or seed and problem).
-
-    The engine seeds every request with its own generator; a rollout gives each problem its own seed
-    ``derive_seed(sampling.seed, i)`` so different problems never share noise.
-    """
-    digest = hashlib.blake2b("-".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") % 2**62
 
 
 class LocalRolloutWorker:

@@ -22,6 +22,7 @@ import torch
 
 from ..config import arg, require, to_dict
 from ..data import collate, sample_examples
+from ..evaluate import heldout_metrics
 from ..runlog import (RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics,
                       write_json)
 
@@ -111,17 +112,6 @@ def token_mean_backward(model, rendered, pad_id: int, micro_batches: int) -> tup
     return loss_sum / total, seen
 
 
-def quick_eval(engine, task, tok, problems, max_new_tokens: int) -> dict[str, float]:
-    from ..evaluate import evaluate
-
-    res = evaluate(engine, task, tok, problems, k=1, max_tokens=max_new_tokens)
-    out = {f"eval/{m}_pass@1": r["overall"]["pass@1"] for m, r in res.items()}
-    for m, r in res.items():
-        for lv, b in r["by_level"].items():
-            out[f"eval/{m}_L{lv}"] = b["pass@1"]
-    return out
-
-
 def train(cfg: SFTConfig, task=None, model=None, tok=None) -> Path:
     """Run SFT; returns the run folder. ``task``/``model``/``tok`` override the config's specs (tests)."""
     from tqdm.auto import tqdm
@@ -179,7 +169,7 @@ def train(cfg: SFTConfig, task=None, model=None, tok=None) -> Path:
             log.log(done, loss=loss, lr=opt.param_groups[0]["lr"], grad_norm=float(gnorm),
                     tokens_per_s=tokens / max(elapsed, 1e-9))
         if (cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps:
-            metrics = quick_eval(engine, task, tok, heldout, cfg.max_new_tokens)
+            metrics = heldout_metrics(engine, task, tok, heldout, max_tokens=cfg.max_new_tokens)
             model.train()
             log.log(done, **metrics)
             bar.write(f"step {done}: " + "  ".join(f"{k[5:]}={v:.2f}" for k, v in metrics.items()
