@@ -95,9 +95,12 @@ def cmd_eval(ns) -> int:
 def cmd_tasks(ns) -> int:
     from .tasks import get_task, list_tasks
 
+    import inspect
+
     for name in list_tasks():
         t = get_task(name)
-        print(f"{name:12s} levels {min(t.levels)}..{max(t.levels)}  {(t.__doc__ or '').strip().splitlines()[0]}")
+        doc = inspect.cleandoc(type(t).__dict__.get("__doc__") or inspect.getmodule(type(t)).__doc__ or "")
+        print(f"{name:12s} levels {min(t.levels)}..{max(t.levels)}  {doc.splitlines()[0] if doc else ''}")
     return 0
 
 

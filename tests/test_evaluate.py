@@ -87,3 +87,13 @@ def test_recipes_load_and_quickstart_recipe_matches_defaults():
     assert {**asdict(recipe), "out": None} == {**asdict(defaults), "out": None}
     three = load_config(QuickstartConfig, ROOT / "recipes" / "quickstart_3digit.yaml")
     assert three.levels == [1, 2, 3]
+
+
+def test_cli_tasks_and_sample_print_without_error():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "slowthink.cli", "tasks"], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and "arithmetic" in r.stdout and "countdown" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "slowthink.cli", "sample", "--task", "countdown", "--level", "3"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "Target:" in r.stdout and "</think>" in r.stdout

@@ -134,6 +134,8 @@ def compact_solution(a: int, b: int, op: str) -> list[str]:
 
 
 class Arithmetic(BaseTask):
+    """n-digit addition or multiplication (level n = n-digit operands); answer: the integer."""
+
     name = "arithmetic"
 
     def __init__(self, op: str = "mul", max_level: int = 8, cot: str = "cells"):

@@ -235,6 +235,8 @@ def steps_to_tree(numbers: list[int], steps: list[tuple[int, str, int, int]]):
 
 
 class Countdown(BaseTask):
+    """Reach the target from the given numbers with + - * / (each at most once); level = how many numbers."""
+
     name = "countdown"
 
     def __init__(self, max_level: int = 6, max_number: int = 99, max_target: int = 999,
