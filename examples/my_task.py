@@ -34,7 +34,7 @@ from __future__ import annotations
 import random
 import string
 
-from slowthink.tasks import BaseTask, Mode, Problem, Reference, Score, split_completion
+from slowthink.tasks import BaseTask, Mode, Problem, Score, split_completion
 from slowthink.tasks.base import check_mode
 
 MAX_ANSWER_CHARS = 64
@@ -62,13 +62,7 @@ class SortLetters(BaseTask):
 
     # prompt(problem, mode) is inherited from BaseTask: one user message with `problem.question`.
 
-    # -- references: what the model should write (worked solution in system2, bare answer in system1)
-    def reference(self, problem: Problem, mode: Mode) -> Reference:
-        check_mode(mode)
-        if mode == "system1":
-            return Reference(answer=problem.answer)
-        return Reference(answer=problem.answer, reasoning="\n".join(self.solution_lines(problem)))
-
+    # -- the worked solution, one step per line (BaseTask turns it into references and step labels)
     def solution_lines(self, problem: Problem) -> list[str]:
         done, rest, lines = "", problem.data["letters"], []
         while rest:
@@ -90,15 +84,8 @@ class SortLetters(BaseTask):
         correct = text == problem.answer
         return Score(reward=1.0 if correct else 0.0, answer=text, well_formed=True, correct=correct)
 
-    # -- optional: ground-truth step labels, used to check learned process reward models ------------
-    def step_labels(self, problem: Problem, reasoning: str) -> list[bool]:
-        """A step is correct when it and every step before it match the (unique) selection sort."""
-        expected = self.solution_lines(problem)
-        labels, ok = [], True
-        for i, line in enumerate(self.steps(reasoning)):
-            ok = ok and i < len(expected) and line.strip() == expected[i]
-            labels.append(ok)
-        return labels
+    # reference() and step_labels() come from BaseTask, built on solution_lines(): the worked solution
+    # is the lines joined, and a step is correct when it and all before it match the unique derivation.
 
 
 if __name__ == "__main__":

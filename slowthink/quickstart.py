@@ -106,7 +106,7 @@ def stage_report(cfg: QuickstartConfig, run: Path) -> None:
     extra = ""
     if k > 1:
         extra = "\n\n" + markdown_table(
-            ["mode", "pass@1", f"sampled pass@1", f"pass@{k}", f"maj@{k}"],
+            ["mode", "pass@1", "sampled pass@1", f"pass@{k}", f"maj@{k}"],
             [[m, f"{r['overall']['pass@1']:.1%}", f"{r['overall']['sampled_pass@1']:.1%}",
               f"{r['overall'][f'pass@{k}']:.1%}", f"{r['overall'][f'maj@{k}']:.1%}"] for m, r in res.items()])
     (run / "report.md").write_text(f"""# slowthink quickstart

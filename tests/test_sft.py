@@ -1,6 +1,5 @@
 """SFT: parameters change and loss falls; a SIGKILLed run resumes and ends where an uninterrupted one does."""
 
-import json
 import os
 import signal
 import subprocess
@@ -65,7 +64,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     step_at_kill = torch.load(killed / "ckpt" / "state.pt", weights_only=False)["step"]
     assert step_at_kill < 60 and not (killed / "model").exists()
 
-    out = subprocess.run(_sft_cmd(killed), check=True, env=env, capture_output=True, text=True, timeout=300)
+    subprocess.run(_sft_cmd(killed), check=True, env=env, capture_output=True, text=True, timeout=300)
     a, b = _weights(straight), _weights(killed)
     assert a.keys() == b.keys()
     for k in a:

@@ -43,14 +43,14 @@ import torch
 from ..config import ConfigError, arg, require, to_dict
 from ..engine import SamplingParams, derive_seed
 from ..evaluate import heldout_metrics
-from ..runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics, write_json
+from ..runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
 from ..tasks.base import MODES
 from .losses import (approx_kl, clip_fraction, clipped_pg_token_losses, constant_normalizer_loss,
                      entropy_from_logits, group_advantages, kl_k3, masked_sum, sequence_mean_loss,
                      token_logprobs, token_mean_loss)
 from .rewards import RewardFn, is_truncated
 from .rollout import Group, LocalRolloutWorker
-from .sft import make_optimizer
+from .common import make_optimizer, open_run, resolve_task
 
 # Each aggregation turns [B, T] token losses of one micro-batch into its share of the batch loss;
 # ``n`` holds the whole batch's counts, so the micro-batch shares add up to the full-batch loss.
@@ -291,17 +291,9 @@ def train(cfg: GRPOConfig, task=None, model=None, tok=None) -> Path:
     from tqdm.auto import tqdm
 
     from ..models import load_model, save
-    from ..tasks import get_task
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    run = Path(cfg.out)
-    run.mkdir(parents=True, exist_ok=True)
-    write_json(run / "config.json", {"trainer": "grpo", **to_dict(cfg)})
-    task = task or get_task(cfg.task, **cfg.task_args)
-    for lv in cfg.levels:
-        if hasattr(task, "check_level"):
-            task.check_level(lv)
+    run = open_run(cfg, "grpo")
+    task = resolve_task(cfg, task)
     if model is None:
         model, tok = load_model(cfg.init)
     if tok is None:

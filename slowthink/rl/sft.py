@@ -23,8 +23,8 @@ import torch
 from ..config import arg, require, to_dict
 from ..data import collate, sample_examples
 from ..evaluate import heldout_metrics
-from ..runlog import (RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics,
-                      write_json)
+from .common import make_optimizer, open_run, resolve_task
+from ..runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
 
 
 @dataclass
@@ -81,13 +81,6 @@ def lr_at(step: int, cfg: SFTConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def make_optimizer(model, cfg: SFTConfig) -> torch.optim.AdamW:
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
-
-
 def token_mean_backward(model, rendered, pad_id: int, micro_batches: int) -> tuple[float, int]:
     """Backward of the token-mean loss over the whole batch, computed in length-sorted micro-batches.
 
@@ -118,16 +111,8 @@ def train(cfg: SFTConfig, task=None, model=None, tok=None) -> Path:
 
     from ..engine import Engine
     from ..models import build_or_load, count_parameters, save
-    from ..tasks import get_task
-
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    run = Path(cfg.out)
-    run.mkdir(parents=True, exist_ok=True)
-    write_json(run / "config.json", {"trainer": "sft", **to_dict(cfg)})
-    task = task or get_task(cfg.task, **cfg.task_args)
-    for lv in cfg.levels:
-        task.check_level(lv) if hasattr(task, "check_level") else None
+    run = open_run(cfg, "sft")
+    task = resolve_task(cfg, task)
     if model is None:
         model, tok = build_or_load(cfg.model, tok, seed=cfg.seed)
     model.to(cfg.device).train()

@@ -35,7 +35,7 @@ from __future__ import annotations
 import random
 import re
 
-from .base import BaseTask, Mode, Problem, Reference, Score, check_mode, split_completion
+from .base import BaseTask, Mode, Problem, Score, check_mode, split_completion
 
 OPS = {"add": "+", "mul": "*"}
 COT_FORMATS = ("cells", "mac", "compact")
@@ -160,13 +160,6 @@ class Arithmetic(BaseTask):
         return Problem(key=question, level=level, question=question, answer=str(result),
                        data={"a": a, "b": b, "op": op})
 
-    # -- references -----------------------------------------------------------------------------
-    def reference(self, problem: Problem, mode: Mode) -> Reference:
-        check_mode(mode)
-        if mode == "system1":
-            return Reference(answer=problem.answer)
-        return Reference(answer=problem.answer, reasoning="\n".join(self.solution_lines(problem)))
-
     def solution_lines(self, problem: Problem) -> list[str]:
         a, b, op = problem.data["a"], problem.data["b"], problem.data["op"]
         return {"cells": cells_solution, "mac": mac_solution, "compact": compact_solution}[self.cot](a, b, op)
@@ -180,11 +173,3 @@ class Arithmetic(BaseTask):
         correct = well_formed and value == int(problem.answer)
         answer = str(value) if value is not None else None
         return Score(reward=1.0 if correct else 0.0, answer=answer, well_formed=well_formed, correct=correct)
-
-    def step_labels(self, problem: Problem, reasoning: str) -> list[bool]:
-        expected = self.solution_lines(problem)
-        labels, ok = [], True
-        for i, line in enumerate(self.steps(reasoning)):
-            ok = ok and i < len(expected) and line.strip() == expected[i]
-            labels.append(ok)
-        return labels

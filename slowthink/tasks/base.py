@@ -129,9 +129,30 @@ class BaseTask:
         """Reasoning split into steps: one line per step in every built-in format."""
         return [s for s in reasoning.split(STEP_DELIMITER) if s.strip()]
 
+    def reference(self, problem: Problem, mode: Mode) -> Reference | None:
+        """The bare answer (System-1), or ``solution_lines`` as the worked solution (System-2).
+        Tasks that define ``solution_lines(problem) -> list[str]`` get references for free."""
+        check_mode(mode)
+        if mode == "system1":
+            return Reference(answer=problem.answer)
+        lines = getattr(self, "solution_lines", None)
+        return None if lines is None else Reference(answer=problem.answer, reasoning="\n".join(lines(problem)))
+
     def step_labels(self, problem: Problem, reasoning: str) -> list[bool] | None:
-        """Ground-truth correctness of each step, where the task can compute it (else None)."""
-        return None
+        """Ground-truth correctness of each step, where the task can compute it (else None).
+
+        Default, for tasks whose correct derivation is unique (``solution_lines``): a step is correct
+        when it and every step before it match that derivation; after a wrong step the right answer
+        can no longer follow."""
+        lines = getattr(self, "solution_lines", None)
+        if lines is None:
+            return None
+        expected = lines(problem)
+        labels, ok = [], True
+        for i, line in enumerate(self.steps(reasoning)):
+            ok = ok and i < len(expected) and line.strip() == expected[i]
+            labels.append(ok)
+        return labels
 
     # -- data splits ----------------------------------------------------------------------------
     def sample_split(self, rng: random.Random, level: int, split: str, max_tries: int = 1000) -> Problem:

@@ -47,7 +47,7 @@ import re
 from collections import Counter
 from fractions import Fraction
 
-from .base import BaseTask, Mode, Problem, Reference, Score, check_mode, split_completion
+from .base import BaseTask, Mode, Problem, Score, check_mode, split_completion
 
 MAX_ANSWER_CHARS = 200
 MAX_DEPTH = 16
@@ -303,13 +303,6 @@ class Countdown(BaseTask):
         if steps is None:
             raise ValueError(f"countdown: {target} cannot be reached from {numbers}")
         return self._problem(numbers, target, steps, steps_to_tree(numbers, steps) if steps else target)
-
-    # -- references -----------------------------------------------------------------------------
-    def reference(self, problem: Problem, mode: Mode) -> Reference:
-        check_mode(mode)
-        if mode == "system1":
-            return Reference(answer=problem.answer)
-        return Reference(answer=problem.answer, reasoning="\n".join(self.solution_lines(problem)))
 
     def solution_lines(self, problem: Problem) -> list[str]:
         return [f"{a}{op}{b}={c}" for a, op, b, c in problem.data["steps"]]

@@ -1,0 +1,39 @@
+"""What every trainer does the same way: open the run folder, resolve the task, build the optimizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..config import to_dict
+from ..runlog import write_json
+
+
+def open_run(cfg, trainer: str) -> Path:
+    """Set torch threads, create ``cfg.out`` and write its ``config.json``."""
+    if getattr(cfg, "threads", 0):
+        torch.set_num_threads(cfg.threads)
+    run = Path(cfg.out)
+    run.mkdir(parents=True, exist_ok=True)
+    write_json(run / "config.json", {"trainer": trainer, **to_dict(cfg)})
+    return run
+
+
+def resolve_task(cfg, task=None):
+    """The config's task (or the one given), with the configured levels checked against it."""
+    from ..tasks import get_task
+
+    task = task or get_task(cfg.task, **cfg.task_args)
+    if hasattr(task, "check_level"):
+        for level in cfg.levels:
+            task.check_level(level)
+    return task
+
+
+def make_optimizer(model, cfg) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on norms and biases)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
