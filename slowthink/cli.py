@@ -4,6 +4,7 @@
     slowthink train sft --task arithmetic --levels 1,2,3 --out runs/sft [--config FILE.yaml]
     slowthink train grpo --init runs/quickstart/model --levels 3 --out runs/grpo
     slowthink eval --model DIR --task arithmetic --levels 1,2,3 [--k 8] [--json-out FILE]
+    slowthink serve --model runs/quickstart/model [--port 8000] [--api-key KEY]
     slowthink tasks
     slowthink sample --task countdown --level 4 [--mode system2]
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from .config import ConfigError, add_arguments, load_config, overrides_from_args, parse_mapping
@@ -92,6 +94,12 @@ def cmd_eval(ns) -> int:
     return 0
 
 
+def cmd_serve(ns) -> int:
+    from .serve.app import serve_main
+
+    return serve_main(ns.model, ns.host, ns.port, ns.api_key, ns.max_batch) or 0
+
+
 def cmd_tasks(ns) -> int:
     from .tasks import get_task, list_tasks
 
@@ -157,6 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--json-out", default="", help="write results JSON here (default: print it)")
 
+    sv = sub.add_parser("serve", help="OpenAI-compatible HTTP server (/v1/models, /v1/chat/completions)")
+    sv.add_argument("--model", required=True, help="model folder (e.g. RUN/model)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--api-key", default=os.environ.get("SLOWTHINK_API_KEY"),
+                    help="require 'Authorization: Bearer KEY' (default: $SLOWTHINK_API_KEY; none if unset)")
+    sv.add_argument("--max-batch", type=int, default=64, help="sequences decoded together")
+
     sub.add_parser("tasks", help="list built-in tasks")
     sa = sub.add_parser("sample", help="print a generated problem and its reference solution")
     sa.add_argument("--task", default="arithmetic")
@@ -167,8 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"quickstart": cmd_quickstart, "train": cmd_train, "eval": cmd_eval, "tasks": cmd_tasks,
-            "sample": cmd_sample}
+COMMANDS = {"quickstart": cmd_quickstart, "train": cmd_train, "eval": cmd_eval, "serve": cmd_serve,
+            "tasks": cmd_tasks, "sample": cmd_sample}
 
 
 def main(argv: list[str] | None = None) -> int:
