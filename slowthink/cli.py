@@ -52,7 +52,7 @@ def trainers() -> dict:
 
 
 def cmd_train(ns) -> int:
-    from .rl.grpo import TrainingHalted
+    from .rl.common import TrainingHalted
 
     cfg_cls, train = trainers()[ns.algo]
     try:

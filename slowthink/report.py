@@ -63,7 +63,7 @@ def plot_accuracy_by_level(results: dict, path: str | Path, title: str = "Held-o
     ax.set_ylim(0, 1.1)
     ax.set_ylabel(f"{metric} (greedy)" if metric == "pass@1" else metric)
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=len(modes), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -132,3 +132,16 @@ def test_any_hf_causal_lm_by_path_trains_and_evaluates(tmp_path, tok):
     from transformers import AutoModelForCausalLM
 
     assert type(AutoModelForCausalLM.from_pretrained(run / "model")).__name__ == "GPT2LMHeadModel"
+
+
+def test_non_finite_loss_stops_with_a_clear_message_and_keeps_no_bad_checkpoint(tmp_path, tok):
+    from slowthink.rl.common import TrainingHalted
+
+    model = build_model("tiny", tok, seed=0)
+    with torch.no_grad():
+        model.model.norm.weight.fill_(float("nan"))
+    cfg = SFTConfig(out=str(tmp_path / "run"), levels=[1], steps=5, batch_size=4, eval_every=0,
+                    checkpoint_every=1, **FAST)
+    with pytest.raises(TrainingHalted, match="non-finite loss.*step 1"):
+        train(cfg, task=Arithmetic(max_level=1), model=model, tok=tok)
+    assert not (tmp_path / "run" / "ckpt").exists() and not (tmp_path / "run" / "model").exists()

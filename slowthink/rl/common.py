@@ -10,6 +10,11 @@ from ..config import to_dict
 from ..runlog import write_json
 
 
+class TrainingHalted(RuntimeError):
+    """Training stopped itself (non-finite loss, collapsed entropy); the message says why and where the
+    last good checkpoint is."""
+
+
 def open_run(cfg, trainer: str) -> Path:
     """Set torch threads, create ``cfg.out`` and write its ``config.json``."""
     if getattr(cfg, "threads", 0):

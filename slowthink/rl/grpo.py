@@ -50,7 +50,7 @@ from .losses import (approx_kl, clip_fraction, clipped_pg_token_losses, constant
                      token_logprobs, token_mean_loss)
 from .rewards import RewardFn, is_truncated
 from .rollout import Group, LocalRolloutWorker
-from .common import make_optimizer, open_run, resolve_task
+from .common import TrainingHalted, make_optimizer, open_run, resolve_task
 
 # Each aggregation turns [B, T] token losses of one micro-batch into its share of the batch loss;
 # ``n`` holds the whole batch's counts, so the micro-batch shares add up to the full-batch loss.
@@ -61,10 +61,6 @@ AGGREGATIONS = {
                                                                            num_sequences=n.sequences),
 }
 
-
-class TrainingHalted(RuntimeError):
-    """Training stopped itself (non-finite loss, collapsed entropy); the message says why and where the
-    last good checkpoint is."""
 
 
 @dataclass

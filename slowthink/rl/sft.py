@@ -23,7 +23,7 @@ import torch
 from ..config import arg, require, to_dict
 from ..data import collate, sample_examples
 from ..evaluate import heldout_metrics
-from .common import make_optimizer, open_run, resolve_task
+from .common import TrainingHalted, make_optimizer, open_run, resolve_task
 from ..runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
 
 
@@ -111,6 +111,7 @@ def train(cfg: SFTConfig, task=None, model=None, tok=None) -> Path:
 
     from ..engine import Engine
     from ..models import build_or_load, count_parameters, save
+
     run = open_run(cfg, "sft")
     task = resolve_task(cfg, task)
     if model is None:
@@ -142,7 +143,8 @@ def train(cfg: SFTConfig, task=None, model=None, tok=None) -> Path:
         opt.zero_grad(set_to_none=True)
         loss, n_tokens = token_mean_backward(model, [e.rendered for e in examples], pad, cfg.micro_batches)
         if not math.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss} at step {step}; last good checkpoint: {ckpt}")
+            raise TrainingHalted(f"non-finite loss ({loss}) at step {step + 1}; stopped without saving. "
+                                 f"Last good checkpoint: {ckpt}")
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
         opt.step()
         tokens += n_tokens
