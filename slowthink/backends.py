@@ -222,7 +222,7 @@ class HFBackend:
         self.cache, self.rows = None, 0
 
     def sync(self) -> None:
-        pass
+        """Nothing to re-fuse: the model's own forward always reads its current weights."""
 
     def _forward(self, ids, mask, positions, cache):
         kw = {"position_ids": positions} if self.takes_positions else {}

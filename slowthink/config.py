@@ -18,7 +18,7 @@ from typing import Any
 
 
 class ConfigError(ValueError):
-    pass
+    """A config value is invalid; the message names the field and what would be valid."""
 
 
 def arg(default: Any, help: str, **kw):

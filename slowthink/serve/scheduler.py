@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class QueueFull(Exception):
-    pass
+    """More requests are waiting than the server admits; answered with HTTP 429."""
 
 
 @dataclass

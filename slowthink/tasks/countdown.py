@@ -60,7 +60,7 @@ INSTRUCTION = ("Use the numbers below, each at most once, with + - * / and paren
 
 
 class ParseError(ValueError):
-    pass
+    """The answer is not a well-formed expression over the allowed tokens."""
 
 
 # -- expressions: a node is an int or a tuple (op, left, right) -------------------------------------
