@@ -77,32 +77,37 @@ def _coerce(name: str, value: Any, typ: Any) -> Any:
 
 
 def parse_scalar(text: str) -> Any:
-    for conv in (int, float):
+    """A command-line value as int, float, bool (true/yes, false/no), None (none/null) or str."""
+    lowered = text.lower()
+    if lowered in ("true", "yes", "false", "no"):
+        return lowered in ("true", "yes")
+    if lowered in ("none", "null"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
         try:
-            return conv(text)
+            return float(text)
         except ValueError:
-            pass
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    return text
+            return text
 
 
-def parse_mapping(text: str) -> dict[str, Any]:
-    """``"op=mul,max_level=5"`` or a JSON object -> dict."""
-    text = text.strip()
-    if not text:
-        return {}
+def parse_mapping(text: str | None) -> dict[str, Any]:
+    """``"op=mul,max_level=5"`` (empty items ignored, values as :func:`parse_scalar`) or a JSON object."""
+    text = (text or "").strip()
     if text.startswith("{"):
         try:
             return json.loads(text)
         except json.JSONDecodeError as e:
             raise ConfigError(f"not a valid JSON object: {text!r} ({e})") from None
-    out = {}
-    for part in text.split(","):
-        if "=" not in part:
-            raise ConfigError(f"expected key=value pairs separated by commas, got {text!r}")
-        k, v = part.split("=", 1)
-        out[k.strip()] = parse_scalar(v.strip())
+    out: dict[str, Any] = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ConfigError(f"argument {item.strip()!r} is not of the form name=value (e.g. 'op=mul,max_level=5')")
+        out[key.strip()] = parse_scalar(value.strip())
     return out
 
 

@@ -41,33 +41,12 @@ def list_tasks() -> list[str]:
 
 def parse_task_args(text: str | None) -> dict[str, Any]:
     """``"op=mul,max_level=5,scale=0.5,verbose=true"`` -> ``{'op': 'mul', 'max_level': 5, ...}``."""
-    out: dict[str, Any] = {}
-    for item in (text or "").split(","):
-        if not item.strip():
-            continue
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key.isidentifier():
-            raise TaskError(f"task argument {item.strip()!r} is not of the form name=value "
-                            "(e.g. 'op=mul,max_level=5')")
-        out[key] = _parse_value(value.strip())
-    return out
+    from ..config import ConfigError, parse_mapping
 
-
-def _parse_value(value: str) -> Any:
-    lowered = value.lower()
-    if lowered in ("true", "yes"):
-        return True
-    if lowered in ("false", "no"):
-        return False
-    if lowered in ("none", "null"):
-        return None
-    for kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError:
-            pass
-    return value
+    try:
+        return parse_mapping(text)
+    except ConfigError as e:
+        raise TaskError(f"task {e}") from None
 
 
 def get_task(spec: str, **kwargs: Any):
