@@ -31,11 +31,10 @@ advantages → optional dynamic sampling → learner update(s) → log → eval 
 
 from __future__ import annotations
 
-import inspect
 import math
-import random
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import torch
@@ -48,7 +47,8 @@ from ..tasks.base import MODES
 from .losses import (approx_kl, clip_fraction, clipped_pg_token_losses, constant_normalizer_loss,
                      entropy_from_logits, group_advantages, kl_k3, masked_sum, sequence_mean_loss,
                      token_logprobs, token_mean_loss)
-from .rewards import RewardFn, is_truncated
+from .rewards import RewardFn
+from .batch import Counts, Row, collate_rows, completion_logits, learner_logprobs, make_rows, micro_batches, rollout_stats, sample_problems
 from .rollout import Group, LocalRolloutWorker
 from .common import TrainingHalted, make_optimizer, open_run, resolve_task
 
@@ -105,6 +105,12 @@ class GRPOConfig:
     resume: bool = arg(True, "continue from out/ckpt if it exists")
     progress: bool = arg(True, "show a progress bar")
 
+    name: ClassVar[str] = "grpo"  # run-folder trainer name and progress-bar label
+
+    def advantages(self, rewards: torch.Tensor) -> torch.Tensor:
+        """[groups, n] rewards -> [groups, n] advantages; the only thing RLOO changes."""
+        return group_advantages(rewards, scale_by_std=self.scale_by_std)
+
     def __post_init__(self):
         from ..models import is_model_dir
 
@@ -139,95 +145,12 @@ def lr_at(step: int, cfg: GRPOConfig) -> float:
     return cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
 
 
-def sample_problems(task, seed: int, step: int, count: int, levels: list[int]) -> list:
-    """The problems of one step: a pure function of ``(seed, step)``; held-out problems excluded."""
-    rng = random.Random(f"grpo-{seed}-{step}")
-    return [task.sample_split(rng, rng.choice(levels), "train") for _ in range(count)]
-
-
 def drop_flat_groups(groups: list[Group]) -> list[Group]:
     """Dynamic sampling (DAPO): keep only groups whose rewards differ (the others have zero advantage)."""
     return [g for g in groups if not g.all_equal]
 
 
-# ----------------------------------------------------------------------------- learner batch
-
-@dataclass
-class Row:
-    prompt_ids: list[int]
-    token_ids: list[int]
-    old_logprobs: list[float]
-    advantage: float
-    in_loss: bool  # False: overlong-filtered (still scored, no gradient)
-
-
-@dataclass
-class Counts:
-    sequences: int  # rows with tokens in the loss
-    tokens: int  # tokens in the loss
-    max_tokens: int
-
-
-def make_rows(groups: list[Group], advantages: torch.Tensor, overlong_filter: bool) -> list[Row]:
-    return [Row(g.prompt_ids, c.token_ids, c.logprobs, float(a),
-                not (overlong_filter and is_truncated(c.finish_reason)))
-            for g, adv in zip(groups, advantages) for c, a in zip(g.completions, adv)]
-
-
-def collate_rows(rows: list[Row], pad_id: int, device) -> dict[str, torch.Tensor]:
-    """Right-padded prompt+completion ids, and per completion token: the index of the logit that
-    predicts it, the token, its old log-prob, the real-token mask and the loss mask."""
-    width = max(len(r.prompt_ids) + len(r.token_ids) for r in rows)
-    length = max(len(r.token_ids) for r in rows)
-    B = len(rows)
-    ids = torch.full((B, width), pad_id, dtype=torch.long)
-    attn = torch.zeros((B, width), dtype=torch.long)
-    where = torch.zeros((B, length), dtype=torch.long)
-    tokens = torch.zeros((B, length), dtype=torch.long)
-    old = torch.zeros((B, length))
-    real = torch.zeros((B, length), dtype=torch.bool)
-    for i, r in enumerate(rows):
-        P, L = len(r.prompt_ids), len(r.token_ids)
-        ids[i, :P + L] = torch.tensor(r.prompt_ids + r.token_ids)
-        attn[i, :P + L] = 1
-        where[i, :L] = torch.arange(P - 1, P - 1 + L)
-        tokens[i, :L] = torch.tensor(r.token_ids)
-        old[i, :L] = torch.tensor(r.old_logprobs)
-        real[i, :L] = True
-    loss = real & torch.tensor([r.in_loss for r in rows])[:, None]
-    adv = torch.tensor([r.advantage for r in rows])
-    out = dict(input_ids=ids, attention_mask=attn, where=where, tokens=tokens, old_logp=old, real=real,
-               loss_mask=loss, advantages=adv)
-    return {k: v.to(device) for k, v in out.items()}
-
-
-def completion_logits(model, batch: dict, temperature: float) -> torch.Tensor:
-    """Logits predicting each completion token, divided by the sampling temperature: [B, T, V].
-
-    Where the model supports it (``logits_to_keep``), the LM head runs only from the first position
-    that predicts a completion token onwards, not over the prompts (a large vocabulary makes the
-    logits the biggest activation)."""
-    where, width = batch["where"], batch["input_ids"].shape[1]
-    kw = {}
-    if "logits_to_keep" in inspect.signature(model.forward).parameters:
-        kw["logits_to_keep"] = width - int(where[batch["real"]].min())
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kw).logits
-    index = (where - (width - logits.shape[1])).clamp(min=0)  # padding positions: any valid index
-    return logits.gather(1, index[..., None].expand(-1, -1, logits.shape[-1])).float() / temperature
-
-
-def learner_logprobs(model, batch: dict, temperature: float) -> torch.Tensor:
-    """Log-probs of the completion tokens under the tempered policy: [B, T] (0 on padding)."""
-    logp = token_logprobs(completion_logits(model, batch, temperature), batch["tokens"])
-    return torch.where(batch["real"], logp, torch.zeros_like(logp))
-
-
-def micro_batches(rows: list[Row], size: int) -> list[list[Row]]:
-    """Rows sorted by length (less padding), in chunks of ``size`` (0: one chunk)."""
-    rows = sorted(rows, key=lambda r: len(r.prompt_ids) + len(r.token_ids))
-    size = size or len(rows)
-    return [rows[i:i + size] for i in range(0, len(rows), size)]
-
+# ----------------------------------------------------------------------------- learner
 
 def learner_update(model, ref_model, rows: list[Row], cfg: GRPOConfig, pad_id: int) -> dict[str, float]:
     """One gradient (accumulated over micro-batches) of the clipped PG loss (+ KL); the caller clips and
@@ -266,29 +189,16 @@ def learner_update(model, ref_model, rows: list[Row], cfg: GRPOConfig, pad_id: i
             **({"kl_ref": sums["kl_ref"] / max(1, n_loss)} if ref_model is not None else {})}
 
 
-# ----------------------------------------------------------------------------- monitoring
-
-def rollout_stats(groups: list[Group]) -> dict[str, float]:
-    totals = torch.tensor([g.totals for g in groups], dtype=torch.float64)
-    comps = [c for g in groups for c in g.completions]
-    scores = [s for g in groups for s in g.scores]
-    return {"reward_mean": float(totals.mean()), "reward_std": float(totals.std(unbiased=False)),
-            "pass_rate": sum(s.correct for s in scores) / len(scores),
-            "well_formed": sum(s.well_formed for s in scores) / len(scores),
-            "zero_var_groups": sum(g.all_equal for g in groups) / len(groups),
-            "response_len": sum(len(c.token_ids) for c in comps) / len(comps),
-            "truncated": sum(is_truncated(c.finish_reason) for c in comps) / len(comps)}
-
-
 # ----------------------------------------------------------------------------- training loop
 
 def train(cfg: GRPOConfig, task=None, model=None, tok=None) -> Path:
-    """Run GRPO; returns the run folder. ``task``/``model``/``tok`` override the config's specs (tests)."""
+    """Run GRPO (or RLOO: same loop, ``cfg.advantages`` differs); returns the run folder.
+    ``task``/``model``/``tok`` override the config's specs (tests)."""
     from tqdm.auto import tqdm
 
     from ..models import load_model, save
 
-    run = open_run(cfg, "grpo")
+    run = open_run(cfg, cfg.name)
     task = resolve_task(cfg, task)
     if model is None:
         model, tok = load_model(cfg.init)
@@ -319,7 +229,7 @@ def train(cfg: GRPOConfig, task=None, model=None, tok=None) -> Path:
         raise TrainingHalted(f"{why}; stopped without saving. Last good checkpoint: "
                              f"{ckpt or 'none (no checkpoint written yet)'}")
 
-    bar = tqdm(total=cfg.steps, initial=start, desc="grpo", disable=not cfg.progress, dynamic_ncols=True)
+    bar = tqdm(total=cfg.steps, initial=start, desc=cfg.name, disable=not cfg.progress, dynamic_ncols=True)
     for step in range(start, cfg.steps):
         t0 = time.time()
         # -- rollout: sample problems, push weights, generate and score n completions each
@@ -340,7 +250,7 @@ def train(cfg: GRPOConfig, task=None, model=None, tok=None) -> Path:
         for pg in opt.param_groups:
             pg["lr"] = lr_at(step, cfg)
         if groups:
-            adv = group_advantages(torch.tensor([g.totals for g in groups]), scale_by_std=cfg.scale_by_std)
+            adv = cfg.advantages(torch.tensor([g.totals for g in groups]))
             rows = make_rows(groups, adv, cfg.overlong_filter)
             for _ in range(cfg.epochs_per_step):
                 opt.zero_grad(set_to_none=True)
