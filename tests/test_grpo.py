@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from slowthink.config import ConfigError
 from slowthink.engine import Completion, SamplingParams
 from slowthink.models import build_model, load_model
-from slowthink.rl import grpo
+from slowthink.rl import grpo, rloo
 from slowthink.rl.grpo import (GRPOConfig, TrainingHalted, collate_rows, drop_flat_groups, learner_logprobs, make_rows,
                                train)
 from slowthink.rl.losses import group_advantages
@@ -92,7 +92,8 @@ def test_grpo_moves_parameters_and_raises_reward(sft_model, tmp_path):
                 "samples_per_s"):
         assert key in rows[-1], key
     evals = [r for r in read_metrics(run) if "eval/system1_pass@1" in r]
-    assert [r["step"] for r in evals] == [10] and 0.0 <= evals[0]["eval/system1_pass@1"] <= 1.0
+    assert [r["step"] for r in evals] == [0, 10] and all(0.0 <= r["eval/system1_pass@1"] <= 1.0 for r in evals)
+    assert rows[-1]["samples"] == 10 * cfg.prompts_per_step * cfg.group_size
     assert (run / "ckpt" / "state.pt").exists() and list((run / "tb").iterdir())
 
 
@@ -135,6 +136,35 @@ def test_resume_matches_uninterrupted_run(sft_model, tmp_path):
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert all("kl_ref" in r for r in rows if r["groups_used"])
     assert any(r["truncated"] > 0 for r in rows) and any(r["groups_used"] for r in rows)
+
+
+def test_rloo_uses_leave_one_out_advantages_and_learns(sft_model, tmp_path, monkeypatch):
+    seen = []
+    real = rloo.rloo_advantages
+    monkeypatch.setattr(rloo, "rloo_advantages", lambda r: seen.append(r.clone()) or real(r))
+    cfg = rloo.RLOOConfig(out=str(tmp_path / "run"), init=sft_model, steps=10, prompts_per_step=16, group_size=8,
+                          lr=1e-3, format_reward=1.0, seed=0, **FAST)
+    run = rloo.train(cfg, task=Arithmetic(op="add", max_level=2))
+    assert len(seen) == 10 and seen[0].shape == (16, 8)
+    r = seen[0][0]
+    assert torch.allclose(real(seen[0])[0], r - (r.sum() - r) / 7)  # each sample against the other 7
+    rows = [m for m in read_metrics(run) if "reward_mean" in m]
+    first, last = (sum(m["reward_mean"] for m in ms) / 3 for ms in (rows[:3], rows[-3:]))
+    assert last >= first + 0.05, (first, last)
+    assert (run / "config.json").read_text().count('"trainer": "rloo"') == 1
+    with pytest.raises(ConfigError, match="'scale_by_std'"):
+        rloo.RLOOConfig(init=sft_model, scale_by_std=False)
+
+
+def test_time_budget_ends_the_run_early_with_a_final_eval_and_model(sft_model, tmp_path):
+    cfg = GRPOConfig(out=str(tmp_path / "run"), init=sft_model, steps=1000, prompts_per_step=4, group_size=4,
+                     time_budget_s=0.5, **{**FAST, "eval_per_level": 2})
+    run = train(cfg, task=Arithmetic(op="add", max_level=2))
+    rows = read_metrics(run)
+    last = max(r["step"] for r in rows)
+    assert 1 <= last < 1000 and (run / "model").exists()
+    assert [r["step"] for r in rows if "eval/system1_pass@1" in r] == [0, last]
+    assert torch.load(run / "ckpt" / "state.pt", weights_only=False)["step"] == last
 
 
 # -- halting -----------------------------------------------------------------------------------------

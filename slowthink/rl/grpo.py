@@ -96,6 +96,8 @@ class GRPOConfig:
     kl_coef: float = arg(0.0, "weight of the k3 KL to the init model (0: no reference model)")
     entropy_floor: float = arg(1e-3, "stop when the mean token entropy stays below this ...")
     entropy_patience: int = arg(5, "... for this many steps in a row (entropy collapse)")
+    time_budget_s: float = arg(0.0, "stop after this many seconds of this invocation (0: run all steps); the "
+                               "last step is then evaluated, checkpointed and saved")
     eval_every: int = arg(50, "held-out greedy pass@1 every N steps (0: only at the end)")
     eval_per_level: int = arg(32, "held-out problems per level for evaluation (0: no evaluation)")
     checkpoint_every: int = arg(25, "write a resumable checkpoint every N steps")
@@ -128,7 +130,7 @@ class GRPOConfig:
                 "must be > 0 (RL samples; greedy decoding has no exploration)")
         require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
         require(self.lr > 0, "lr", "must be > 0")
-        for name in ("warmup_steps", "grad_clip", "weight_decay", "micro_batch_size", "overlong_buffer",
+        for name in ("time_budget_s", "warmup_steps", "grad_clip", "weight_decay", "micro_batch_size", "overlong_buffer",
                      "overlong_penalty", "format_reward", "kl_coef", "entropy_floor", "eval_every",
                      "eval_per_level"):
             require(getattr(self, name) >= 0, name, "must be >= 0")
@@ -229,7 +231,16 @@ def train(cfg: GRPOConfig, task=None, model=None, tok=None) -> Path:
         raise TrainingHalted(f"{why}; stopped without saving. Last good checkpoint: "
                              f"{ckpt or 'none (no checkpoint written yet)'}")
 
+    def evaluate_heldout(done: int) -> None:
+        ev = heldout_metrics(worker.engine, task, tok, heldout, (cfg.mode,), cfg.max_new_tokens)
+        model.train()
+        log.log(done, **ev)
+        bar.write(f"step {done}: held-out {cfg.mode} pass@1 {ev[f'eval/{cfg.mode}_pass@1']:.3f}")
+
     bar = tqdm(total=cfg.steps, initial=start, desc=cfg.name, disable=not cfg.progress, dynamic_ncols=True)
+    if heldout and start == 0:  # the starting point of the learning curve
+        evaluate_heldout(0)
+    t_start = time.time()
     for step in range(start, cfg.steps):
         t0 = time.time()
         # -- rollout: sample problems, push weights, generate and score n completions each
@@ -267,7 +278,7 @@ def train(cfg: GRPOConfig, task=None, model=None, tok=None) -> Path:
         elapsed = time.time() - t0
         n_samples = cfg.prompts_per_step * cfg.group_size
         log.log(done, **metrics, lr=opt.param_groups[0]["lr"], samples_per_s=n_samples / max(elapsed, 1e-9),
-                rollout_s=t_rollout, step_s=elapsed)
+                samples=done * n_samples, rollout_s=t_rollout, step_s=elapsed)
         bar.update(1)
         bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", passed=f"{metrics['pass_rate']:.2f}")
         if low_entropy >= cfg.entropy_patience:
@@ -275,14 +286,14 @@ def train(cfg: GRPOConfig, task=None, model=None, tok=None) -> Path:
                  f"(last {metrics.get('entropy', float('nan')):.2e}) at step {done}")
 
         # -- evaluation and checkpoints
-        if heldout and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
-            ev = heldout_metrics(worker.engine, task, tok, heldout, (cfg.mode,), cfg.max_new_tokens)
-            model.train()
-            log.log(done, **ev)
-            bar.write(f"step {done}: held-out {cfg.mode} pass@1 {ev[f'eval/{cfg.mode}_pass@1']:.3f}")
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+        last = done == cfg.steps or (cfg.time_budget_s and time.time() - t_start >= cfg.time_budget_s)
+        if heldout and ((cfg.eval_every and done % cfg.eval_every == 0) or last):
+            evaluate_heldout(done)
+        if done % cfg.checkpoint_every == 0 or last:
             ckpt = save_checkpoint(run, model, tok, {"step": done, "optimizer": opt.state_dict(),
                                                      "low_entropy_steps": low_entropy, "config": to_dict(cfg)})
+        if last:
+            break
     bar.close()
     log.close()
     save(model, tok, run / "model")
