@@ -40,6 +40,10 @@ def cmd_quickstart(ns) -> int:
         _print_table(f"quickstart: {cfg.out}", TABLE_HEADER, results_table(summary["eval"]))
         print(f"System-2 {summary['system2_pass@1']:.1%} vs System-1 {summary['system1_pass@1']:.1%} "
               f"({summary['gap_points']:+.1f} points); stage times (s): {summary['timings_s']}")
+        if "rl" in summary:
+            rl = summary["rl"]
+            print(f"RL (GRPO) on level {rl['level']}: held-out System-2 {rl['before']:.1%} -> {rl['after']:.1%} "
+                  f"({100 * (rl['after'] - rl['before']):+.1f} points) in {rl['steps']} steps")
         print(f"report: {cfg.out}/report.md   model: {cfg.out}/model")
     return 0
 

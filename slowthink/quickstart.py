@@ -2,11 +2,12 @@
 
     sft     train one small model from scratch on both modes (worked solutions and direct answers)
     eval    held-out accuracy by level, System-1 vs System-2 (greedy pass@1, pass@k, maj@k)
+    rl      GRPO from the SFT model on the hardest level (the edge of its competence): before/after
     report  report.md, PNG plots, results.json; the table printed at the end
 
 Each stage reads what earlier stages wrote in the run folder, so any stage can run alone
-(``--stages eval,report``) and a killed quickstart picks up where it stopped. Later stages (RL,
-search, routing) plug in as further entries of ``STAGES``.
+(``--stages eval,report``) and a killed quickstart picks up where it stopped. Later stages (search,
+routing) plug in as further entries of ``STAGES``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from .config import arg, require, to_dict
 from .runlog import write_json
 
-STAGE_NAMES = ("sft", "eval", "report")
+STAGE_NAMES = ("sft", "eval", "rl", "report")
 
 
 @dataclass
@@ -41,6 +42,13 @@ class QuickstartConfig:
     k: int = arg(4, "samples per problem for pass@k and maj@k in the final evaluation")
     temperature: float = arg(1.0, "sampling temperature for pass@k / maj@k")
     max_new_tokens: int = arg(160, "generation limit")
+    rl_level: int = arg(0, "level for the RL stage (0: the hardest of levels)")
+    rl_steps: int = arg(100, "GRPO steps in the RL stage (at most; see rl_time_budget_s)")
+    rl_time_budget_s: float = arg(240.0, "wall-time cap of the RL stage in seconds (0: none)")
+    rl_lr: float = arg(1e-4, "GRPO learning rate")
+    rl_prompts_per_step: int = arg(16, "GRPO problems per step")
+    rl_group_size: int = arg(8, "GRPO completions per problem")
+    rl_eval_every: int = arg(25, "held-out evaluation during RL (steps)")
     seed: int = arg(0, "seed")
     threads: int = arg(0, "torch threads (0: all cores)")
     stages: list[str] = arg(list(STAGE_NAMES), f"stages to run, in order: {', '.join(STAGE_NAMES)}")
@@ -51,6 +59,12 @@ class QuickstartConfig:
         require(not bad, "stages", f"unknown stage(s) {bad}; choose from {list(STAGE_NAMES)}")
         require(self.eval_per_level > 0, "eval_per_level", "must be > 0")
         require(self.k >= 1, "k", "must be >= 1")
+        require(self.rl_level == 0 or self.rl_level in self.levels, "rl_level",
+                f"must be 0 (the hardest) or one of levels {self.levels}")
+
+    @property
+    def hardest(self) -> int:
+        return self.rl_level or max(self.levels)
 
 
 def stage_sft(cfg: QuickstartConfig, run: Path) -> None:
@@ -87,8 +101,27 @@ def stage_eval(cfg: QuickstartConfig, run: Path) -> None:
                                    "results": results})
 
 
+def stage_rl(cfg: QuickstartConfig, run: Path) -> None:
+    """GRPO on the hardest level, from the SFT model; its held-out pass@1 there before and after."""
+    from .rl.grpo import GRPOConfig, train
+    from .runlog import read_metrics
+
+    if not (run / "model").exists():
+        raise FileNotFoundError(f"{run / 'model'} is missing: run the 'sft' stage first")
+    rl = GRPOConfig(out=str(run / "rl"), init=str(run / "model"), task=cfg.task, task_args=cfg.task_args,
+                    levels=[cfg.hardest], steps=cfg.rl_steps, time_budget_s=cfg.rl_time_budget_s, lr=cfg.rl_lr,
+                    prompts_per_step=cfg.rl_prompts_per_step, group_size=cfg.rl_group_size,
+                    max_new_tokens=cfg.max_new_tokens, eval_every=cfg.rl_eval_every,
+                    eval_per_level=cfg.eval_per_level, seed=cfg.seed, threads=cfg.threads, progress=cfg.progress)
+    train(rl)
+    evals = [r for r in read_metrics(run / "rl") if "eval/system2_pass@1" in r]
+    write_json(run / "rl.json", {"level": cfg.hardest, "per_level": cfg.eval_per_level,
+                                 "before": evals[0]["eval/system2_pass@1"], "after": evals[-1]["eval/system2_pass@1"],
+                                 "steps": evals[-1]["step"], "model": str(run / "rl" / "model")})
+
+
 def stage_report(cfg: QuickstartConfig, run: Path) -> None:
-    from .report import (TABLE_HEADER, markdown_table, plot_accuracy_by_level, plot_training,
+    from .report import (TABLE_HEADER, markdown_table, plot_accuracy_by_level, plot_rl, plot_training,
                          results_table)
     from .runlog import read_metrics
 
@@ -100,6 +133,21 @@ def stage_report(cfg: QuickstartConfig, run: Path) -> None:
     timings = json.loads((run / "timings.json").read_text()) if (run / "timings.json").exists() else {}
     summary = {"system1_pass@1": s1, "system2_pass@1": s2, "gap_points": round(100 * (s2 - s1), 1),
                "k": ev["k"], "eval": res, "timings_s": timings, "config": to_dict(cfg)}
+    rl_section = ""
+    if (run / "rl.json").exists():
+        rl = json.loads((run / "rl.json").read_text())
+        summary["rl"] = rl
+        plot_rl(read_metrics(run / "rl"), run / "rl.png", title=f"GRPO on level {rl['level']} from the SFT model")
+        rl_section = f"""
+
+## RL: GRPO on level {rl['level']}, starting from the SFT model
+
+Held-out System-2 greedy pass@1 on level {rl['level']} ({rl['per_level']} problems):
+**{rl['before']:.1%} before RL, {rl['after']:.1%} after {rl['steps']} GRPO steps
+({100 * (rl['after'] - rl['before']):+.1f} points)**, rewards from the task's verifier only.
+The RL model is in `rl/model/`.
+
+![rl](rl.png)"""
     write_json(run / "results.json", summary)
     table = markdown_table(TABLE_HEADER, results_table(res))
     k = ev["k"]
@@ -121,7 +169,7 @@ Held-out: {ev['per_level']} problems per level, disjoint from training by constr
 
 ![training](training.png)
 
-![accuracy by level](accuracy_by_level.png)
+![accuracy by level](accuracy_by_level.png){rl_section}
 
 Stage wall times (s): {json.dumps(timings)}
 
@@ -129,7 +177,7 @@ The model is in `model/` (Hugging Face format): `AutoModelForCausalLM.from_pretr
 """)
 
 
-STAGES = {"sft": stage_sft, "eval": stage_eval, "report": stage_report}
+STAGES = {"sft": stage_sft, "eval": stage_eval, "rl": stage_rl, "report": stage_report}
 
 
 def run_quickstart(cfg: QuickstartConfig) -> dict:

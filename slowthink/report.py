@@ -44,6 +44,28 @@ def plot_training(metrics: list[dict], path: str | Path, title: str = "SFT") -> 
     return Path(path)
 
 
+def plot_rl(metrics: list[dict], path: str | Path, title: str = "RL", mode: str = "system2") -> Path:
+    """Reward and sampled pass rate per step (left) and held-out greedy pass@1 (markers) against step."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    rows = [r for r in metrics if "reward_mean" in r]
+    if rows:
+        steps = [r["step"] for r in rows]
+        ax.plot(steps, [r["reward_mean"] for r in rows], color="gray", label="reward (mean of the batch)")
+        ax.plot(steps, [r["pass_rate"] for r in rows], color="#2ca02c", alpha=0.7, label="sampled pass rate")
+    pts = [(r["step"], r[f"eval/{mode}_pass@1"]) for r in metrics if f"eval/{mode}_pass@1" in r]
+    if pts:
+        ax.plot(*zip(*pts), marker="o", color=MODE_COLOR[mode], label=f"held-out greedy pass@1, {MODE_LABEL[mode]}")
+    ax.set_xlabel("RL step")
+    ax.set_ylim(0, 1.15)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
 def plot_accuracy_by_level(results: dict, path: str | Path, title: str = "Held-out accuracy by difficulty",
                            metric: str = "pass@1") -> Path:
     """Grouped bars: accuracy per level, one bar per mode."""

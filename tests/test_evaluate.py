@@ -32,20 +32,22 @@ def test_quickstart_pipeline_writes_report_and_stages_run_alone(tmp_path):
     out = tmp_path / "qs"
     cfg = QuickstartConfig(out=str(out), model="tiny", levels=[1, 2], level_weights=[1, 1], steps=12,
                            batch_size=8, eval_every=6, eval_per_level=3, k=2, max_new_tokens=40,
-                           progress=False, threads=1)
+                           rl_steps=2, rl_prompts_per_step=2, rl_group_size=2, progress=False, threads=1)
     summary = run_quickstart(cfg)
     for f in ("report.md", "training.png", "accuracy_by_level.png", "results.json", "eval.json",
-              "model/config.json", "sft/metrics.jsonl"):
+              "model/config.json", "sft/metrics.jsonl", "rl.png", "rl/model/config.json"):
         assert (out / f).exists(), f
     assert set(summary["eval"]) == {"system1", "system2"}
     assert set(summary["eval"]["system2"]["by_level"]) == {"1", "2"}
     assert 0 <= summary["system2_pass@1"] <= 1 and "pass@2" in summary["eval"]["system2"]["overall"]
     assert (out / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert summary["rl"]["level"] == 2 and summary["rl"]["steps"] == 2 and 0 <= summary["rl"]["after"] <= 1
+    assert "GRPO on level 2" in (out / "report.md").read_text()
     first = (out / "eval.json").stat().st_mtime_ns
     # Any stage alone, reading what earlier stages wrote.
     run_quickstart(QuickstartConfig(**{**cfg.__dict__, "stages": ["eval", "report"]}))
     assert (out / "eval.json").stat().st_mtime_ns > first
-    assert json.loads((out / "timings.json").read_text()).keys() >= {"sft", "eval", "report"}
+    assert json.loads((out / "timings.json").read_text()).keys() >= {"sft", "eval", "rl", "report"}
 
 
 def test_quickstart_stage_without_its_inputs_fails_clearly(tmp_path):

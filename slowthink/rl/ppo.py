@@ -1,0 +1,350 @@
+"""PPO with a learned critic on verifiable rewards (Schulman et al. 2017; as used for LLMs by Ouyang et al. 2022).
+
+Each step samples ``group_size`` completions for each of ``prompts_per_step`` problems and scores them.
+A completion's reward sits on its last token. A value model (critic) predicts, at every completion
+token, the return from the state before that token; GAE (``gamma``, ``lam``) turns rewards and values
+into per-token advantages, and ``returns = advantages + values`` are the critic's targets. Then
+``epochs_per_step`` epochs, each over ``minibatches`` shuffled minibatches (one optimizer step each),
+minimise the clipped surrogate (token mean) plus ``vf_coef`` x the clipped value loss.
+
+Departures from Ouyang et al. 2022 (and the usual RLHF PPO setups):
+- The reward is the task's verifier (correctness + optional format bonus), not a learned reward model.
+- The critic is a separate copy of ``init``'s backbone with a fresh, zero-initialised linear head (the
+  paper initialises it from the reward model). It starts by predicting 0 everywhere, so the first
+  advantages are the (whitened) rewards. Policy and critic have their own AdamW and gradient clipping;
+  under Adam, ``vf_coef`` therefore matters mainly through the value-gradient clip.
+- No KL by default (``kl_coef=0``: no reference model kept). With ``kl_coef > 0`` the paper's per-token
+  penalty ``-kl_coef * (log pi_old - log pi_init)`` (k1, under the sampling temperature) is added to
+  each token's reward before GAE, against ``init`` reloaded from disk. No pretraining-loss mix (PPO-ptx).
+- Advantages are whitened over the whole rollout batch (not per minibatch); no entropy bonus
+  (entropy is only watched, to stop on a collapse). Completions cut at ``max_new_tokens`` are terminal
+  (the reward is read there; no bootstrap). Constant learning rates after a linear warm-up.
+- Old log-probs are the engine's, recorded while sampling at ``temperature``; the learner uses the same
+  tempered distribution, so the ratio is 1 (to float precision) at the first minibatch.
+
+Stops with ``TrainingHalted`` on a non-finite loss/gradient or collapsed entropy (last good checkpoint named).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ..config import ConfigError, arg, require, to_dict
+from ..engine import SamplingParams, derive_seed
+from ..evaluate import heldout_metrics
+from ..runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
+from ..tasks.base import MODES
+from .batch import Row, collate_rows, completion_logits, learner_logprobs, micro_batches, rollout_stats, sample_problems
+from .common import TrainingHalted, make_optimizer, open_run, resolve_task
+from .losses import (approx_kl, clip_fraction, clipped_pg_token_losses, clipped_value_loss, entropy_from_logits,
+                     gae, masked_sum, masked_whiten, token_logprobs, token_mean_loss)
+from .rewards import RewardFn
+from .rollout import LocalRolloutWorker
+
+
+@dataclass
+class PPOConfig:
+    out: str = arg("runs/ppo", "run folder (config, metrics.jsonl, tb/, ckpt/, model/, critic.pt)")
+    init: str = arg("", "model folder to start from (required; the critic's backbone too), e.g. runs/sft/model")
+    task: str = arg("arithmetic", "task name or path/to/file.py:ClassName")
+    task_args: dict = arg({}, "task constructor arguments, e.g. op=mul,max_level=5")
+    levels: list[int] = arg([1, 2, 3], "difficulty levels to sample training problems from (uniformly)")
+    mode: str = arg("system2", "system2 (think first) or system1 (answer directly)")
+    steps: int = arg(200, "RL steps (each: one rollout batch, epochs_per_step x minibatches optimizer steps)")
+    prompts_per_step: int = arg(16, "problems per step")
+    group_size: int = arg(4, "completions sampled per problem (PPO needs no groups; more samples per prompt)")
+    max_new_tokens: int = arg(160, "generation limit per completion")
+    temperature: float = arg(1.0, "sampling temperature (> 0); the learner's log-probs use the same")
+    lr: float = arg(1e-4, "policy learning rate (AdamW), constant after warm-up")
+    value_lr: float = arg(3e-4, "critic learning rate (AdamW), constant after warm-up")
+    warmup_steps: int = arg(0, "linear warm-up steps (both learning rates)")
+    grad_clip: float = arg(1.0, "clip each model's global gradient norm to this value (0: off)")
+    betas: list[float] = arg([0.9, 0.99], "AdamW betas (both optimizers)")
+    weight_decay: float = arg(0.0, "AdamW weight decay (both optimizers)")
+    epochs_per_step: int = arg(4, "passes over each rollout batch")
+    minibatches: int = arg(1, "optimizer steps per epoch: the batch is shuffled and split into this many")
+    micro_batch_size: int = arg(0, "completions per learner forward (0: a whole minibatch at once)")
+    clip_low: float = arg(0.2, "PPO clip below: ratio >= 1 - clip_low")
+    clip_high: float = arg(0.2, "PPO clip above: ratio <= 1 + clip_high")
+    value_clip: float = arg(0.2, "clip the new value to old value +- this in the value loss (0: no clipping)")
+    vf_coef: float = arg(0.5, "weight of the value loss")
+    gamma: float = arg(1.0, "discount per token")
+    lam: float = arg(0.95, "GAE lambda (1: Monte-Carlo returns, 0: one-step TD)")
+    whiten_advantages: bool = arg(True, "normalise advantages to zero mean, unit variance over the batch")
+    format_reward: float = arg(0.1, "reward bonus for a well-formed completion (added to correctness)")
+    kl_coef: float = arg(0.0, "per-token KL-to-init penalty folded into the reward (0: no reference model)")
+    entropy_floor: float = arg(1e-3, "stop when the mean token entropy stays below this ...")
+    entropy_patience: int = arg(5, "... for this many steps in a row (entropy collapse)")
+    eval_every: int = arg(50, "held-out greedy pass@1 every N steps (0: only at the end)")
+    eval_per_level: int = arg(32, "held-out problems per level for evaluation (0: no evaluation)")
+    checkpoint_every: int = arg(25, "write a resumable checkpoint every N steps")
+    seed: int = arg(0, "seed for problems, sampling and minibatch shuffling")
+    threads: int = arg(0, "torch threads (0: all cores)")
+    device: str = arg("cpu", "torch device to train on (cpu, cuda, cuda:1, ...)")
+    resume: bool = arg(True, "continue from out/ckpt if it exists")
+    progress: bool = arg(True, "show a progress bar")
+
+    name: ClassVar[str] = "ppo"
+
+    def __post_init__(self):
+        from ..models import is_model_dir
+
+        require(bool(self.init), "init", "give the model folder to start from (PPO fine-tunes a model that "
+                "already writes the task's format), e.g. init=runs/sft/model")
+        require(is_model_dir(self.init), "init", f"{self.init!r} is not a model folder (no config.json); "
+                "give a folder written by save_pretrained, e.g. runs/sft/model")
+        require(self.mode in MODES, "mode", f"must be one of {MODES}")
+        require(len(self.levels) > 0, "levels", "give at least one level")
+        for name in ("steps", "prompts_per_step", "group_size", "max_new_tokens", "epochs_per_step", "minibatches",
+                     "checkpoint_every", "entropy_patience", "lr", "value_lr", "vf_coef"):
+            require(getattr(self, name) > 0, name, "must be > 0")
+        require(self.minibatches <= self.prompts_per_step * self.group_size, "minibatches",
+                f"must be <= prompts_per_step x group_size ({self.prompts_per_step * self.group_size} completions)")
+        require(self.temperature > 0 and math.isfinite(self.temperature), "temperature",
+                "must be > 0 (RL samples; greedy decoding has no exploration)")
+        for name in ("warmup_steps", "grad_clip", "weight_decay", "micro_batch_size", "value_clip", "format_reward",
+                     "kl_coef", "entropy_floor", "eval_every", "eval_per_level"):
+            require(getattr(self, name) >= 0, name, "must be >= 0")
+        require(0 <= self.clip_low < 1, "clip_low", "must be in [0, 1) (the ratio is clipped at 1 - clip_low)")
+        require(self.clip_high >= 0, "clip_high", "must be >= 0 (the ratio is clipped at 1 + clip_high)")
+        require(0 <= self.gamma <= 1, "gamma", "must be in [0, 1]")
+        require(0 <= self.lam <= 1, "lam", "must be in [0, 1] (GAE lambda)")
+        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "two values in [0, 1)")
+
+
+class ValueModel(nn.Module):
+    """A transformer backbone and a linear head: one value per completion token, read at the position
+    that predicts the token (the state before emitting it)."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.config.hidden_size, 1)
+        nn.init.zeros_(self.head.weight)  # V = 0 everywhere at first: no random offsets in early advantages
+        nn.init.zeros_(self.head.bias)
+
+    @classmethod
+    def from_pretrained(cls, path: str) -> ValueModel:
+        from transformers import AutoModel
+
+        return cls(AutoModel.from_pretrained(path, dtype=torch.float32))
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        """Values of a collated batch (``collate_rows``): [B, T], 0 on padding."""
+        hidden = self.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        at = hidden.gather(1, batch["where"][..., None].expand(-1, -1, hidden.shape[-1]))
+        values = self.head(at.float()).squeeze(-1)
+        return torch.where(batch["real"], values, torch.zeros_like(values))
+
+
+@dataclass
+class PPORow(Row):
+    """A learner row with its sequence reward and, per token, the rollout-time value, advantage and return."""
+
+    reward: float = 0.0
+    values: list[float] = field(default_factory=list)
+    advantages: list[float] = field(default_factory=list)
+    returns: list[float] = field(default_factory=list)
+
+
+def per_token(rows: list[PPORow], name: str, device) -> torch.Tensor:
+    """A per-token list field of the rows, right-padded with 0 to the batch's length: [B, T]."""
+    out = torch.zeros((len(rows), max(len(r.token_ids) for r in rows)))
+    for i, r in enumerate(rows):
+        out[i, :len(r.token_ids)] = torch.tensor(getattr(r, name))
+    return out.to(device)
+
+
+def lr_at(step: int, cfg: PPOConfig, peak: float) -> float:
+    return peak * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else peak
+
+
+# ----------------------------------------------------------------------------- advantages
+
+@torch.no_grad()
+def score_rollout(rows: list[PPORow], critic: ValueModel, ref_model, cfg: PPOConfig, pad_id: int) -> dict[str, float]:
+    """Fill in the rows' old values, GAE advantages (whitened if configured) and returns. Returns the
+    critic's explained variance of the returns (and the mean per-token KL to init with a reference)."""
+    device = next(critic.parameters()).device
+    kl_sum = 0.0
+    for chunk in micro_batches(rows, cfg.micro_batch_size):
+        b = collate_rows(chunk, pad_id, device)
+        values = critic(b)
+        rewards = torch.zeros_like(values)
+        last = b["real"].sum(1) - 1
+        rewards[torch.arange(len(chunk)), last] = torch.tensor([r.reward for r in chunk], device=device)
+        if ref_model is not None:
+            kl = torch.where(b["real"], b["old_logp"] - learner_logprobs(ref_model, b, cfg.temperature), 0.0)
+            rewards -= cfg.kl_coef * kl
+            kl_sum += float(kl.sum())
+        adv, ret = gae(rewards, values, b["real"], cfg.gamma, cfg.lam)
+        for i, r in enumerate(chunk):
+            n = len(r.token_ids)
+            r.values, r.advantages, r.returns = values[i, :n].tolist(), adv[i, :n].tolist(), ret[i, :n].tolist()
+    flat = {k: torch.tensor([x for r in rows for x in getattr(r, k)], dtype=torch.float64)
+            for k in ("values", "advantages", "returns")}
+    var_returns = float(flat["returns"].var(unbiased=False))
+    out = {"explained_variance": 1 - float((flat["returns"] - flat["values"]).var(unbiased=False)) / var_returns
+           if var_returns > 0 else float("nan"),
+           "value_mean": float(flat["values"].mean()), "return_mean": float(flat["returns"].mean())}
+    if ref_model is not None:
+        out["kl_ref"] = kl_sum / len(flat["values"])
+    if cfg.whiten_advantages:
+        adv = masked_whiten(flat["advantages"].float(), torch.ones(len(flat["advantages"]), dtype=torch.bool)).tolist()
+        at = 0
+        for r in rows:
+            r.advantages, at = adv[at:at + len(r.token_ids)], at + len(r.token_ids)
+    return out
+
+
+# ----------------------------------------------------------------------------- learner
+
+def minibatch_update(model, critic: ValueModel, rows: list[PPORow], cfg: PPOConfig, pad_id: int) -> dict[str, float]:
+    """Gradients of one minibatch's loss, clipped surrogate + vf_coef x clipped value loss (both token
+    means over the minibatch), accumulated over micro-batches; the caller clips and steps. Returns the
+    losses and token means of the diagnostics (entropy of the tempered policy, clip fraction, approx KL)."""
+    device = next(model.parameters()).device
+    total = sum(len(r.token_ids) for r in rows)
+    sums = dict.fromkeys(("policy_loss", "value_loss", "entropy", "clip_frac", "approx_kl"), 0.0)
+    for chunk in micro_batches(rows, cfg.micro_batch_size):
+        b = collate_rows(chunk, pad_id, device)
+        mask, tokens = b["real"], int(b["real"].sum())
+        logits = completion_logits(model, b, cfg.temperature)
+        logp = token_logprobs(logits, b["tokens"])
+        pg_losses = clipped_pg_token_losses(logp, b["old_logp"], per_token(chunk, "advantages", device),
+                                            cfg.clip_low, cfg.clip_high)
+        policy_loss = token_mean_loss(pg_losses, mask, total_tokens=total)
+        # clipped_value_loss is a token mean over this micro-batch: reweight to its share of the minibatch
+        value_loss = clipped_value_loss(critic(b), per_token(chunk, "values", device), per_token(chunk, "returns", device),
+                                        mask, cfg.value_clip or float("inf")) * (tokens / total)
+        (policy_loss + cfg.vf_coef * value_loss).backward()
+        with torch.no_grad():
+            sums["policy_loss"] += float(policy_loss)
+            sums["value_loss"] += float(value_loss)
+            sums["entropy"] += float(masked_sum(entropy_from_logits(logits.detach()), mask)) / total
+            sums["clip_frac"] += float(clip_fraction(logp, b["old_logp"], mask, cfg.clip_low, cfg.clip_high)) * tokens / total
+            sums["approx_kl"] += float(approx_kl(logp, b["old_logp"], mask)) * tokens / total
+    return sums
+
+
+# ----------------------------------------------------------------------------- training loop
+
+def train(cfg: PPOConfig, task=None, model=None, tok=None) -> Path:
+    """Run PPO; returns the run folder. ``task``/``model``/``tok`` override the config's specs (tests);
+    the critic is always built from ``cfg.init``."""
+    from tqdm.auto import tqdm
+
+    from ..models import load_model, save
+
+    run = open_run(cfg, cfg.name)
+    task = resolve_task(cfg, task)
+    if model is None:
+        model, tok = load_model(cfg.init)
+    if tok is None:
+        raise ConfigError("train(): pass tok together with model")
+    model.to(cfg.device).train()
+    critic = ValueModel.from_pretrained(cfg.init).to(cfg.device).train()
+    ref_model = None
+    if cfg.kl_coef > 0:  # the reference is init itself: reloaded, never checkpointed
+        ref_model = load_model(cfg.init)[0].to(cfg.device).eval().requires_grad_(False)
+    opt, value_opt = make_optimizer(model, cfg), make_optimizer(critic, cfg)
+
+    start, low_entropy = 0, 0
+    ckpt = latest_checkpoint(run) if cfg.resume else None
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, model)
+        critic.load_state_dict(state["critic"])
+        opt.load_state_dict(state["optimizer"])
+        value_opt.load_state_dict(state["value_optimizer"])
+        start, low_entropy = state["step"], state.get("low_entropy_steps", 0)
+        truncate_metrics(run, start)
+    log = RunLog(run)
+    reward_fn = RewardFn(format_bonus=cfg.format_reward, max_tokens=cfg.max_new_tokens)
+    worker = LocalRolloutWorker(model, tok, task, reward_fn)
+    heldout = task.heldout_set(cfg.eval_per_level, tuple(cfg.levels)) if cfg.eval_per_level else []
+
+    def halt(why: str):
+        bar.close()
+        log.close()
+        raise TrainingHalted(f"{why}; stopped without saving. Last good checkpoint: "
+                             f"{ckpt or 'none (no checkpoint written yet)'}")
+
+    bar = tqdm(total=cfg.steps, initial=start, desc=cfg.name, disable=not cfg.progress, dynamic_ncols=True)
+    for step in range(start, cfg.steps):
+        t0 = time.time()
+        # -- rollout: sample problems, push weights, generate and score
+        problems = sample_problems(task, cfg.seed, step, cfg.prompts_per_step, cfg.levels)
+        worker.load_weights(model.state_dict(), version=step)
+        sampling = SamplingParams(max_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                  seed=derive_seed("ppo", cfg.seed, step))
+        groups = worker.rollout(problems, cfg.mode, cfg.group_size, sampling)
+        if any(g.version != step for g in groups):
+            raise RuntimeError(f"rollout at step {step} came from weights of another version (not on-policy)")
+        t_rollout = time.time() - t0
+        metrics = rollout_stats(groups)
+
+        # -- values and advantages, then epochs of shuffled minibatch updates
+        rows = [PPORow(g.prompt_ids, c.token_ids, c.logprobs, 0.0, True, reward=total)
+                for g in groups for c, total in zip(g.completions, g.totals)]
+        metrics.update(score_rollout(rows, critic, ref_model, cfg, tok.pad_token_id))
+        for o, peak in ((opt, cfg.lr), (value_opt, cfg.value_lr)):
+            for pg in o.param_groups:
+                pg["lr"] = lr_at(step, cfg, peak)
+        updates = cfg.epochs_per_step * cfg.minibatches
+        stats = dict.fromkeys(("policy_loss", "value_loss", "entropy", "clip_frac", "approx_kl", "grad_norm",
+                               "value_grad_norm"), 0.0)
+        for epoch in range(cfg.epochs_per_step):
+            shuffle = torch.Generator().manual_seed(derive_seed("ppo-shuffle", cfg.seed, step, epoch))
+            order = torch.randperm(len(rows), generator=shuffle).tolist()
+            for part in range(cfg.minibatches):
+                opt.zero_grad(set_to_none=True)
+                value_opt.zero_grad(set_to_none=True)
+                s = minibatch_update(model, critic, [rows[i] for i in order[part::cfg.minibatches]], cfg,
+                                     tok.pad_token_id)
+                s["grad_norm"], s["value_grad_norm"] = (
+                    float(torch.nn.utils.clip_grad_norm_(m.parameters(), cfg.grad_clip or float("inf")))
+                    for m in (model, critic))
+                if not all(math.isfinite(v) for v in s.values()):
+                    log.log(step + 1, **metrics, **s)
+                    halt(f"non-finite loss/gradient/entropy at step {step + 1} (policy loss {s['policy_loss']}, "
+                         f"value loss {s['value_loss']}, grad norms {s['grad_norm']}/{s['value_grad_norm']}, "
+                         f"entropy {s['entropy']})")
+                opt.step()
+                value_opt.step()
+                for k, v in s.items():
+                    stats[k] += v / updates
+        metrics.update(stats)
+        low_entropy = low_entropy + 1 if stats["entropy"] < cfg.entropy_floor else 0
+        done = step + 1
+        elapsed = time.time() - t0
+        log.log(done, **metrics, lr=opt.param_groups[0]["lr"], value_lr=value_opt.param_groups[0]["lr"],
+                samples_per_s=len(rows) / max(elapsed, 1e-9), rollout_s=t_rollout, step_s=elapsed)
+        bar.update(1)
+        bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", passed=f"{metrics['pass_rate']:.2f}",
+                        ev=f"{metrics['explained_variance']:.2f}", kl=f"{metrics['approx_kl']:.1e}")
+        if low_entropy >= cfg.entropy_patience:
+            halt(f"entropy collapse: mean token entropy below {cfg.entropy_floor} for {low_entropy} steps "
+                 f"(last {stats['entropy']:.2e}) at step {done}")
+
+        # -- evaluation and checkpoints
+        if heldout and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
+            ev = heldout_metrics(worker.engine, task, tok, heldout, (cfg.mode,), cfg.max_new_tokens)
+            model.train()
+            log.log(done, **ev)
+            bar.write(f"step {done}: held-out {cfg.mode} pass@1 {ev[f'eval/{cfg.mode}_pass@1']:.3f}")
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            ckpt = save_checkpoint(run, model, tok, {
+                "step": done, "optimizer": opt.state_dict(), "critic": critic.state_dict(),
+                "value_optimizer": value_opt.state_dict(), "low_entropy_steps": low_entropy, "config": to_dict(cfg)})
+    bar.close()
+    log.close()
+    save(model, tok, run / "model")
+    torch.save(critic.state_dict(), run / "critic.pt")
+    return run
