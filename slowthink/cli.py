@@ -3,6 +3,7 @@
     slowthink quickstart [--out DIR] [--config recipes/quickstart.yaml] [--stages sft,eval,report]
     slowthink train sft --task arithmetic --levels 1,2,3 --out runs/sft [--config FILE.yaml]
     slowthink train grpo --init runs/quickstart/model --levels 3 --out runs/grpo
+    slowthink train rloo|ppo|star|dpo --init MODEL_DIR ...    (one trainer module each, slowthink/rl/)
     slowthink eval --model DIR --task arithmetic --levels 1,2,3 [--k 8] [--json-out FILE]
     slowthink serve --model runs/quickstart/model [--port 8000] [--api-key KEY]
     slowthink tasks
@@ -50,9 +51,10 @@ def cmd_quickstart(ns) -> int:
 
 def trainers() -> dict:
     """Algorithm name -> (config class, train function); one trainer module per algorithm."""
-    from .rl import grpo, sft
+    from .rl import grpo, ppo, rloo, sft
 
-    return {"sft": (sft.SFTConfig, sft.train), "grpo": (grpo.GRPOConfig, grpo.train)}
+    return {"sft": (sft.SFTConfig, sft.train), "grpo": (grpo.GRPOConfig, grpo.train),
+            "rloo": (rloo.RLOOConfig, rloo.train), "ppo": (ppo.PPOConfig, ppo.train)}
 
 
 def cmd_train(ns) -> int:
@@ -149,10 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _config_parser(sub, "quickstart", QuickstartConfig,
                    "train a small reasoning model from scratch and compare System-1 with System-2")
-    tr = sub.add_parser("train", help="train a model (sft, grpo)")
+    tr = sub.add_parser("train", help="train a model (" + ", ".join(trainers()) + ")")
     trs = tr.add_subparsers(dest="algo", required=True)
     helps = {"sft": "supervised fine-tuning on task-generated solutions",
-             "grpo": "GRPO (and Dr. GRPO / DAPO options) on verifiable rewards, from a model folder (--init)"}
+             "grpo": "GRPO (and Dr. GRPO / DAPO options) on verifiable rewards, from a model folder (--init)",
+             "rloo": "RLOO: REINFORCE with a leave-one-out baseline, from a model folder (--init)",
+             "ppo": "PPO with a learned value model (critic) and GAE, from a model folder (--init)"}
     for name, (cfg_cls, _) in trainers().items():
         _config_parser(trs, name, cfg_cls, helps[name])
 

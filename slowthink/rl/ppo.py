@@ -82,6 +82,8 @@ class PPOConfig:
     kl_coef: float = arg(0.0, "per-token KL-to-init penalty folded into the reward (0: no reference model)")
     entropy_floor: float = arg(1e-3, "stop when the mean token entropy stays below this ...")
     entropy_patience: int = arg(5, "... for this many steps in a row (entropy collapse)")
+    time_budget_s: float = arg(0.0, "stop after this many seconds of this invocation (0: run all steps); the "
+                               "last step is then evaluated, checkpointed and saved")
     eval_every: int = arg(50, "held-out greedy pass@1 every N steps (0: only at the end)")
     eval_per_level: int = arg(32, "held-out problems per level for evaluation (0: no evaluation)")
     checkpoint_every: int = arg(25, "write a resumable checkpoint every N steps")
@@ -109,8 +111,8 @@ class PPOConfig:
                 f"must be <= prompts_per_step x group_size ({self.prompts_per_step * self.group_size} completions)")
         require(self.temperature > 0 and math.isfinite(self.temperature), "temperature",
                 "must be > 0 (RL samples; greedy decoding has no exploration)")
-        for name in ("warmup_steps", "grad_clip", "weight_decay", "micro_batch_size", "value_clip", "format_reward",
-                     "kl_coef", "entropy_floor", "eval_every", "eval_per_level"):
+        for name in ("time_budget_s", "warmup_steps", "grad_clip", "weight_decay", "micro_batch_size", "value_clip",
+                     "format_reward", "kl_coef", "entropy_floor", "eval_every", "eval_per_level"):
             require(getattr(self, name) >= 0, name, "must be >= 0")
         require(0 <= self.clip_low < 1, "clip_low", "must be in [0, 1) (the ratio is clipped at 1 - clip_low)")
         require(self.clip_high >= 0, "clip_high", "must be >= 0 (the ratio is clipped at 1 + clip_high)")
@@ -215,22 +217,23 @@ def minibatch_update(model, critic: ValueModel, rows: list[PPORow], cfg: PPOConf
     sums = dict.fromkeys(("policy_loss", "value_loss", "entropy", "clip_frac", "approx_kl"), 0.0)
     for chunk in micro_batches(rows, cfg.micro_batch_size):
         b = collate_rows(chunk, pad_id, device)
-        mask, tokens = b["real"], int(b["real"].sum())
+        mask = b["real"]
+        share = int(mask.sum()) / total  # this micro-batch's share of the minibatch's tokens
         logits = completion_logits(model, b, cfg.temperature)
         logp = token_logprobs(logits, b["tokens"])
         pg_losses = clipped_pg_token_losses(logp, b["old_logp"], per_token(chunk, "advantages", device),
                                             cfg.clip_low, cfg.clip_high)
         policy_loss = token_mean_loss(pg_losses, mask, total_tokens=total)
-        # clipped_value_loss is a token mean over this micro-batch: reweight to its share of the minibatch
-        value_loss = clipped_value_loss(critic(b), per_token(chunk, "values", device), per_token(chunk, "returns", device),
-                                        mask, cfg.value_clip or float("inf")) * (tokens / total)
+        # clipped_value_loss is a token mean over this micro-batch: weigh it by the micro-batch's share
+        old_values, returns = per_token(chunk, "values", device), per_token(chunk, "returns", device)
+        value_loss = clipped_value_loss(critic(b), old_values, returns, mask, cfg.value_clip or float("inf")) * share
         (policy_loss + cfg.vf_coef * value_loss).backward()
         with torch.no_grad():
             sums["policy_loss"] += float(policy_loss)
             sums["value_loss"] += float(value_loss)
             sums["entropy"] += float(masked_sum(entropy_from_logits(logits.detach()), mask)) / total
-            sums["clip_frac"] += float(clip_fraction(logp, b["old_logp"], mask, cfg.clip_low, cfg.clip_high)) * tokens / total
-            sums["approx_kl"] += float(approx_kl(logp, b["old_logp"], mask)) * tokens / total
+            sums["clip_frac"] += float(clip_fraction(logp, b["old_logp"], mask, cfg.clip_low, cfg.clip_high)) * share
+            sums["approx_kl"] += float(approx_kl(logp, b["old_logp"], mask)) * share
     return sums
 
 
@@ -276,7 +279,16 @@ def train(cfg: PPOConfig, task=None, model=None, tok=None) -> Path:
         raise TrainingHalted(f"{why}; stopped without saving. Last good checkpoint: "
                              f"{ckpt or 'none (no checkpoint written yet)'}")
 
+    def evaluate_heldout(done: int) -> None:
+        ev = heldout_metrics(worker.engine, task, tok, heldout, (cfg.mode,), cfg.max_new_tokens)
+        model.train()
+        log.log(done, **ev)
+        bar.write(f"step {done}: held-out {cfg.mode} pass@1 {ev[f'eval/{cfg.mode}_pass@1']:.3f}")
+
     bar = tqdm(total=cfg.steps, initial=start, desc=cfg.name, disable=not cfg.progress, dynamic_ncols=True)
+    if heldout and start == 0:  # the starting point of the learning curve
+        evaluate_heldout(0)
+    t_start = time.time()
     for step in range(start, cfg.steps):
         t0 = time.time()
         # -- rollout: sample problems, push weights, generate and score
@@ -325,7 +337,8 @@ def train(cfg: PPOConfig, task=None, model=None, tok=None) -> Path:
         done = step + 1
         elapsed = time.time() - t0
         log.log(done, **metrics, lr=opt.param_groups[0]["lr"], value_lr=value_opt.param_groups[0]["lr"],
-                samples_per_s=len(rows) / max(elapsed, 1e-9), rollout_s=t_rollout, step_s=elapsed)
+                samples_per_s=len(rows) / max(elapsed, 1e-9), samples=done * len(rows), rollout_s=t_rollout,
+                step_s=elapsed)
         bar.update(1)
         bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", passed=f"{metrics['pass_rate']:.2f}",
                         ev=f"{metrics['explained_variance']:.2f}", kl=f"{metrics['approx_kl']:.1e}")
@@ -334,15 +347,15 @@ def train(cfg: PPOConfig, task=None, model=None, tok=None) -> Path:
                  f"(last {stats['entropy']:.2e}) at step {done}")
 
         # -- evaluation and checkpoints
-        if heldout and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
-            ev = heldout_metrics(worker.engine, task, tok, heldout, (cfg.mode,), cfg.max_new_tokens)
-            model.train()
-            log.log(done, **ev)
-            bar.write(f"step {done}: held-out {cfg.mode} pass@1 {ev[f'eval/{cfg.mode}_pass@1']:.3f}")
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+        last = done == cfg.steps or (cfg.time_budget_s and time.time() - t_start >= cfg.time_budget_s)
+        if heldout and ((cfg.eval_every and done % cfg.eval_every == 0) or last):
+            evaluate_heldout(done)
+        if done % cfg.checkpoint_every == 0 or last:
             ckpt = save_checkpoint(run, model, tok, {
                 "step": done, "optimizer": opt.state_dict(), "critic": critic.state_dict(),
                 "value_optimizer": value_opt.state_dict(), "low_entropy_steps": low_entropy, "config": to_dict(cfg)})
+        if last:
+            break
     bar.close()
     log.close()
     save(model, tok, run / "model")
