@@ -51,10 +51,11 @@ def cmd_quickstart(ns) -> int:
 
 def trainers() -> dict:
     """Algorithm name -> (config class, train function); one trainer module per algorithm."""
-    from .rl import grpo, ppo, rloo, sft
+    from .rl import dpo, grpo, ppo, rloo, sft, star
 
     return {"sft": (sft.SFTConfig, sft.train), "grpo": (grpo.GRPOConfig, grpo.train),
-            "rloo": (rloo.RLOOConfig, rloo.train), "ppo": (ppo.PPOConfig, ppo.train)}
+            "rloo": (rloo.RLOOConfig, rloo.train), "ppo": (ppo.PPOConfig, ppo.train),
+            "star": (star.STaRConfig, star.train), "dpo": (dpo.DPOConfig, dpo.train)}
 
 
 def cmd_train(ns) -> int:
@@ -156,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     helps = {"sft": "supervised fine-tuning on task-generated solutions",
              "grpo": "GRPO (and Dr. GRPO / DAPO options) on verifiable rewards, from a model folder (--init)",
              "rloo": "RLOO: REINFORCE with a leave-one-out baseline, from a model folder (--init)",
-             "ppo": "PPO with a learned value model (critic) and GAE, from a model folder (--init)"}
+             "ppo": "PPO with a learned value model (critic) and GAE, from a model folder (--init)",
+             "star": "STaR / expert iteration: fine-tune on the policy's own verified solutions (rationalisation optional)",
+             "dpo": "offline DPO on pairs of the policy's own verified-correct vs incorrect samples"}
     for name, (cfg_cls, _) in trainers().items():
         _config_parser(trs, name, cfg_cls, helps[name])
 

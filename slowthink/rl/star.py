@@ -1,0 +1,329 @@
+"""STaR / expert iteration: sample, keep what the verifier accepts, fine-tune on it, repeat.
+
+Zelikman, Wu, Mu, Goodman, "STaR: Bootstrapping Reasoning With Reasoning", 2022 (arXiv:2203.14465).
+Each iteration: sample train problems → ``samples_per_problem`` completions each from the current model
+→ keep verified ones → *rationalisation*: problems with no correct sample are tried again with the
+final answer given away in the prompt (``hint``), and hinted traces that verify against the real
+answer are stored with the original, unhinted prompt → fine-tune (System-2 rendered, loss on the
+assistant's tokens only) → held-out greedy pass@1 → checkpoint.
+
+Departures from the paper:
+- Problems are generated, not a fixed dataset: each iteration draws ``problems_per_iteration`` fresh
+  train problems (a pure function of ``(seed, iteration)``, held-out excluded). The paper re-solves
+  its whole dataset every iteration; to keep what was solved before, we fine-tune on the traces of all
+  iterations so far (``accumulate``; false = this iteration's traces only, as Algorithm 1 writes it).
+- Sampling: k completions at ``temperature`` per problem (rejection-sampling fine-tuning / expert
+  iteration style) instead of one rationale per problem; up to ``max_per_problem`` distinct correct
+  traces are kept per problem (1, as the paper). A completion cut at ``max_new_tokens`` is never kept.
+- No few-shot prompt: ``init`` must already write the task's format (an SFT model).
+- Fine-tuning restarts from ``init`` every iteration (``restart_from_init``, the paper), with a fresh
+  AdamW and linear warm-up then constant lr; its length is ``epochs`` over the training set (the paper
+  grows a step budget by 20% per iteration) or a fixed ``steps_per_iteration``.
+- The verifier checks only the final answer, as in the paper: a rationalised trace may reach the right
+  answer by copying the hint through wrong reasoning, and is kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..config import ConfigError, arg, require, to_dict
+from ..engine import SamplingParams, derive_seed
+from ..evaluate import heldout_metrics
+from ..runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
+from ..tasks.base import MODES, Problem
+from ..tokenizer import Rendered, render_example
+from .common import TrainingHalted, make_optimizer, open_run, resolve_task
+from .rewards import RewardFn
+from .rollout import Group, LocalRolloutWorker
+from .sft import token_mean_backward
+
+DEFAULT_HINT = "{question}\n(answer: {answer})"
+
+
+def _formats(template: str) -> bool:
+    try:
+        template.format(question="", answer="")
+    except (KeyError, IndexError, ValueError):
+        return False
+    return True
+
+
+@dataclass
+class STaRConfig:
+    out: str = arg("runs/star", "run folder (config, metrics.jsonl, tb/, ckpt/, traces.jsonl, model/)")
+    init: str = arg("", "model folder to start from (required), e.g. runs/sft/model")
+    task: str = arg("arithmetic", "task name or path/to/file.py:ClassName")
+    task_args: dict = arg({}, "task constructor arguments, e.g. op=mul,max_level=5")
+    levels: list[int] = arg([1, 2, 3], "difficulty levels to sample training problems from (uniformly)")
+    mode: str = arg("system2", "system2 (rationale, then answer) or system1 (answer only: no rationale)")
+    iterations: int = arg(3, "outer iterations (sample, filter, rationalise, fine-tune)")
+    problems_per_iteration: int = arg(256, "train problems drawn per iteration (duplicates dropped)")
+    samples_per_problem: int = arg(4, "completions per problem, and per unsolved problem with the hint (k)")
+    temperature: float = arg(1.0, "sampling temperature (0: greedy, then samples_per_problem must be 1)")
+    max_new_tokens: int = arg(160, "generation limit per completion (also for evaluation)")
+    rationalize: bool = arg(True, "retry unsolved problems with the answer as a hint (the paper's rationalisation)")
+    hint: str = arg(DEFAULT_HINT, "how the hint rewrites the user message: a format string with {answer} and "
+                    "{question} (a task may define hinted_prompt(problem, mode) instead)")
+    max_per_problem: int = arg(1, "distinct correct traces kept per problem and iteration (the paper: 1)")
+    accumulate: bool = arg(True, "fine-tune on the traces of all iterations so far (false: this iteration's)")
+    restart_from_init: bool = arg(True, "fine-tune from init every iteration (the paper) instead of continuing")
+    epochs: float = arg(2.0, "inner fine-tune length in passes over the training set ...")
+    steps_per_iteration: int = arg(0, "... or this many optimizer steps (0: use epochs)")
+    batch_size: int = arg(32, "traces per fine-tuning step")
+    lr: float = arg(3e-5, "fine-tuning learning rate (AdamW), constant after warm-up; about the SFT run's final lr "
+                    "(a fresh AdamW at 1e-4 took a converged small model from 68% to 50% held-out in 7 steps)")
+    warmup_steps: int = arg(10, "linear warm-up steps of each inner fine-tune")
+    weight_decay: float = arg(0.0, "AdamW weight decay")
+    betas: list[float] = arg([0.9, 0.98], "AdamW betas")
+    micro_batches: int = arg(1, "split each batch into this many length-sorted micro-batches")
+    grad_clip: float = arg(1.0, "clip the global gradient norm to this value (0: off)")
+    eval_per_level: int = arg(32, "held-out problems per level, greedy pass@1 after each iteration (0: none)")
+    seed: int = arg(0, "seed for problems, sampling and data order")
+    threads: int = arg(0, "torch threads (0: all cores)")
+    device: str = arg("cpu", "torch device to train on (cpu, cuda, cuda:1, ...)")
+    resume: bool = arg(True, "continue after the last finished iteration if out/ckpt exists")
+    progress: bool = arg(True, "show a progress bar")
+
+    def __post_init__(self):
+        from ..models import is_model_dir
+
+        require(bool(self.init), "init", "give the model folder to start from (STaR needs a model that already "
+                "writes the task's format), e.g. init=runs/sft/model")
+        require(is_model_dir(self.init), "init", f"{self.init!r} is not a model folder (no config.json)")
+        require(self.mode in MODES, "mode", f"must be one of {MODES}")
+        require(len(self.levels) > 0, "levels", "give at least one level")
+        for name in ("iterations", "problems_per_iteration", "samples_per_problem", "max_new_tokens",
+                     "max_per_problem", "batch_size"):
+            require(getattr(self, name) > 0, name, "must be > 0")
+        require(self.temperature >= 0 and math.isfinite(self.temperature), "temperature", "must be >= 0")
+        require(self.temperature > 0 or self.samples_per_problem == 1, "temperature",
+                "greedy decoding (0) gives k identical samples; use temperature > 0 or samples_per_problem=1")
+        require(self.steps_per_iteration > 0 or self.epochs > 0, "epochs", "must be > 0 when steps_per_iteration=0")
+        require(self.steps_per_iteration >= 0, "steps_per_iteration", "must be >= 0 (0: use epochs)")
+        require(self.lr > 0, "lr", "must be > 0")
+        for name in ("warmup_steps", "weight_decay", "grad_clip", "eval_per_level"):
+            require(getattr(self, name) >= 0, name, "must be >= 0")
+        require(1 <= self.micro_batches <= self.batch_size, "micro_batches", "must be in 1..batch_size")
+        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "two values in [0, 1)")
+        require("{answer}" in self.hint and _formats(self.hint), "hint",
+                f"a format string with {{answer}} and optionally {{question}}, e.g. {DEFAULT_HINT!r}")
+
+
+# ----------------------------------------------------------------------------- traces and rationalisation
+
+@dataclass(frozen=True)
+class Trace:
+    """A verified completion. Only the problem is stored, never a prompt: rendering rebuilds the task's
+    own (unhinted) prompt, so a rationalised trace cannot carry its hint into training."""
+
+    problem: Problem
+    completion: str
+    source: str  # "direct" or "rationalized"
+    iteration: int
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> Trace:
+        return Trace(Problem(**d["problem"]), d["completion"], d["source"], d["iteration"])
+
+
+def hinted_prompt(task, problem: Problem, mode, template: str = DEFAULT_HINT) -> list[dict]:
+    """The task's prompt with the final answer given away in the last user message. A task that
+    defines ``hinted_prompt(problem, mode)`` words the hint its own way."""
+    own = getattr(task, "hinted_prompt", None)
+    if callable(own):
+        return own(problem, mode)
+    messages = [dict(m) for m in task.prompt(problem, mode)]
+    last = max(i for i, m in enumerate(messages) if m["role"] == "user")
+    messages[last]["content"] = template.format(question=messages[last]["content"], answer=problem.answer)
+    return messages
+
+
+class Hinted:
+    """The task seen through the hint: prompts give the answer away; scoring is the task's own, against
+    the problem's real answer (the problem itself is never changed)."""
+
+    def __init__(self, task, template: str = DEFAULT_HINT):
+        self.task, self.template, self.name = task, template, task.name
+
+    def prompt(self, problem: Problem, mode) -> list[dict]:
+        return hinted_prompt(self.task, problem, mode, self.template)
+
+    def score(self, problem: Problem, completion: str, mode="system2"):
+        return self.task.score(problem, completion, mode)
+
+
+def verified_traces(groups: list[Group], source: str, iteration: int, max_per_problem: int) -> list[Trace]:
+    """Per group, up to ``max_per_problem`` distinct completions the verifier marks correct (and that
+    ended by themselves: a truncated prefix that happens to parse is not a solution)."""
+    out = []
+    for g in groups:
+        kept: list[str] = []
+        for c, s in zip(g.completions, g.scores):
+            if s.correct and c.finish_reason == "stop" and c.text not in kept:
+                kept.append(c.text)
+        out += [Trace(g.problem, text, source, iteration) for text in kept[:max_per_problem]]
+    return out
+
+
+def render_trace(tok, task, trace: Trace, mode) -> Rendered:
+    """The training example: the task's unhinted prompt + the trace, loss on the assistant's tokens."""
+    return render_example(tok, task.prompt(trace.problem, mode), mode, trace.completion)
+
+
+def iteration_problems(task, seed: int, iteration: int, count: int, levels: list[int]) -> list[Problem]:
+    """Distinct train problems of one iteration: a pure function of ``(seed, iteration)``."""
+    rng = random.Random(f"star-{seed}-{iteration}")
+    problems = {}
+    for _ in range(count):
+        p = task.sample_split(rng, rng.choice(levels), "train")
+        problems.setdefault(p.key, p)
+    return list(problems.values())
+
+
+def collect(worker, hint_worker, problems: list[Problem], cfg: STaRConfig, iteration: int) -> tuple[list[Trace], dict]:
+    """Sample, keep verified traces, rationalise the unsolved problems. Returns traces and statistics."""
+    sampling = SamplingParams(max_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                              seed=derive_seed("star", cfg.seed, iteration))
+    groups = worker.rollout(problems, cfg.mode, cfg.samples_per_problem, sampling)
+    direct = verified_traces(groups, "direct", iteration, cfg.max_per_problem)
+    solved = {t.problem.key for t in direct}
+    scores = [s for g in groups for s in g.scores]
+    stats = {"problems": len(problems), "solved_direct": len(solved), "sampled_pass_rate":
+             sum(s.correct for s in scores) / len(scores), "well_formed": sum(s.well_formed for s in scores) / len(scores)}
+    rationalized, hinted_scores = [], []
+    unsolved = [p for p in problems if p.key not in solved]
+    if cfg.rationalize and unsolved:
+        hinted = hint_worker.rollout(unsolved, cfg.mode, cfg.samples_per_problem,
+                                     dataclasses.replace(sampling, seed=derive_seed("star-hint", cfg.seed, iteration)))
+        rationalized = verified_traces(hinted, "rationalized", iteration, cfg.max_per_problem)
+        hinted_scores = [s for g in hinted for s in g.scores]
+    stats.update(solved_rationalized=len({t.problem.key for t in rationalized}), unsolved=len(unsolved),
+                 hinted_pass_rate=sum(s.correct for s in hinted_scores) / max(1, len(hinted_scores)),
+                 samples=len(scores) + len(hinted_scores))
+    return direct + rationalized, stats
+
+
+# ----------------------------------------------------------------------------- inner fine-tune
+
+def fine_tune(model, tok, task, traces: list[Trace], cfg: STaRConfig, iteration: int) -> dict:
+    """Fine-tune on the traces: shuffled passes (seeded by ``(seed, iteration)``), token-mean loss over
+    the assistant's tokens, fresh AdamW with warm-up. Returns the mean and last loss and the steps run."""
+    if not traces:
+        return {"ft_steps": 0}
+    rendered = [render_trace(tok, task, t, cfg.mode) for t in traces]
+    size = min(cfg.batch_size, len(rendered))
+    steps = cfg.steps_per_iteration or max(1, math.ceil(cfg.epochs * len(rendered) / size))
+    rng, stream = random.Random(f"star-ft-{cfg.seed}-{iteration}"), []
+    while len(stream) < steps * size:  # consecutive shuffled passes over the training set
+        stream += rng.sample(range(len(rendered)), len(rendered))
+    opt = make_optimizer(model, cfg)
+    model.train()
+    losses = []
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+        opt.zero_grad(set_to_none=True)
+        batch = [rendered[i] for i in stream[step * size:(step + 1) * size]]
+        loss, _ = token_mean_backward(model, batch, tok.pad_token_id, min(cfg.micro_batches, len(batch)))
+        gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf")))
+        if not (math.isfinite(loss) and math.isfinite(gnorm)):
+            raise TrainingHalted(f"non-finite loss/gradient ({loss}, {gnorm}) in iteration {iteration + 1}, "
+                                 f"fine-tuning step {step + 1}")
+        opt.step()
+        losses.append(loss)
+    return {"ft_steps": steps, "ft_loss": sum(losses) / len(losses), "ft_loss_last": losses[-1]}
+
+
+# ----------------------------------------------------------------------------- outer loop
+
+def train(cfg: STaRConfig, task=None, model=None, tok=None) -> Path:
+    """Run STaR; returns the run folder. ``task``/``model``/``tok`` override the config's specs (tests);
+    a given ``model`` is taken as the init model."""
+    from tqdm.auto import tqdm
+
+    from ..models import load_model, save
+
+    run = open_run(cfg, "star")
+    task = resolve_task(cfg, task)
+    if model is None:
+        model, tok = load_model(cfg.init)
+    if tok is None:
+        raise ConfigError("train(): pass tok together with model")
+    model.to(cfg.device)
+    # The weights every inner fine-tune restarts from, taken before a checkpoint overwrites them.
+    init_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if cfg.restart_from_init else None
+
+    start, traces = 0, []
+    ckpt = latest_checkpoint(run) if cfg.resume else None
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, model)
+        start, traces = state["iteration"], [Trace.from_dict(d) for d in state["traces"]]
+    truncate_metrics(run, start if ckpt is not None else -1)  # a fresh start also drops a killed attempt's rows
+    log = RunLog(run)
+    worker = LocalRolloutWorker(model, tok, task, RewardFn())
+    hint_worker = LocalRolloutWorker(model, tok, Hinted(task, cfg.hint), RewardFn())
+    hint_worker.engine = worker.engine  # same model: one engine, one copy of its fused weights
+    heldout = task.heldout_set(cfg.eval_per_level, tuple(cfg.levels)) if cfg.eval_per_level else []
+
+    def evaluate(step: int) -> dict:
+        if not heldout:
+            return {}
+        ev = heldout_metrics(worker.engine, task, tok, heldout, (cfg.mode,), cfg.max_new_tokens)
+        log.log(step, **ev)
+        return ev
+
+    if start == 0:
+        evaluate(0)  # the init model's score, the baseline every iteration is compared with
+    bar = tqdm(total=cfg.iterations, initial=start, desc="star", disable=not cfg.progress, dynamic_ncols=True)
+    for iteration in range(start, cfg.iterations):
+        t0 = time.time()
+        # -- generate with the current model (M_{n-1}); rationalise what it could not solve
+        for w in (worker, hint_worker):
+            w.load_weights(None, version=iteration)
+        problems = iteration_problems(task, cfg.seed, iteration, cfg.problems_per_iteration, cfg.levels)
+        new, stats = collect(worker, hint_worker, problems, cfg, iteration)
+        t_gen = time.time() - t0
+
+        # -- fine-tune M_n: from init (the paper) or from M_{n-1}, on this and (accumulate) earlier traces
+        if cfg.accumulate:
+            seen = {(t.problem.key, t.completion) for t in traces}
+            new = [t for t in new if (t.problem.key, t.completion) not in seen]
+            traces = traces + new
+        else:
+            traces = new
+        if init_state is not None:
+            model.load_state_dict(init_state)
+        try:
+            ft = fine_tune(model, tok, task, traces, cfg, iteration)
+        except TrainingHalted as e:
+            bar.close()
+            log.close()
+            raise TrainingHalted(f"{e}; stopped without saving. Last good checkpoint: {ckpt or 'none'}") from None
+        done = iteration + 1
+        log.log(done, **stats, traces_kept=len(new), train_set=len(traces), **ft, gen_s=t_gen,
+                iteration_s=time.time() - t0)
+        ev = evaluate(done)
+        bar.update(1)
+        bar.write(f"iteration {done}: solved {stats['solved_direct']} + {stats['solved_rationalized']} rationalised "
+                  f"of {stats['problems']}, kept {len(new)}" +
+                  (f", held-out pass@1 {ev[f'eval/{cfg.mode}_pass@1']:.3f}" if ev else ""))
+        ckpt = save_checkpoint(run, model, tok, {"iteration": done, "traces": [t.to_dict() for t in traces],
+                                                 "config": to_dict(cfg)})
+        # For reading only (resume uses the copy inside the checkpoint, written atomically with the weights).
+        (run / "traces.jsonl").write_text("".join(json.dumps(t.to_dict(), default=str) + "\n" for t in traces))
+    bar.close()
+    log.close()
+    save(model, tok, run / "model")
+    return run
