@@ -231,6 +231,30 @@ def test_rewards_compose_and_reject_several_answers():
     assert long.total == pytest.approx(1.1 - 0.75) and long.length == pytest.approx(-0.75)
 
 
+def test_verify_steps_takes_credit_from_right_answers_reached_by_wrong_steps():
+    task = Arithmetic(op="mul")
+    p = task.sample(random.Random(3), 2)
+    ref = task.reference(p, "system2").completion()
+    lines = ref.split("\n")
+    # Corrupt one digit of the first partial-product line; the final answer stays right.
+    i = next(k for k, line in enumerate(lines) if ":" in line)
+    head, cells = lines[i].split(":", 1)
+    j = next(k for k, ch in enumerate(cells) if ch.isdigit())
+    lines[i] = head + ":" + cells[:j] + str((int(cells[j]) + 1) % 10) + cells[j + 1:]
+    wrong_step = "\n".join(lines)
+    outcome, process = RewardFn(), RewardFn(verify_steps=True)
+    assert outcome(task, p, wrong_step, 50).correctness == 1.0  # outcome reward cannot tell
+    r = process(task, p, wrong_step, 50)
+    assert r.correctness == 0.0 and r.steps_ok is False and r.score.correct
+    ok = process(task, p, ref, 50)
+    assert ok.correctness == 1.0 and ok.steps_ok is True
+    assert process(task, p, task.reference(p, "system1").completion(), 5, "system1").correctness == 1.0
+    no_steps = Arithmetic(op="mul")
+    no_steps.step_labels = lambda problem, reasoning: None
+    with pytest.raises(ValueError, match="cannot label steps"):
+        process(no_steps, p, ref, 50)
+
+
 def test_local_worker_versions_seeds_and_weight_loading(tok):
     model = build_model("tiny", tok, seed=1)
     task = Arithmetic(op="add", max_level=1)

@@ -104,6 +104,7 @@ def rollout_stats(groups: list[Group]) -> dict[str, float]:
     scores = [s for g in groups for s in g.scores]
     return {"reward_mean": float(totals.mean()), "reward_std": float(totals.std(unbiased=False)),
             "pass_rate": sum(s.correct for s in scores) / len(scores),
+            "wrong_steps": sum(r.steps_ok is False for g in groups for r in g.rewards) / len(scores),
             "well_formed": sum(s.well_formed for s in scores) / len(scores),
             "zero_var_groups": sum(g.all_equal for g in groups) / len(groups),
             "response_len": sum(len(c.token_ids) for c in comps) / len(comps),

@@ -93,6 +93,7 @@ class GRPOConfig:
     overlong_buffer: int = arg(0, "soft overlong penalty over the last N tokens before max_new_tokens (0: off)")
     overlong_penalty: float = arg(1.0, "size of the soft overlong penalty at max_new_tokens")
     format_reward: float = arg(0.1, "reward bonus for a well-formed completion (added to correctness)")
+    verify_steps: bool = arg(False, "credit a correct answer only if every worked step is right (task.step_labels)")
     kl_coef: float = arg(0.0, "weight of the k3 KL to the init model (0: no reference model)")
     entropy_floor: float = arg(1e-3, "stop when the mean token entropy stays below this ...")
     entropy_patience: int = arg(5, "... for this many steps in a row (entropy collapse)")
@@ -221,7 +222,8 @@ def train(cfg: GRPOConfig, task=None, model=None, tok=None) -> Path:
         truncate_metrics(run, start)
     log = RunLog(run)
     reward_fn = RewardFn(format_bonus=cfg.format_reward, overlong_buffer=cfg.overlong_buffer,
-                         overlong_penalty=cfg.overlong_penalty, max_tokens=cfg.max_new_tokens)
+                         overlong_penalty=cfg.overlong_penalty, max_tokens=cfg.max_new_tokens,
+                         verify_steps=cfg.verify_steps)
     worker = LocalRolloutWorker(model, tok, task, reward_fn)
     heldout = task.heldout_set(cfg.eval_per_level, tuple(cfg.levels)) if cfg.eval_per_level else []
 
