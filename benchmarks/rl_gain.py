@@ -6,7 +6,7 @@ held-out pass@1 in the same wall-time budget on this machine?
     python benchmarks/rl_gain.py --methods rloo,ppo --budget-s 300 --out benchmarks/results/rl_gain_table.json
 
 The start checkpoint (``--init``, default: made once and cached in ``runs/rl_start``) is the quickstart
-recipe stopped early: the ``small`` preset after 250 SFT steps on 2-digit multiplication (worked
+recipe stopped early: the ``small`` preset after 350 SFT steps on 2-digit multiplication (worked
 solutions and direct answers), when its held-out System-2 greedy pass@1 on 2x2 digits is low but not
 zero. Every method then trains from it on the same level with the same time budget (``time_budget_s``
 of its config: the run stops after the step that crosses it, evaluates, and saves), the same held-out
@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from slowthink.runlog import read_metrics, write_json  # noqa: E402
 
 TASK = dict(task="arithmetic", task_args={"op": "mul", "cot": "cells"})
-START = dict(levels=[1, 2], level_weights=[1, 3], model="small", steps=250, batch_size=64, lr=6e-4,
+START = dict(levels=[1, 2], level_weights=[1, 3], model="small", steps=350, batch_size=64, lr=6e-4,
              warmup_steps=30, system2_fraction=0.75)
 
 
@@ -60,7 +60,7 @@ def pg(name: str, **overrides):
         else:
             from slowthink.rl.grpo import GRPOConfig as Config, train
         return Config(**common(args, init, out), prompts_per_step=args.prompts_per_step,
-                      group_size=args.group_size, lr=args.lr, **overrides), train
+                      group_size=args.group_size, lr=args.lr, temperature=args.temperature, **overrides), train
     return build
 
 
@@ -68,7 +68,30 @@ def ppo(args, init, out):
     from slowthink.rl.ppo import PPOConfig, train
 
     return PPOConfig(**common(args, init, out), prompts_per_step=args.prompts_per_step, group_size=args.group_size,
-                     lr=args.lr, epochs_per_step=2), train
+                     lr=args.lr, temperature=args.temperature, epochs_per_step=2), train
+
+
+def star(args, init, out):
+    """STaR without rationalisation (hints only cost samples here, dev/LOG.md); sized to the budget
+    by iterations, since STaR has no per-step clock: its wall time is reported as measured."""
+    from slowthink.rl.star import STaRConfig, train
+
+    c = common(args, init, out)
+    for k in ("eval_every", "time_budget_s", "steps"):
+        c.pop(k)
+    return STaRConfig(**c, iterations=args.star_iterations, problems_per_iteration=128,
+                      samples_per_problem=args.group_size, temperature=args.temperature, rationalize=False), train
+
+
+def dpo(args, init, out):
+    from slowthink.rl.dpo import DPOConfig, train
+
+    c = common(args, init, out)
+    for k in ("time_budget_s", "steps"):
+        c.pop(k)
+    c["eval_every"] = 0  # before and after only
+    return DPOConfig(**c, num_problems=256, samples_per_problem=args.group_size, temperature=args.temperature,
+                     epochs=2.0), train
 
 
 METHODS = {
@@ -77,13 +100,21 @@ METHODS = {
     "dapo": pg("grpo", loss_agg="token_mean", clip_high=0.28, dynamic_sampling=True, overlong_filter=True),
     "rloo": pg("rloo"),
     "ppo": ppo,
+    "star": star,
+    "dpo": dpo,
 }
 
 
-def summarize(name: str, run: Path, wall: float) -> dict:
+def summarize(name: str, run: Path, wall: float, k: int) -> dict:
     rows = read_metrics(run)
     evals = [(r["step"], r["eval/system2_pass@1"]) for r in rows if "eval/system2_pass@1" in r]
-    samples = max((r.get("samples", 0) for r in rows), default=0)
+    # GRPO-loop trainers log cumulative samples; STaR logs each iteration's; DPO its offline sampling.
+    if name == "star":
+        samples = sum(r.get("samples", 0) for r in rows)
+    elif name == "dpo":
+        samples = k * max((r.get("data/problems", 0) for r in rows), default=0)
+    else:
+        samples = max((r.get("samples", 0) for r in rows), default=0)
     return {"method": name, "start_pass@1": evals[0][1], "final_pass@1": evals[-1][1],
             "gain_points": round(100 * (evals[-1][1] - evals[0][1]), 1), "wall_s": round(wall, 1),
             "samples": samples, "steps": max(r["step"] for r in rows), "curve": evals, "run": str(run)}
@@ -119,7 +150,9 @@ def main() -> int:
     p.add_argument("--budget-s", type=float, default=300.0, help="wall-time budget per method")
     p.add_argument("--prompts-per-step", type=int, default=16)
     p.add_argument("--group-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--lr", type=float, default=1e-5, help="policy-gradient methods' lr (fresh AdamW: see dev/LOG.md)")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--star-iterations", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int, default=96)
     p.add_argument("--eval-per-level", type=int, default=200)
     p.add_argument("--eval-every", type=int, default=40)
@@ -145,7 +178,7 @@ def main() -> int:
         cfg, train = METHODS[name](args, init, out)
         t0 = time.time()
         train(cfg)
-        results.append(summarize(name, out, time.time() - t0))
+        results.append(summarize(name, out, time.time() - t0, args.group_size))
         print(json.dumps({k: v for k, v in results[-1].items() if k != "curve"}))
     report = {"benchmark": "rl_gain", "command": " ".join(sys.argv), "init": str(init), "level": args.level,
               "settings": {k: v for k, v in vars(args).items() if k not in ("out", "runs")},

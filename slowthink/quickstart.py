@@ -45,13 +45,14 @@ class QuickstartConfig:
     rl_level: int = arg(0, "level for the RL stage (0: the hardest of levels)")
     rl_steps: int = arg(100, "GRPO steps in the RL stage (at most; see rl_time_budget_s)")
     rl_time_budget_s: float = arg(240.0, "wall-time cap of the RL stage in seconds (0: none)")
-    rl_lr: float = arg(1e-4, "GRPO learning rate")
+    rl_lr: float = arg(1e-5, "GRPO learning rate")
     rl_prompts_per_step: int = arg(16, "GRPO problems per step")
     rl_group_size: int = arg(8, "GRPO completions per problem")
     rl_eval_every: int = arg(25, "held-out evaluation during RL (steps)")
     seed: int = arg(0, "seed")
     threads: int = arg(0, "torch threads (0: all cores)")
-    stages: list[str] = arg(list(STAGE_NAMES), f"stages to run, in order: {', '.join(STAGE_NAMES)}")
+    stages: list[str] = arg(["sft", "eval", "report"], f"stages to run, in order, from: {', '.join(STAGE_NAMES)} "
+                            "(rl is opt-in: recipes/quickstart_rl.yaml)")
     progress: bool = arg(True, "progress bars")
 
     def __post_init__(self):

@@ -32,7 +32,8 @@ def test_quickstart_pipeline_writes_report_and_stages_run_alone(tmp_path):
     out = tmp_path / "qs"
     cfg = QuickstartConfig(out=str(out), model="tiny", levels=[1, 2], level_weights=[1, 1], steps=12,
                            batch_size=8, eval_every=6, eval_per_level=3, k=2, max_new_tokens=40,
-                           rl_steps=2, rl_prompts_per_step=2, rl_group_size=2, progress=False, threads=1)
+                           rl_steps=2, rl_prompts_per_step=2, rl_group_size=2, progress=False, threads=1,
+                           stages=["sft", "eval", "rl", "report"])
     summary = run_quickstart(cfg)
     for f in ("report.md", "training.png", "accuracy_by_level.png", "results.json", "eval.json",
               "model/config.json", "sft/metrics.jsonl", "rl.png", "rl/model/config.json"):
@@ -89,6 +90,8 @@ def test_recipes_load_and_quickstart_recipe_matches_defaults():
     assert {**asdict(recipe), "out": None} == {**asdict(defaults), "out": None}
     three = load_config(QuickstartConfig, ROOT / "recipes" / "quickstart_3digit.yaml")
     assert three.levels == [1, 2, 3]
+    rl = load_config(QuickstartConfig, ROOT / "recipes" / "quickstart_rl.yaml")
+    assert rl.stages == ["sft", "eval", "rl", "report"] and rl.hardest == 3
 
 
 def test_cli_tasks_and_sample_print_without_error():

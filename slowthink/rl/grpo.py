@@ -77,7 +77,8 @@ class GRPOConfig:
     max_new_tokens: int = arg(160, "generation limit per completion (also the Dr. GRPO normaliser)")
     temperature: float = arg(1.0, "sampling temperature (> 0); the learner's log-probs use the same")
     top_p: float = arg(1.0, "nucleus sampling (1: off; < 1 makes training slightly off-policy)")
-    lr: float = arg(1e-4, "learning rate (AdamW), constant after warm-up")
+    lr: float = arg(1e-5, "learning rate (AdamW), constant after warm-up; a fresh AdamW breaks a converged small "
+                                "model at 3e-5 and up (dev/LOG.md)")
     warmup_steps: int = arg(0, "linear warm-up steps")
     grad_clip: float = arg(1.0, "clip the global gradient norm to this value (0: off)")
     betas: list[float] = arg([0.9, 0.99], "AdamW betas")

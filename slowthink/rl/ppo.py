@@ -62,7 +62,7 @@ class PPOConfig:
     group_size: int = arg(4, "completions sampled per problem (PPO needs no groups; more samples per prompt)")
     max_new_tokens: int = arg(160, "generation limit per completion")
     temperature: float = arg(1.0, "sampling temperature (> 0); the learner's log-probs use the same")
-    lr: float = arg(1e-4, "policy learning rate (AdamW), constant after warm-up")
+    lr: float = arg(1e-5, "policy learning rate (AdamW), constant after warm-up (see GRPOConfig.lr)")
     value_lr: float = arg(3e-4, "critic learning rate (AdamW), constant after warm-up")
     warmup_steps: int = arg(0, "linear warm-up steps (both learning rates)")
     grad_clip: float = arg(1.0, "clip each model's global gradient norm to this value (0: off)")

@@ -1,0 +1,171 @@
+"""Zero start: can STaR bootstrap worked solutions from a model that saw only direct answers plus at most
+10 worked examples? And does RL alone (no worked examples, format + correctness reward) get anywhere?
+
+    python benchmarks/star_zero.py                 # ~10 min on 2 cores; writes benchmarks/results/star_zero.json (+ .png)
+    python benchmarks/star_zero.py --r1-zero-s 0   # skip the RL-alone comparison
+
+1. Base model: the ``small`` preset trained from scratch on direct answers (System-1) to n-digit
+   addition, levels 1-4, plus exactly ``--worked`` (default 10) worked solutions (System-2), the same
+   10 problems repeated a few per batch. Nothing else ever shows the model a worked solution.
+2. STaR (``slowthink.rl.star``) from that base, in System-2 mode on levels 1-4: each iteration samples
+   k solutions per training problem, keeps the verified ones, and fine-tunes the base on everything kept
+   so far. Reported: held-out System-2 greedy pass@1 after each iteration (the curve), traces kept.
+3. RL alone, in the spirit of R1-Zero: GRPO from a base that saw no worked example at all (the same
+   recipe with ``--worked 0``), System-2 mode, reward = correctness + a format bonus, same wall time as
+   STaR took (or ``--r1-zero-s``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from slowthink.runlog import read_metrics, write_json  # noqa: E402
+
+TASK_ARGS = {"op": "add", "cot": "cells"}
+LEVELS = [1, 2, 3, 4]
+
+
+def train_base(out: Path, worked: int, steps: int, threads: int, seed: int = 0) -> Path:
+    """SFT on direct answers plus ``worked`` fixed worked solutions; returns the model folder."""
+    from slowthink.data import reference_example
+    from slowthink.models import build_or_load, save
+    from slowthink.rl.common import make_optimizer
+    from slowthink.rl.sft import SFTConfig, lr_at, token_mean_backward
+    from slowthink.tasks import get_task
+
+    if (out / "model" / "config.json").exists():
+        return out / "model"
+    torch.set_num_threads(threads)
+    task = get_task("arithmetic", **TASK_ARGS)
+    cfg = SFTConfig(out=str(out), levels=LEVELS, model="small", steps=steps, batch_size=64, lr=1e-3, warmup_steps=30)
+    model, tok = build_or_load("small", None, seed=seed)
+    model.train()
+    opt = make_optimizer(model, cfg)
+    rng = random.Random(f"base-{seed}")
+    fixed = [reference_example(task, tok, task.sample_split(rng, LEVELS[i % len(LEVELS)], "train"), "system2")
+             for i in range(worked)]
+    for step in range(steps):
+        r = random.Random(f"base-{seed}-{step}")
+        batch = [reference_example(task, tok, task.sample_split(r, r.choice(LEVELS), "train"), "system1")
+                 for _ in range(64 - (4 if fixed else 0))]
+        batch += [r.choice(fixed) for _ in range(4)] if fixed else []
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        opt.zero_grad(set_to_none=True)
+        token_mean_backward(model, [e.rendered for e in batch], tok.pad_token_id, 2)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "worked_examples.json", [{"question": e.problem.question, "level": e.problem.level}
+                                              for e in fixed])
+    save(model, tok, out / "model")
+    return out / "model"
+
+
+def curve(run: Path) -> list[tuple[int, float]]:
+    return [(r["step"], r["eval/system2_pass@1"]) for r in read_metrics(run) if "eval/system2_pass@1" in r]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--worked", type=int, default=10, help="worked examples the base model sees (at most 10)")
+    p.add_argument("--base-steps", type=int, default=300)
+    p.add_argument("--iterations", type=int, default=4)
+    p.add_argument("--problems", type=int, default=256, help="train problems per STaR iteration")
+    p.add_argument("--k", type=int, default=4, help="samples per problem")
+    p.add_argument("--lr", type=float, default=3e-4, help="STaR fine-tune lr (the base is not converged on System-2)")
+    p.add_argument("--eval-per-level", type=int, default=50)
+    p.add_argument("--r1-zero-s", type=float, default=-1, help="GRPO-alone wall time (-1: as long as STaR took)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--runs", default="runs/star_zero")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "star_zero.json"))
+    args = p.parse_args()
+    if not 0 <= args.worked <= 10:
+        p.error("--worked must be in 0..10 (the experiment allows at most 10 worked examples)")
+    torch.set_num_threads(args.threads)
+    runs = Path(args.runs)
+    t0 = time.time()
+    base = train_base(runs / f"base_w{args.worked}", args.worked, args.base_steps, args.threads)
+    base_s = time.time() - t0
+
+    from slowthink.rl.star import STaRConfig, train as star_train
+
+    star_run = runs / "star"
+    shutil.rmtree(star_run, ignore_errors=True)
+    t0 = time.time()
+    star_train(STaRConfig(out=str(star_run), init=str(base), task="arithmetic", task_args=TASK_ARGS, levels=LEVELS,
+                          mode="system2", iterations=args.iterations, problems_per_iteration=args.problems,
+                          samples_per_problem=args.k, temperature=1.0, max_new_tokens=64, rationalize=False,
+                          epochs=3.0, lr=args.lr, eval_per_level=args.eval_per_level, threads=args.threads))
+    star_s = time.time() - t0
+    rows = read_metrics(star_run)
+    iters = [{k: r[k] for k in ("step", "solved_direct", "sampled_pass_rate", "traces_kept", "train_set", "samples")
+              if k in r} for r in rows if "traces_kept" in r]
+    star_curve = curve(star_run)
+    result = {"benchmark": "star_zero", "command": " ".join(sys.argv), "task": {"name": "arithmetic", **TASK_ARGS},
+              "levels": LEVELS, "worked_examples": args.worked, "base_steps": args.base_steps, "base_s": round(base_s, 1),
+              "star": {"curve": star_curve, "iterations": iters, "wall_s": round(star_s, 1),
+                       "gain_points": round(100 * (star_curve[-1][1] - star_curve[0][1]), 1)}}
+
+    if args.r1_zero_s != 0:
+        from slowthink.rl.grpo import GRPOConfig, train as grpo_train
+
+        zero_base = train_base(runs / "base_w0", 0, args.base_steps, args.threads)
+        zero_run = runs / "r1_zero"
+        shutil.rmtree(zero_run, ignore_errors=True)
+        budget = star_s if args.r1_zero_s < 0 else args.r1_zero_s
+        t0 = time.time()
+        grpo_train(GRPOConfig(out=str(zero_run), init=str(zero_base), task="arithmetic", task_args=TASK_ARGS,
+                              levels=LEVELS, mode="system2", steps=100_000, time_budget_s=budget, lr=1e-5,
+                              format_reward=0.5, max_new_tokens=64, eval_every=25,
+                              eval_per_level=args.eval_per_level, threads=args.threads))
+        zc = curve(zero_run)
+        zrows = [r for r in read_metrics(zero_run) if "reward_mean" in r]
+        result["r1_zero"] = {"curve": zc, "wall_s": round(time.time() - t0, 1), "steps": len(zrows),
+                             "well_formed_first_last": [zrows[0]["well_formed"], zrows[-1]["well_formed"]],
+                             "pass_rate_first_last": [zrows[0]["pass_rate"], zrows[-1]["pass_rate"]]}
+    out = Path(args.out)
+    write_json(out, result)
+    plot(result, out.with_suffix(".png"))
+    print(json.dumps({k: v for k, v in result.items() if k != "command"}, indent=1))
+    return 0
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    xs, ys = zip(*result["star"]["curve"])
+    ax.plot(xs, ys, marker="o", label=f"STaR from direct answers + {result['worked_examples']} worked examples")
+    ax.set_xlabel("STaR iteration")
+    ax.set_ylabel("held-out System-2 greedy pass@1 (levels 1-4)")
+    ax.set_ylim(0, 1.02)
+    if "r1_zero" in result:
+        zx, zy = zip(*result["r1_zero"]["curve"])
+        last = max(zx) or 1
+        ax.plot([x / last * max(xs) for x in zx], zy, marker="s", color="gray",
+                label="GRPO alone, no worked examples (same wall time, x rescaled)")
+    ax.legend(fontsize=8)
+    ax.set_title("Zero start: bootstrapping worked solutions")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
