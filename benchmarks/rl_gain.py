@@ -60,7 +60,8 @@ def pg(name: str, **overrides):
         else:
             from slowthink.rl.grpo import GRPOConfig as Config, train
         return Config(**common(args, init, out), prompts_per_step=args.prompts_per_step,
-                      group_size=args.group_size, lr=args.lr, temperature=args.temperature, **overrides), train
+                      group_size=args.group_size, lr=args.lr, temperature=args.temperature,
+                      optimizer=args.optimizer, momentum=args.momentum, **overrides), train
     return build
 
 
@@ -68,7 +69,7 @@ def ppo(args, init, out):
     from slowthink.rl.ppo import PPOConfig, train
 
     return PPOConfig(**common(args, init, out), prompts_per_step=args.prompts_per_step, group_size=args.group_size,
-                     lr=args.lr, temperature=args.temperature, epochs_per_step=2), train
+                     lr=args.ppo_lr, temperature=args.temperature, epochs_per_step=2), train
 
 
 def star(args, init, out):
@@ -150,7 +151,10 @@ def main() -> int:
     p.add_argument("--budget-s", type=float, default=300.0, help="wall-time budget per method")
     p.add_argument("--prompts-per-step", type=int, default=16)
     p.add_argument("--group-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-5, help="policy-gradient methods' lr (fresh AdamW: see dev/LOG.md)")
+    p.add_argument("--optimizer", default="sgd", help="GRPO-loop methods' optimizer (adamw or sgd; dev/LOG.md)")
+    p.add_argument("--momentum", type=float, default=0.0)
+    p.add_argument("--lr", type=float, default=3e-3, help="GRPO-loop methods' lr (SGD step on the clipped gradient)")
+    p.add_argument("--ppo-lr", type=float, default=1e-5, help="PPO's AdamW lr (PPO keeps AdamW)")
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--star-iterations", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int, default=96)

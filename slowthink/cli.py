@@ -5,7 +5,8 @@
     slowthink train grpo --init runs/quickstart/model --levels 3 --out runs/grpo
     slowthink train rloo|ppo|star|dpo --init MODEL_DIR ...    (one trainer module each, slowthink/rl/)
     slowthink eval --model DIR --task arithmetic --levels 1,2,3 [--k 8] [--json-out FILE]
-    slowthink serve --model runs/quickstart/model [--port 8000] [--api-key KEY]
+    slowthink serve --model runs/quickstart/model [--port 8000] [--api-key KEY] [--traces DB] [--jobs DB]
+    slowthink traces export --db runs/quickstart/traces.db --out traces.jsonl [--verified-only]
     slowthink tasks
     slowthink sample --task countdown --level 4 [--mode system2]
 """
@@ -104,7 +105,19 @@ def cmd_eval(ns) -> int:
 def cmd_serve(ns) -> int:
     from .serve.app import serve_main
 
-    return serve_main(ns.model, ns.host, ns.port, ns.api_key, ns.max_batch) or 0
+    def db(value: str | None):
+        return "default" if value is None else (None if value.lower() == "off" else value)
+
+    return serve_main(ns.model, ns.host, ns.port, ns.api_key, ns.max_batch, traces=db(ns.traces), jobs=db(ns.jobs),
+                      job_concurrency=ns.job_concurrency) or 0
+
+
+def cmd_traces(ns) -> int:
+    from .serve.traces import export_jsonl
+
+    n = export_jsonl(ns.db, ns.out, verified_only=ns.verified_only)
+    print(f"wrote {n} trace(s) to {ns.out}")
+    return 0
 
 
 def cmd_tasks(ns) -> int:
@@ -176,13 +189,29 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--json-out", default="", help="write results JSON here (default: print it)")
 
-    sv = sub.add_parser("serve", help="OpenAI-compatible HTTP server (/v1/models, /v1/chat/completions)")
+    sv = sub.add_parser("serve", help="OpenAI-compatible HTTP server (/v1/models, /v1/chat/completions, /v1/jobs, "
+                                      "/v1/feedback), storing every completion in a trace database")
     sv.add_argument("--model", required=True, help="model folder (e.g. RUN/model)")
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--api-key", default=os.environ.get("SLOWTHINK_API_KEY"),
                     help="require 'Authorization: Bearer KEY' (default: $SLOWTHINK_API_KEY; none if unset)")
     sv.add_argument("--max-batch", type=int, default=64, help="sequences decoded together")
+    sv.add_argument("--traces", default=None, metavar="PATH",
+                    help="SQLite trace database: every returned completion is stored there (default: traces.db "
+                         "in the folder above --model, e.g. runs/x/traces.db for runs/x/model; 'off': none)")
+    sv.add_argument("--jobs", default=None, metavar="PATH",
+                    help="SQLite database of /v1/jobs (default: jobs.db beside the trace database; 'off': no "
+                         "jobs API)")
+    sv.add_argument("--job-concurrency", type=int, default=8, help="jobs run at the same time (default: 8)")
+
+    tc = sub.add_parser("traces", help="work with the trace database of 'slowthink serve'")
+    tcs = tc.add_subparsers(dest="traces_command", required=True)
+    te = tcs.add_parser("export", help="write the stored traces as JSONL, one record per returned choice")
+    te.add_argument("--db", required=True, help="trace database written by slowthink serve (e.g. runs/x/traces.db)")
+    te.add_argument("--out", required=True, help="JSONL file to write")
+    te.add_argument("--verified-only", action="store_true",
+                    help="only traces verified correct (by feedback, else by the task named in the request's metadata)")
 
     sub.add_parser("tasks", help="list built-in tasks")
     sa = sub.add_parser("sample", help="print a generated problem and its reference solution")
@@ -195,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"quickstart": cmd_quickstart, "train": cmd_train, "eval": cmd_eval, "serve": cmd_serve,
-            "tasks": cmd_tasks, "sample": cmd_sample}
+            "traces": cmd_traces, "tasks": cmd_tasks, "sample": cmd_sample}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,7 +50,7 @@ from .losses import (approx_kl, clip_fraction, clipped_pg_token_losses, constant
 from .rewards import RewardFn
 from .batch import Counts, Row, collate_rows, completion_logits, learner_logprobs, make_rows, micro_batches, rollout_stats, sample_problems
 from .rollout import Group, LocalRolloutWorker
-from .common import TrainingHalted, make_optimizer, open_run, resolve_task
+from .common import OPTIMIZERS, TrainingHalted, make_optimizer, open_run, resolve_task
 
 # Each aggregation turns [B, T] token losses of one micro-batch into its share of the batch loss;
 # ``n`` holds the whole batch's counts, so the micro-batch shares add up to the full-batch loss.
@@ -81,6 +81,8 @@ class GRPOConfig:
                                 "model at 3e-5 and up (dev/LOG.md)")
     warmup_steps: int = arg(0, "linear warm-up steps")
     grad_clip: float = arg(1.0, "clip the global gradient norm to this value (0: off)")
+    optimizer: str = arg("adamw", "adamw or sgd (lr is then the step size on the clipped gradient)")
+    momentum: float = arg(0.0, "SGD momentum (optimizer=sgd only)")
     betas: list[float] = arg([0.9, 0.99], "AdamW betas")
     weight_decay: float = arg(0.0, "AdamW weight decay")
     epochs_per_step: int = arg(1, "optimizer steps on each rollout batch (PPO-style; 1: on-policy, ratio 1)")
@@ -142,6 +144,8 @@ class GRPOConfig:
                 f"{sorted(AGGREGATIONS)}")
         require(self.overlong_buffer <= self.max_new_tokens, "overlong_buffer", "must be <= max_new_tokens")
         require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "two values in [0, 1)")
+        require(self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {OPTIMIZERS}")
+        require(0 <= self.momentum < 1, "momentum", "must be in [0, 1)")
 
 
 def lr_at(step: int, cfg: GRPOConfig) -> float:

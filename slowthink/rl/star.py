@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -73,6 +74,8 @@ class STaRConfig:
     rationalize: bool = arg(True, "retry unsolved problems with the answer as a hint (the paper's rationalisation)")
     hint: str = arg(DEFAULT_HINT, "how the hint rewrites the user message: a format string with {answer} and "
                     "{question} (a task may define hinted_prompt(problem, mode) instead)")
+    from_traces: str = arg("", "JSONL of served traces (slowthink traces export --verified-only) added to every "
+                                "inner fine-tune: served traffic becomes training data")
     max_per_problem: int = arg(1, "distinct correct traces kept per problem and iteration (the paper: 1)")
     accumulate: bool = arg(True, "fine-tune on the traces of all iterations so far (false: this iteration's)")
     restart_from_init: bool = arg(True, "fine-tune from init every iteration (the paper) instead of continuing")
@@ -98,6 +101,9 @@ class STaRConfig:
 
         require(bool(self.init), "init", "give the model folder to start from (STaR needs a model that already "
                 "writes the task's format), e.g. init=runs/sft/model")
+        require(not self.from_traces or os.path.isfile(self.from_traces), "from_traces",
+                f"{self.from_traces!r} is not a file; write one with: slowthink traces export --db DB --out FILE "
+                "--verified-only")
         require(is_model_dir(self.init), "init", f"{self.init!r} is not a model folder (no config.json)")
         require(self.mode in MODES, "mode", f"must be one of {MODES}")
         require(len(self.levels) > 0, "levels", "give at least one level")
@@ -220,9 +226,13 @@ def collect(worker, hint_worker, problems: list[Problem], cfg: STaRConfig, itera
 def fine_tune(model, tok, task, traces: list[Trace], cfg: STaRConfig, iteration: int) -> dict:
     """Fine-tune on the traces: shuffled passes (seeded by ``(seed, iteration)``), token-mean loss over
     the assistant's tokens, fresh AdamW with warm-up. Returns the mean and last loss and the steps run."""
-    if not traces:
-        return {"ft_steps": 0}
     rendered = [render_trace(tok, task, t, cfg.mode) for t in traces]
+    if cfg.from_traces:
+        from ..serve.traces import traces_to_examples
+
+        rendered += traces_to_examples(cfg.from_traces, tok, task, mode=cfg.mode)
+    if not rendered:
+        return {"ft_steps": 0}
     size = min(cfg.batch_size, len(rendered))
     steps = cfg.steps_per_iteration or max(1, math.ceil(cfg.epochs * len(rendered) / size))
     rng, stream = random.Random(f"star-ft-{cfg.seed}-{iteration}"), []

@@ -28,7 +28,16 @@ sent, holding back text that could still become ``</think>`` or a stop string, s
 deltas equal the non-streaming message exactly.
 
 Errors use OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``: 400 bad JSON / invalid
-fields / prompt too long, 401 bad API key, 404 unknown model, 429 queue full; never a stack trace.
+fields / prompt too long, 401 bad API key, 404 unknown model (or job, or stored completion), 429 queue
+full; never a stack trace.
+
+Beyond OpenAI's endpoints (see ``serve.traces`` and ``serve.jobs``):
+
+    every returned choice (plain, streamed, job) -> one row in the trace database (--traces PATH);
+        ``metadata={"task": "arithmetic", "answer": "42"}`` on the request stores the task's verdict
+    POST /v1/feedback {"completion_id", "choice_index": 0, "correct": true[, "comment"]}  a later verdict
+    POST /v1/jobs (a chat-completion body), GET /v1/jobs/{id}, DELETE /v1/jobs/{id}, GET /v1/jobs
+        durable asynchronous completions (--jobs PATH), run again after a crash
 """
 
 from __future__ import annotations
@@ -38,6 +47,9 @@ import contextlib
 import hmac
 import json
 import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -47,12 +59,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..engine import Completion, Engine, SamplingParams
 from ..tokenizer import render_prompt
+from .jobs import STATUSES, JobCancelled, JobRunner, JobStore, RunningJob, job_object
 from .protocol import (
     APIError,
     AssistantMessage,
     ChatCompletion,
     ChatCompletionRequest,
     Choice,
+    FeedbackRequest,
     ModelCard,
     ModelList,
     completion_id,
@@ -61,6 +75,7 @@ from .protocol import (
     now,
 )
 from .scheduler import QueueFull, Scheduler
+from .traces import TaskResolver, TraceStore, Verification, verification_from_metadata
 
 log = logging.getLogger(__name__)
 
@@ -158,23 +173,54 @@ def reasoning_token_count(tok, completion: Completion, mode: str) -> int:
 
 
 # -- the app -------------------------------------------------------------------------------------------
+@dataclass
+class Prepared:
+    """A validated chat request, ready for the scheduler."""
+
+    req: ChatCompletionRequest
+    effort: str
+    mode: str
+    messages: list[dict]  # as the chat template renders them (stored with the trace)
+    prompt_ids: list[int]
+    sampling: SamplingParams
+    verification: Verification | None
+
+
 def create_app(model, tok, model_name: str, api_key: str | None = None, max_batch: int = 64,
-               max_queue: int = 256):
+               max_queue: int = 256, traces: str | Path | TraceStore | None = None,
+               jobs: str | Path | JobStore | None = None, job_concurrency: int = 8,
+               tasks: dict | None = None):
+    """The FastAPI app. ``traces``: a trace database (path or store) to record every returned choice in
+    (None: no traces, and ``/v1/feedback`` answers 400). ``jobs``: a jobs database for ``/v1/jobs`` (None:
+    no jobs API), run ``job_concurrency`` at a time. ``tasks``: extra ``{name: task}`` that
+    ``metadata.task`` may name, besides the built-in tasks."""
     engine = Engine(model, tok, max_batch=max_batch)
     scheduler = Scheduler(engine, max_queue=max_queue)
     context = getattr(model.config, "max_position_embeddings", None) or tok.model_max_length
     created = now()
+    store = TraceStore(traces) if isinstance(traces, (str, Path)) else traces
+    job_store = JobStore(jobs) if isinstance(jobs, (str, Path)) else jobs
+    task_resolver = TaskResolver(tasks)
+    runner = None
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         scheduler.start()
+        if store is not None:
+            store.start()
+        if runner is not None:
+            await runner.start()
         try:
             yield
         finally:
+            if runner is not None:
+                await runner.stop()  # running jobs stay 'running' in the database: they run again next start
             await asyncio.to_thread(scheduler.stop)
+            if store is not None:
+                await asyncio.to_thread(store.close)
 
     app = FastAPI(title="slowthink", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.scheduler, app.state.engine = scheduler, engine
+    app.state.scheduler, app.state.engine, app.state.traces, app.state.jobs = scheduler, engine, store, job_store
 
     def error(e: APIError) -> JSONResponse:
         return JSONResponse(e.body(), status_code=e.status)
@@ -206,20 +252,16 @@ def create_app(model, tok, model_name: str, api_key: str | None = None, max_batc
             raise APIError(401, "Incorrect or missing API key: send 'Authorization: Bearer <key>'.",
                            code="invalid_api_key")
 
-    @app.get("/v1/models")
-    async def models(request: Request):
-        check_auth(request)
-        return ModelList(data=[ModelCard(id=model_name, created=created)]).model_dump()
-
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request):
-        check_auth(request)
+    async def json_body(request: Request) -> dict:
         try:
             body = json.loads(await request.body())
         except (ValueError, UnicodeDecodeError) as e:
             raise APIError(400, f"Invalid JSON body: {e}", code="invalid_json") from None
         if not isinstance(body, dict):
             raise APIError(400, "The request body must be a JSON object.")
+        return body
+
+    def prepare(body: dict) -> Prepared:
         try:
             req = ChatCompletionRequest.model_validate(body)
         except ValidationError as e:
@@ -229,8 +271,9 @@ def create_app(model, tok, model_name: str, api_key: str | None = None, max_batc
                                 f"'{model_name}'.", param="model", code="model_not_found")
         effort = req.reasoning_effort or DEFAULT_EFFORT
         mode = effort_mode(effort)
+        messages = [m.to_template() for m in req.messages]
         try:
-            prompt_ids = render_prompt(tok, [m.to_template() for m in req.messages], mode)
+            prompt_ids = render_prompt(tok, messages, mode)
         except Exception as e:  # noqa: BLE001 - any template error is the caller's input
             raise APIError(400, f"Could not render the messages with the chat template: {e}",
                            param="messages") from None
@@ -246,15 +289,59 @@ def create_app(model, tok, model_name: str, api_key: str | None = None, max_batc
         sampling = SamplingParams(
             max_tokens=asked or min(EFFORT_BUDGET[effort], room),
             temperature=1.0 if req.temperature is None else req.temperature,
-            top_p=1.0 if req.top_p is None else req.top_p, stop=tuple(req.stop_list), seed=req.seed)
+            top_p=1.0 if req.top_p is None else req.top_p, stop=tuple(req.stop_list), seed=req.seed,
+            ignore_eos=req.ignore_eos)
         try:
-            job = scheduler.submit(prompt_ids, req.n, sampling, stream=req.stream)
+            verification = verification_from_metadata(req.metadata, messages, mode, task_resolver)
+        except ValueError as e:
+            raise APIError(400, str(e), param="metadata", code="invalid_metadata") from None
+        return Prepared(req, effort, mode, messages, prompt_ids, sampling, verification)
+
+    def build_result(p: Prepared, completions: list[Completion], meta: dict, t0: float, source: str,
+                     stream: bool) -> tuple[ChatCompletion, list[dict]]:
+        """The chat.completion object and the trace rows of its choices."""
+        choices, records, completion_tokens, reasoning_tokens = [], [], 0, 0
+        latency, finished = time.monotonic() - t0, time.time()
+        for i, c in enumerate(completions):
+            reasoning, content = split_output(c.text, p.mode)
+            n_reasoning = reasoning_token_count(tok, c, p.mode)
+            choices.append(Choice(index=i, finish_reason=c.finish_reason,
+                                  message=AssistantMessage(content=content, reasoning_content=reasoning)))
+            completion_tokens += len(c.token_ids)
+            reasoning_tokens += n_reasoning
+            records.append({
+                "id": meta["id"], "choice_index": i, "created": finished, "model": model_name, "source": source,
+                "stream": int(stream), "messages": p.messages, "completion": c.text, "reasoning": reasoning,
+                "answer": content, "reasoning_effort": p.effort, "mode": p.mode,
+                "prompt_tokens": len(p.prompt_ids), "completion_tokens": len(c.token_ids),
+                "reasoning_tokens": n_reasoning, "latency_s": latency, "finish_reason": c.finish_reason,
+                "metadata": p.req.metadata})
+        usage = make_usage(len(p.prompt_ids), completion_tokens, reasoning_tokens)
+        return ChatCompletion(**meta, choices=choices, usage=usage), records
+
+    def record(p: Prepared, records: list[dict], replace: bool = False):
+        """Queue the trace rows (the writer thread commits them; nothing here waits on the disk)."""
+        return store.add(records, p.verification, replace=replace) if store is not None else None
+
+    @app.get("/v1/models")
+    async def models(request: Request):
+        check_auth(request)
+        return ModelList(data=[ModelCard(id=model_name, created=created)]).model_dump()
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        t0 = time.monotonic()
+        check_auth(request)
+        p = prepare(await json_body(request))
+        req = p.req
+        try:
+            job = scheduler.submit(p.prompt_ids, req.n, p.sampling, stream=req.stream)
         except QueueFull as e:
             raise APIError(429, f"Server busy: {e}", type="rate_limit_error", code="queue_full") from None
         meta = {"id": completion_id(), "created": now(), "model": model_name}
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return StreamingResponse(_stream(job, req, mode, len(prompt_ids), meta, include_usage),
+            return StreamingResponse(_stream(job, p, meta, include_usage, t0),
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         update = await _wait_final(job, request)
@@ -262,31 +349,25 @@ def create_app(model, tok, model_name: str, api_key: str | None = None, max_batc
             return JSONResponse(error_body("client disconnected"), status_code=499)
         if update.error:
             raise APIError(500, update.error, type="server_error")
-        choices, completion_tokens, reasoning_tokens = [], 0, 0
-        for i, c in enumerate(update.completions):
-            reasoning, content = split_output(c.text, mode)
-            choices.append(Choice(index=i, finish_reason=c.finish_reason,
-                                  message=AssistantMessage(content=content, reasoning_content=reasoning)))
-            completion_tokens += len(c.token_ids)
-            reasoning_tokens += reasoning_token_count(tok, c, mode)
-        return ChatCompletion(**meta, choices=choices,
-                              usage=make_usage(len(prompt_ids), completion_tokens, reasoning_tokens)).model_dump()
+        result, records = build_result(p, update.completions, meta, t0, "chat", False)
+        record(p, records)
+        return result.model_dump()
 
-    async def _wait_final(job, request: Request):
+    async def _wait_final(job, request: Request | None):
         while True:
             try:
                 update = await asyncio.wait_for(job.updates.get(), timeout=1.0)
             except asyncio.TimeoutError:
-                if await request.is_disconnected():
+                if request is not None and await request.is_disconnected():
                     scheduler.cancel(job)
                     return None
                 continue
             if update.completions is not None or update.error:
                 return update
 
-    async def _stream(job, req: ChatCompletionRequest, mode: str, prompt_tokens: int, meta: dict,
-                      include_usage: bool):
-        streams = [SequenceStream(tok, engine.eos_ids, mode, req.stop_list) for _ in range(req.n)]
+    async def _stream(job, p: Prepared, meta: dict, include_usage: bool, t0: float):
+        req = p.req
+        streams = [SequenceStream(tok, engine.eos_ids, p.mode, req.stop_list) for _ in range(req.n)]
         extra = {"usage": None} if include_usage else {}
 
         def chunk(index: int, delta: dict, finish_reason: str | None = None) -> str:
@@ -316,17 +397,15 @@ def create_app(model, tok, model_name: str, api_key: str | None = None, max_batc
                             for s in deltas(i, *streams[i].feed(new)):
                                 yield s
                 if update.completions is not None:
-                    completion_tokens = reasoning_tokens = 0
+                    result, records = build_result(p, update.completions, meta, t0, "chat", True)
+                    record(p, records)
                     for i, c in enumerate(update.completions):
                         for s in deltas(i, *streams[i].finish(c)):
                             yield s
                         yield chunk(i, {}, c.finish_reason)
-                        completion_tokens += len(c.token_ids)
-                        reasoning_tokens += reasoning_token_count(tok, c, mode)
                     if include_usage:
-                        usage = make_usage(prompt_tokens, completion_tokens, reasoning_tokens)
                         data = {**meta, "object": "chat.completion.chunk", "choices": [],
-                                "usage": usage.model_dump()}
+                                "usage": result.usage.model_dump()}
                         yield f"data: {json.dumps(data)}\n\n"
                     break
             done = True
@@ -335,6 +414,111 @@ def create_app(model, tok, model_name: str, api_key: str | None = None, max_batc
             if not done:  # client disconnected (generator closed/cancelled) or error: free the slots
                 scheduler.cancel(job)
 
+    # -- feedback ----------------------------------------------------------------------------------------
+    @app.post("/v1/feedback")
+    async def feedback(request: Request):
+        check_auth(request)
+        body = await json_body(request)
+        try:
+            fb = FeedbackRequest.model_validate(body)
+        except ValidationError as e:
+            raise _from_validation(e.errors()) from None
+        if store is None:
+            raise APIError(400, "This server keeps no traces (started without a trace database).",
+                           code="traces_disabled")
+        found = await asyncio.wrap_future(store.feedback(fb.completion_id, fb.choice_index, fb.correct, fb.comment))
+        if not found:
+            raise APIError(404, f"No stored completion '{fb.completion_id}' with choice {fb.choice_index}.",
+                           param="completion_id", code="completion_not_found")
+        return {"object": "feedback", "completion_id": fb.completion_id, "choice_index": fb.choice_index,
+                "correct": fb.correct, "comment": fb.comment}
+
+    # -- jobs ----------------------------------------------------------------------------------------------
+    def job_store_or_400() -> JobStore:
+        if job_store is None:
+            raise APIError(400, "This server runs no jobs (started without a jobs database).",
+                           code="jobs_disabled")
+        return job_store
+
+    def job_not_found(job_id: str) -> APIError:
+        return APIError(404, f"No job '{job_id}'.", param="job_id", code="job_not_found")
+
+    @app.post("/v1/jobs")
+    async def create_job(request: Request):
+        check_auth(request)
+        js = job_store_or_400()
+        body = await json_body(request)
+        if body.get("stream"):
+            raise APIError(400, "Jobs are not streamed: poll GET /v1/jobs/{id} instead (drop 'stream').",
+                           param="stream")
+        prepare(body)  # a bad request is a 400 now, not a failed job later
+        row = await asyncio.to_thread(js.create, body, model_name)
+        runner.wake()
+        return job_object(row)
+
+    @app.get("/v1/jobs")
+    async def list_jobs(request: Request, limit: int = 20, status: str | None = None):
+        check_auth(request)
+        js = job_store_or_400()
+        if not 1 <= limit <= 100:
+            raise APIError(400, "limit must be in 1..100", param="limit")
+        if status is not None and status not in STATUSES:
+            raise APIError(400, f"status must be one of {', '.join(STATUSES)}", param="status")
+        rows = await asyncio.to_thread(js.list, limit, status)
+        return {"object": "list", "data": [job_object(r) for r in rows]}
+
+    @app.get("/v1/jobs/{job_id}")
+    async def get_job(request: Request, job_id: str):
+        check_auth(request)
+        row = await asyncio.to_thread(job_store_or_400().get, job_id)
+        if row is None:
+            raise job_not_found(job_id)
+        return job_object(row)
+
+    @app.delete("/v1/jobs/{job_id}")
+    async def cancel_job(request: Request, job_id: str):
+        check_auth(request)
+        job_store_or_400()
+        row, _ = await runner.cancel(job_id)
+        if row is None:
+            raise job_not_found(job_id)
+        return job_object(row)
+
+    async def execute_job(job: RunningJob) -> dict:
+        t0 = time.monotonic()
+        p = prepare(job.body)  # APIError (e.g. the server now serves another model): the job fails
+        while True:
+            if job.cancelled:
+                raise JobCancelled
+            try:
+                sjob = scheduler.submit(p.prompt_ids, p.req.n, p.sampling, stream=False)
+                break
+            except QueueFull:  # interactive requests fill the queue: wait, do not fail
+                await asyncio.sleep(0.25)
+        job.on_cancel = lambda: scheduler.cancel(sjob)
+        if job.cancelled:
+            scheduler.cancel(sjob)
+        try:
+            update = await _wait_final(sjob, None)
+        except asyncio.CancelledError:  # server shutting down: free the slots
+            scheduler.cancel(sjob)
+            raise
+        if job.cancelled:
+            raise JobCancelled
+        if update.error:
+            raise APIError(500, update.error, type="server_error")
+        meta = {"id": job.row["completion_id"], "created": now(), "model": model_name}
+        result, records = build_result(p, update.completions, meta, t0, "job", False)
+        fut = record(p, records, replace=True)
+        if fut is not None:  # the trace is committed before the job says succeeded
+            await asyncio.wrap_future(fut)
+        return result.model_dump()
+
+    if job_store is not None:
+        runner = JobRunner(job_store, execute_job, concurrency=job_concurrency)
+        if store is not None:
+            runner.on_lost = lambda job, result: store.discard(result["id"])
+    app.state.runner = runner
     return app
 
 
@@ -353,18 +537,28 @@ def _from_validation(errors) -> APIError:
 
 
 def serve_main(model_dir: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-               max_batch: int = 64, max_queue: int = 256, model_name: str | None = None) -> int:
-    """Load a model folder and serve it until interrupted (the ``slowthink serve`` command)."""
-    from pathlib import Path
-
+               max_batch: int = 64, max_queue: int = 256, model_name: str | None = None,
+               traces: str | Path | None = "default", jobs: str | Path | None = "default",
+               job_concurrency: int = 8) -> int:
+    """Load a model folder and serve it until interrupted (the ``slowthink serve`` command).
+    ``traces``/``jobs``: database paths; "default" is ``<model dir>/../traces.db`` and ``jobs.db`` beside
+    the trace database; None turns the trace store / jobs API off."""
     import uvicorn
 
     from ..models import load_model
+    from .jobs import default_jobs_path
+    from .traces import default_traces_path
 
     model, tok = load_model(model_dir)
     model.eval()
     name = model_name or Path(model_dir).resolve().name
-    app = create_app(model, tok, name, api_key=api_key, max_batch=max_batch, max_queue=max_queue)
+    if traces == "default":
+        traces = default_traces_path(model_dir)
+    if jobs == "default":
+        jobs = default_jobs_path(traces if traces is not None else default_traces_path(model_dir))
+    app = create_app(model, tok, name, api_key=api_key, max_batch=max_batch, max_queue=max_queue,
+                     traces=traces, jobs=jobs, job_concurrency=job_concurrency)
     print(f"serving '{name}' on http://{host}:{port}/v1" + (" (API key required)" if api_key else ""))
+    print(f"traces: {traces or 'off'}   jobs: {jobs or 'off'}")
     uvicorn.run(app, host=host, port=port, log_level="info")
     return 0

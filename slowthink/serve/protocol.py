@@ -1,7 +1,9 @@
 """OpenAI-compatible request/response models (pydantic) and the OpenAI error shape.
 
 Only the fields slowthink implements are declared; unknown request fields are ignored (as vLLM does),
-so clients that send e.g. ``user`` or ``metadata`` keep working.
+so clients that send e.g. ``user`` keep working. ``metadata`` (OpenAI's string-to-string map) is kept
+with the stored trace and may name a task to verify the answer with (``serve.traces``); ``ignore_eos``
+is vLLM's extension (generate until the token budget, whatever the model emits).
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ import time
 import uuid
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 Effort = Literal["none", "low", "medium", "high", "auto"]
+METADATA_MAX_KEYS, METADATA_MAX_KEY, METADATA_MAX_VALUE = 16, 64, 4096  # OpenAI: 16, 64, 512
 
 
 class APIError(Exception):
@@ -79,6 +82,22 @@ class ChatCompletionRequest(BaseModel):
     reasoning_effort: Effort | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
+    metadata: dict[str, str] | None = None  # stored with the trace; "task" + "answer" verify it
+    ignore_eos: bool = False  # vLLM's extension: keep generating past the end-of-turn token
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, v):
+        if v is None:
+            return v
+        if len(v) > METADATA_MAX_KEYS:
+            raise ValueError(f"at most {METADATA_MAX_KEYS} key-value pairs")
+        for k, val in v.items():
+            if not k or len(k) > METADATA_MAX_KEY:
+                raise ValueError(f"keys must be 1 to {METADATA_MAX_KEY} characters, got {k!r:.80}")
+            if len(val) > METADATA_MAX_VALUE:
+                raise ValueError(f"value of {k!r} is longer than {METADATA_MAX_VALUE} characters")
+        return v
 
     @field_validator("stop")
     @classmethod
@@ -93,6 +112,16 @@ class ChatCompletionRequest(BaseModel):
     @property
     def stop_list(self) -> list[str]:
         return list(self.stop or [])
+
+
+class FeedbackRequest(BaseModel):
+    """``POST /v1/feedback``: a later verdict on one choice of a stored completion."""
+
+    model_config = ConfigDict(extra="ignore")
+    completion_id: str = Field(min_length=1, max_length=200)
+    choice_index: int = Field(0, ge=0)
+    correct: StrictBool
+    comment: str | None = Field(None, max_length=4096)
 
 
 # -- responses --------------------------------------------------------------------------------------
