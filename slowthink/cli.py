@@ -5,7 +5,10 @@
     slowthink train grpo --init runs/quickstart/model --levels 3 --out runs/grpo
     slowthink train rloo|ppo|star|dpo --init MODEL_DIR ...    (one trainer module each, slowthink/rl/)
     slowthink eval --model DIR --task arithmetic --levels 1,2,3 [--k 8] [--json-out FILE]
+    slowthink eval --model DIR --levels 1,2 --strategy majority --n 8 [--budget TOKENS] [--verifier oracle]
+    slowthink solve --model DIR --task arithmetic --question "47*86" --strategy majority --n 8 [--budget TOKENS]
     slowthink serve --model runs/quickstart/model [--port 8000] [--api-key KEY] [--traces DB] [--jobs DB]
+    slowthink serve --backend openai --base-url http://HOST:PORT/v1 --model NAME [--remote-api-key KEY]
     slowthink traces export --db runs/quickstart/traces.db --out traces.jsonl [--verified-only]
     slowthink tasks
     slowthink sample --task countdown --level 4 [--mode system2]
@@ -81,9 +84,11 @@ def cmd_eval(ns) -> int:
 
     task = get_task(ns.task, **parse_mapping(ns.task_args))
     levels = tuple(int(x) for x in ns.levels.split(",")) if ns.levels else tuple(task.levels)
-    modes = tuple(m.strip() for m in ns.modes.split(","))
     model, tok = load_model(ns.model)
     problems = task.heldout_set(ns.per_level, levels, seed=ns.seed + 1000)
+    if ns.strategy:
+        return _eval_strategy(ns, task, levels, model, tok, problems)
+    modes = tuple(m.strip() for m in (ns.modes or "system1,system2").split(","))
     res = evaluate(Engine(model, tok), task, tok, problems, modes=modes, k=ns.k, temperature=ns.temperature,
                    max_tokens=ns.max_new_tokens, seed=ns.seed)
     out = {"model": ns.model, "task": ns.task, "levels": list(levels), "per_level": ns.per_level, "k": ns.k,
@@ -102,14 +107,122 @@ def cmd_eval(ns) -> int:
     return 0
 
 
+def _strategy(ns, task, mode: str):
+    """The solve function (options bound) and verifier for --strategy/--n/--strategy-args/--verifier."""
+    from .search import NEEDS_VERIFIER, SYSTEM2_ONLY, get_strategy, make_verifier, strategy_options
+
+    name = ns.strategy
+    options = parse_mapping(ns.strategy_args)
+    if ns.n is not None:
+        if "n" not in strategy_options(name):
+            raise ValueError(f"strategy {name!r} takes no --n (its options: {strategy_options(name) or 'none'})")
+        options["n"] = ns.n
+    solve = get_strategy(name, **options)
+    verifier = make_verifier(ns.verifier, task, mode)
+    if name in NEEDS_VERIFIER and verifier is None:
+        raise ValueError(f"strategy {name!r} needs a verifier: --verifier oracle (ground-truth step labels) or "
+                         "outcome-oracle (ground-truth answer check); learned critics are not available yet")
+    if name in SYSTEM2_ONLY and mode != "system2":
+        raise ValueError(f"strategy {name!r} needs mode system2")
+    return solve, verifier
+
+
+def _eval_strategy(ns, task, levels, model, tok, problems) -> int:
+    from .engine import Engine
+    from .search import SYSTEM2_ONLY, Policy
+    from .search.evaluate import evaluate_strategy
+
+    modes = tuple(m.strip() for m in (ns.modes or ("system2" if ns.strategy in SYSTEM2_ONLY else
+                                                     "system1,system2")).split(","))
+    engine, res = Engine(model, tok), {}
+    for mode in modes:
+        solve, verifier = _strategy(ns, task, mode)
+        policy = Policy(engine, task, mode, temperature=ns.temperature, max_tokens=ns.max_new_tokens, seed=ns.seed)
+        res[mode] = evaluate_strategy(solve, policy, verifier, problems, ns.budget)
+    out = {"model": ns.model, "task": ns.task, "levels": list(levels), "per_level": ns.per_level,
+           "strategy": ns.strategy, "n": ns.n, "budget": ns.budget, "verifier": ns.verifier,
+           "strategy_args": parse_mapping(ns.strategy_args), "results": res}
+    if ns.json_out:
+        with open(ns.json_out, "w") as f:
+            json.dump(out, f, indent=2)
+    rows = [[m, lv, str(b["n"]), f"{b['accuracy']:.1%}", f"{b['well_formed']:.1%}", f"{b['mean_policy_tokens']:.1f}"]
+            for m, r in res.items() for lv, b in [*r["by_level"].items(), ("all", r["overall"])]]
+    _print_table(f"{ns.task} held-out, {ns.per_level}/level, strategy {ns.strategy}"
+                 + (f", budget {ns.budget}" if ns.budget else ""),
+                 ["mode", "level", "n", "accuracy", "well-formed", "policy tokens/problem"], rows)
+    if not ns.json_out:
+        print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_solve(ns) -> int:
+    import random
+
+    from .engine import Engine
+    from .models import load_model
+    from .search import Policy
+    from .search.evaluate import problem_from_question
+    from .tasks import get_task
+
+    task = get_task(ns.task, **parse_mapping(ns.task_args))
+    if ns.question:
+        problem = problem_from_question(task, ns.question)
+    else:
+        level = task.check_level(ns.level) if ns.level is not None else task.levels[0]
+        problem = task.sample_split(random.Random(ns.seed), level, "heldout")
+    solve, verifier = _strategy(ns, task, ns.mode)
+    model, tok = load_model(ns.model)
+    policy = Policy(Engine(model, tok), task, ns.mode, temperature=ns.temperature, max_tokens=ns.max_new_tokens,
+                    seed=ns.seed)
+    sol = solve(problem, policy, verifier, ns.budget)
+    correct = task.score(problem, sol.completion, ns.mode).correct
+    print(f"question: {problem.question}")
+    print(f"strategy: {ns.strategy}" + (f" (verifier: {ns.verifier})" if verifier is not None else ""))
+    if ns.mode == "system2":
+        print("reasoning:")
+        print(sol.reasoning if sol.reasoning is not None else "(malformed completion)\n" + sol.completion)
+    print(f"answer: {sol.answer if sol.answer is not None else '(none: malformed)'}  ({'correct' if correct else 'wrong'}, "
+          f"expected {problem.answer})")
+    print(f"policy tokens: {sol.policy_tokens}" + (f" of budget {ns.budget}" if ns.budget else "")
+          + f" in {sol.extra.get('samples', 0)} sample(s); verifier tokens: {sol.verifier_tokens}")
+    if ns.json_out:
+        import dataclasses
+
+        with open(ns.json_out, "w") as f:
+            json.dump({"question": problem.question, "expected": problem.answer, "correct": correct,
+                       **dataclasses.asdict(sol)}, f, indent=2, default=str)
+    return 0
+
+
+def _search_arguments(p, strategy_default: str | None) -> None:
+    from .search import STRATEGIES
+
+    p.add_argument("--strategy", default=strategy_default, choices=list(STRATEGIES),
+                   help="test-time strategy" + (" (default: plain greedy/pass@k evaluation)" if strategy_default is None
+                                                else ""))
+    p.add_argument("--n", type=int, default=None, help="samples (candidates per step for beam); default: the "
+                                                       "strategy's own (8)")
+    p.add_argument("--budget", type=int, default=None, help="most policy tokens per problem (default: no limit)")
+    p.add_argument("--verifier", default="none", choices=["none", "oracle", "outcome-oracle"],
+                   help="oracle: ground-truth step labels; outcome-oracle: ground-truth answer check (not learned)")
+    p.add_argument("--strategy-args", default="", help="other strategy options, e.g. beam_width=2,agg=min or "
+                                                       "max_thinking=64,min_thinking=0,max_waits=1")
+
+
 def cmd_serve(ns) -> int:
     from .serve.app import serve_main
 
     def db(value: str | None):
         return "default" if value is None else (None if value.lower() == "off" else value)
 
-    return serve_main(ns.model, ns.host, ns.port, ns.api_key, ns.max_batch, traces=db(ns.traces), jobs=db(ns.jobs),
-                      job_concurrency=ns.job_concurrency) or 0
+    if ns.backend == "openai" and not ns.base_url:
+        raise ValueError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+    if ns.backend == "local" and ns.base_url:
+        raise ValueError("--base-url is for --backend openai (the local backend serves --model from disk)")
+    return serve_main(ns.model, ns.host, ns.port, ns.api_key, ns.max_batch, model_name=ns.served_model_name,
+                      traces=db(ns.traces), jobs=db(ns.jobs), job_concurrency=ns.job_concurrency,
+                      backend=ns.backend, base_url=ns.base_url, remote_api_key=ns.remote_api_key,
+                      remote_timeout=ns.remote_timeout, remote_logprobs=ns.remote_logprobs) or 0
 
 
 def cmd_traces(ns) -> int:
@@ -182,16 +295,48 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--task-args", default="", help="task constructor arguments, e.g. op=mul")
     ev.add_argument("--levels", default="", help="comma-separated levels (default: all of the task's)")
     ev.add_argument("--per-level", type=int, default=100, help="held-out problems per level")
-    ev.add_argument("--modes", default="system1,system2", help="modes to evaluate")
+    ev.add_argument("--modes", default=None, help="modes to evaluate (default: system1,system2; a System-2-only "
+                                                  "strategy: system2)")
     ev.add_argument("--k", type=int, default=1, help="samples per problem for pass@k and maj@k")
     ev.add_argument("--temperature", type=float, default=1.0, help="sampling temperature for k > 1")
     ev.add_argument("--max-new-tokens", type=int, default=256, help="generation limit")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--json-out", default="", help="write results JSON here (default: print it)")
+    _search_arguments(ev, None)
+
+    so = sub.add_parser("solve", help="solve one problem with a test-time strategy; print reasoning, answer, tokens")
+    so.add_argument("--model", required=True, help="model folder (e.g. RUN/model)")
+    so.add_argument("--task", default="arithmetic", help="task name or path/to/file.py:ClassName")
+    so.add_argument("--task-args", default="", help="task constructor arguments, e.g. op=mul")
+    so.add_argument("--question", default="", help="the problem, e.g. 47*86 (arithmetic); else a held-out problem "
+                                                    "of --level is generated from --seed")
+    so.add_argument("--level", type=int, default=None)
+    so.add_argument("--mode", default="system2", choices=["system1", "system2"])
+    so.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (greedy: always 0)")
+    so.add_argument("--max-new-tokens", type=int, default=256, help="longest single completion")
+    so.add_argument("--seed", type=int, default=0)
+    so.add_argument("--json-out", default="", help="also write the Solution as JSON here")
+    _search_arguments(so, "greedy")
 
     sv = sub.add_parser("serve", help="OpenAI-compatible HTTP server (/v1/models, /v1/chat/completions, /v1/jobs, "
                                       "/v1/feedback), storing every completion in a trace database")
-    sv.add_argument("--model", required=True, help="model folder (e.g. RUN/model)")
+    sv.add_argument("--model", required=True,
+                    help="model folder (e.g. RUN/model); with --backend openai, the remote model's name")
+    sv.add_argument("--backend", choices=["local", "openai"], default="local",
+                    help="'local': generate with --model in this process (default); 'openai': forward generation "
+                         "to the OpenAI-compatible server at --base-url (vLLM, Ollama, a hosted API, slowthink)")
+    sv.add_argument("--base-url", default=None, metavar="URL",
+                    help="the remote server's API root, e.g. http://127.0.0.1:8000/v1 (--backend openai)")
+    sv.add_argument("--remote-api-key", default=os.environ.get("SLOWTHINK_REMOTE_API_KEY"), metavar="KEY",
+                    help="bearer key for the remote server (default: $SLOWTHINK_REMOTE_API_KEY; none if unset)")
+    sv.add_argument("--remote-timeout", type=float, default=600.0, metavar="S",
+                    help="seconds to wait for the remote (connect: at most 10); too slow -> 504 (default: 600)")
+    sv.add_argument("--remote-logprobs", action="store_true",
+                    help="the remote returns token log-probs (vLLM, OpenAI): forward 'logprobs' requests; "
+                         "without it they are refused with a 400")
+    sv.add_argument("--served-model-name", default=None, metavar="NAME",
+                    help="the model name clients ask for (default: the model folder's name, or --model with "
+                         "--backend openai)")
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--api-key", default=os.environ.get("SLOWTHINK_API_KEY"),
@@ -199,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-batch", type=int, default=64, help="sequences decoded together")
     sv.add_argument("--traces", default=None, metavar="PATH",
                     help="SQLite trace database: every returned completion is stored there (default: traces.db "
-                         "in the folder above --model, e.g. runs/x/traces.db for runs/x/model; 'off': none)")
+                         "in the folder above --model, e.g. runs/x/traces.db for runs/x/model; ./traces.db with "
+                         "--backend openai; 'off': none)")
     sv.add_argument("--jobs", default=None, metavar="PATH",
                     help="SQLite database of /v1/jobs (default: jobs.db beside the trace database; 'off': no "
                          "jobs API)")
@@ -223,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"quickstart": cmd_quickstart, "train": cmd_train, "eval": cmd_eval, "serve": cmd_serve,
+COMMANDS = {"quickstart": cmd_quickstart, "train": cmd_train, "eval": cmd_eval, "solve": cmd_solve, "serve": cmd_serve,
             "traces": cmd_traces, "tasks": cmd_tasks, "sample": cmd_sample}
 
 

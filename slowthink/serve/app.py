@@ -38,6 +38,10 @@ Beyond OpenAI's endpoints (see ``serve.traces`` and ``serve.jobs``):
     POST /v1/feedback {"completion_id", "choice_index": 0, "correct": true[, "comment"]}  a later verdict
     POST /v1/jobs (a chat-completion body), GET /v1/jobs/{id}, DELETE /v1/jobs/{id}, GET /v1/jobs
         durable asynchronous completions (--jobs PATH), run again after a crash
+
+``--backend openai --base-url URL --model NAME`` serves a remote OpenAI-compatible server (vLLM, Ollama,
+a hosted API, another slowthink) through these same endpoints, error shapes, traces and jobs; generation
+is forwarded (see ``serve.remote`` for what is passed through and how errors map).
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ from .protocol import (
     make_usage,
     now,
 )
+from .remote import LOCAL, OpenAIBackend, remote_chat, remote_job
 from .scheduler import QueueFull, Scheduler
 from .traces import TaskResolver, TraceStore, Verification, verification_from_metadata
 
@@ -182,21 +187,27 @@ class Prepared:
     mode: str
     messages: list[dict]  # as the chat template renders them (stored with the trace)
     prompt_ids: list[int]
-    sampling: SamplingParams
+    sampling: SamplingParams | None  # None with a remote backend
     verification: Verification | None
+    remote_body: dict | None = None  # what a remote backend is sent
 
 
 def create_app(model, tok, model_name: str, api_key: str | None = None, max_batch: int = 64,
                max_queue: int = 256, traces: str | Path | TraceStore | None = None,
                jobs: str | Path | JobStore | None = None, job_concurrency: int = 8,
-               tasks: dict | None = None):
-    """The FastAPI app. ``traces``: a trace database (path or store) to record every returned choice in
+               tasks: dict | None = None, backend: OpenAIBackend | None = None):
+    """The FastAPI app. ``backend``: a remote OpenAI-compatible server to forward generation to (``model``
+    and ``tok`` are then unused and may be None); None: the local engine on ``model``.
+    ``traces``: a trace database (path or store) to record every returned choice in
     (None: no traces, and ``/v1/feedback`` answers 400). ``jobs``: a jobs database for ``/v1/jobs`` (None:
     no jobs API), run ``job_concurrency`` at a time. ``tasks``: extra ``{name: task}`` that
     ``metadata.task`` may name, besides the built-in tasks."""
-    engine = Engine(model, tok, max_batch=max_batch)
-    scheduler = Scheduler(engine, max_queue=max_queue)
-    context = getattr(model.config, "max_position_embeddings", None) or tok.model_max_length
+    remote = backend if getattr(backend, "kind", "local") != "local" else None
+    engine = scheduler = context = None
+    if remote is None:
+        engine = Engine(model, tok, max_batch=max_batch)
+        scheduler = Scheduler(engine, max_queue=max_queue)
+        context = getattr(model.config, "max_position_embeddings", None) or tok.model_max_length
     created = now()
     store = TraceStore(traces) if isinstance(traces, (str, Path)) else traces
     job_store = JobStore(jobs) if isinstance(jobs, (str, Path)) else jobs
@@ -205,7 +216,10 @@ def create_app(model, tok, model_name: str, api_key: str | None = None, max_batc
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        scheduler.start()
+        if scheduler is not None:
+            scheduler.start()
+        if remote is not None:
+            await remote.start()
         if store is not None:
             store.start()
         if runner is not None:
@@ -215,12 +229,16 @@ def create_app(model, tok, model_name: str, api_key: str | None = None, max_batc
         finally:
             if runner is not None:
                 await runner.stop()  # running jobs stay 'running' in the database: they run again next start
-            await asyncio.to_thread(scheduler.stop)
+            if scheduler is not None:
+                await asyncio.to_thread(scheduler.stop)
+            if remote is not None:
+                await remote.close()
             if store is not None:
                 await asyncio.to_thread(store.close)
 
     app = FastAPI(title="slowthink", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.scheduler, app.state.engine, app.state.traces, app.state.jobs = scheduler, engine, store, job_store
+    app.state.backend = remote or LOCAL
 
     def error(e: APIError) -> JSONResponse:
         return JSONResponse(e.body(), status_code=e.status)
@@ -272,6 +290,12 @@ def create_app(model, tok, model_name: str, api_key: str | None = None, max_batc
         effort = req.reasoning_effort or DEFAULT_EFFORT
         mode = effort_mode(effort)
         messages = [m.to_template() for m in req.messages]
+        if remote is not None:  # the remote renders, checks the context length and picks its budget
+            try:
+                verification = verification_from_metadata(req.metadata, messages, mode, task_resolver)
+            except ValueError as e:
+                raise APIError(400, str(e), param="metadata", code="invalid_metadata") from None
+            return Prepared(req, effort, mode, messages, [], None, verification, remote.request_body(body, req))
         try:
             prompt_ids = render_prompt(tok, messages, mode)
         except Exception as e:  # noqa: BLE001 - any template error is the caller's input
@@ -334,6 +358,9 @@ def create_app(model, tok, model_name: str, api_key: str | None = None, max_batc
         check_auth(request)
         p = prepare(await json_body(request))
         req = p.req
+        if remote is not None:
+            meta = {"id": completion_id(), "created": now(), "model": model_name}
+            return await remote_chat(remote, p, request, meta, t0, lambda records: record(p, records))
         try:
             job = scheduler.submit(p.prompt_ids, req.n, p.sampling, stream=req.stream)
         except QueueFull as e:
@@ -487,6 +514,14 @@ def create_app(model, tok, model_name: str, api_key: str | None = None, max_batc
     async def execute_job(job: RunningJob) -> dict:
         t0 = time.monotonic()
         p = prepare(job.body)  # APIError (e.g. the server now serves another model): the job fails
+        if remote is not None:
+            meta = {"id": job.row["completion_id"], "created": now(), "model": model_name}
+
+            def record_now(records):
+                fut = record(p, records, replace=True)
+                return None if fut is None else asyncio.wrap_future(fut)
+
+            return await remote_job(remote, p, job, meta, t0, record_now)
         while True:
             if job.cancelled:
                 raise JobCancelled
@@ -539,26 +574,43 @@ def _from_validation(errors) -> APIError:
 def serve_main(model_dir: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
                max_batch: int = 64, max_queue: int = 256, model_name: str | None = None,
                traces: str | Path | None = "default", jobs: str | Path | None = "default",
-               job_concurrency: int = 8) -> int:
+               job_concurrency: int = 8, backend: str = "local", base_url: str | None = None,
+               remote_api_key: str | None = None, remote_timeout: float = 600.0,
+               remote_logprobs: bool = False) -> int:
     """Load a model folder and serve it until interrupted (the ``slowthink serve`` command).
     ``traces``/``jobs``: database paths; "default" is ``<model dir>/../traces.db`` and ``jobs.db`` beside
-    the trace database; None turns the trace store / jobs API off."""
+    the trace database; None turns the trace store / jobs API off.
+    ``backend="openai"``: ``model_dir`` is the remote model's name, generation goes to ``base_url`` (see
+    ``serve.remote``), and the default trace database is ``./traces.db``."""
     import uvicorn
 
-    from ..models import load_model
     from .jobs import default_jobs_path
     from .traces import default_traces_path
 
-    model, tok = load_model(model_dir)
-    model.eval()
-    name = model_name or Path(model_dir).resolve().name
+    if backend == "openai":
+        remote = OpenAIBackend(base_url or "", model_dir, api_key=remote_api_key, timeout=remote_timeout,
+                               supports_logprobs=remote_logprobs)
+        model = tok = None
+        name = model_name or model_dir
+        default_traces = Path.cwd() / "traces.db"
+    elif backend == "local":
+        from ..models import load_model
+
+        remote = None
+        model, tok = load_model(model_dir)
+        model.eval()
+        name = model_name or Path(model_dir).resolve().name
+        default_traces = default_traces_path(model_dir)
+    else:
+        raise ValueError(f"--backend must be 'local' or 'openai', got {backend!r}")
     if traces == "default":
-        traces = default_traces_path(model_dir)
+        traces = default_traces
     if jobs == "default":
-        jobs = default_jobs_path(traces if traces is not None else default_traces_path(model_dir))
+        jobs = default_jobs_path(traces if traces is not None else default_traces)
     app = create_app(model, tok, name, api_key=api_key, max_batch=max_batch, max_queue=max_queue,
-                     traces=traces, jobs=jobs, job_concurrency=job_concurrency)
-    print(f"serving '{name}' on http://{host}:{port}/v1" + (" (API key required)" if api_key else ""))
+                     traces=traces, jobs=jobs, job_concurrency=job_concurrency, backend=remote)
+    print(f"serving '{name}' on http://{host}:{port}/v1" + (" (API key required)" if api_key else "")
+          + (f", forwarded to {remote.describe()}" if remote is not None else ""))
     print(f"traces: {traces or 'off'}   jobs: {jobs or 'off'}")
     uvicorn.run(app, host=host, port=port, log_level="info")
     return 0

@@ -1,0 +1,389 @@
+"""Test-time search strategies: exact token accounting, budgets, majority voting, step-score aggregation,
+beam search following its verifier, budget forcing, ground-truth oracles, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from slowthink.engine import Completion, Engine
+from slowthink.models import build_model, load_model
+from slowthink.search import (
+    NEEDS_VERIFIER,
+    STRATEGIES,
+    Policy,
+    TaskOutcomeOracle,
+    TaskStepOracle,
+    agg_last,
+    agg_min,
+    agg_prod,
+    aggregate,
+    get_strategy,
+)
+from slowthink.search.base import Meter
+from slowthink.search.weighted_majority import weighted_vote
+from slowthink.tasks import Arithmetic, Problem, Score
+from slowthink.tasks.base import THINK_CLOSE, split_completion
+
+ROOT = Path(__file__).resolve().parents[1]
+TASK = Arithmetic(op="add", max_level=2)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def s2_model(tmp_path_factory, tok):
+    """A tiny model after 40 SFT steps on worked 1-digit additions (System-2 only, ~5 s): it writes lines,
+    closes the think block and answers, but gets the digits mostly wrong, so samples differ."""
+    from slowthink.rl.sft import SFTConfig
+    from slowthink.rl.sft import train as sft_train
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("search_sft")
+    cfg = SFTConfig(out=str(out), levels=[1], steps=40, batch_size=32, lr=3e-3, warmup_steps=5, system2_fraction=1.0,
+                    micro_batches=1, eval_every=0, eval_per_level=0, checkpoint_every=1000, threads=1, progress=False)
+    sft_train(cfg, task=TASK, model=build_model("tiny", tok, seed=0), tok=tok)
+    return str(out / "model")
+
+
+class SpyEngine(Engine):
+    """Records every request, so tokens can be counted independently of the strategies' meters."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.requests = []
+
+    def add(self, prompt_ids, n=1, sampling=None):
+        req = super().add(prompt_ids, n, sampling)
+        self.requests.append(req)
+        return req
+
+    def generated(self) -> int:
+        return sum(len(c.token_ids) for r in self.requests for c in r.completions)
+
+    def completions(self) -> int:
+        return sum(r.n for r in self.requests)
+
+
+@pytest.fixture(scope="module")
+def loaded(s2_model):
+    return load_model(s2_model)
+
+
+def make_policy(loaded, **kw) -> Policy:
+    model, tok = loaded
+    kw = {"mode": "system2", "max_tokens": 40, "seed": 0, **kw}
+    return Policy(SpyEngine(model, tok), TASK, **kw)
+
+
+def problems(k=3):
+    rng = random.Random(5)
+    return [TASK.sample_split(rng, 1, "heldout") for _ in range(k)]
+
+
+def verifier_for(name):
+    return TaskStepOracle(TASK) if name in NEEDS_VERIFIER else None
+
+
+# -- step-score aggregation and the oracles --------------------------------------------------------------
+
+def test_step_score_aggregations_on_hand_examples():
+    s = [0.9, 0.5, 0.8]
+    assert agg_min(s) == 0.5 and agg_last(s) == 0.8 and agg_prod(s) == pytest.approx(0.36)
+    assert aggregate([1.0, 0.0, 1.0], "min") == 0.0 and aggregate([1.0, 0.0, 1.0], "last") == 1.0
+    assert aggregate([0.5, 0.5], "prod") == pytest.approx(0.25) and aggregate([0.7], "prod") == pytest.approx(0.7)
+    with pytest.raises(ValueError):
+        agg_min([])
+    with pytest.raises(ValueError):
+        aggregate(s, "mean")
+
+
+def test_task_step_oracle_is_ground_truth_step_labels():
+    p = Problem(key="47*86", level=2, question="47*86", answer=str(47 * 86), data={"a": 47, "b": 86, "op": "mul"})
+    task = Arithmetic(op="mul")
+    lines = task.solution_lines(p)
+    oracle = TaskStepOracle(task)
+    assert oracle.score_steps(p, lines) == [1.0] * len(lines)
+    wrong = lines[:1] + ["6:000000000000 000000000000"] + lines[2:]
+    assert oracle.score_steps(p, wrong) == [1.0] + [0.0] * (len(lines) - 1)  # nothing right after a wrong step
+    assert oracle.score_steps(p, lines[:2]) == [1.0, 1.0]  # partial solutions are scored step by step
+    outcome = TaskOutcomeOracle(task)
+    assert outcome.score(p, f"x\n{THINK_CLOSE}\n\n{p.answer}") == 1.0 and outcome.score(p, "x</think>\n1") == 0.0
+
+
+# -- every strategy: well-formed Solution, exact tokens, budgets ----------------------------------------------
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_strategy_returns_solution_with_exact_token_count(loaded, name):
+    opts = {"n": 4} if name not in ("greedy", "budget_forcing") else {}
+    solve = get_strategy(name, **opts)
+    for p in problems(2):
+        policy = make_policy(loaded)
+        sol = solve(p, policy, verifier_for(name), None)
+        assert sol.policy_tokens == policy.engine.generated() > 0
+        assert sol.extra["samples"] == policy.engine.completions()
+        parsed = TASK.score(p, sol.completion, "system2")
+        assert sol.well_formed == parsed.well_formed
+        assert sol.answer == (parsed.answer if parsed.well_formed else None)
+        assert sol.reasoning == split_completion(sol.completion, "system2").reasoning
+        assert sol.verifier_tokens == 0  # oracles read no model
+    if name in ("majority", "best_of_n", "weighted_majority"):
+        assert policy.engine.completions() == 4
+    if name == "greedy":
+        assert policy.engine.completions() == 1
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_budget_is_never_exceeded(loaded, name):
+    opts = {"n": 4} if name not in ("greedy", "budget_forcing") else {}
+    solve = get_strategy(name, **opts)
+    p = problems(1)[0]
+    for budget in (1, 3, 9, 25, 60):
+        policy = make_policy(loaded)
+        sol = solve(p, policy, verifier_for(name), budget)
+        assert sol.policy_tokens == policy.engine.generated() <= budget, (budget, sol.policy_tokens)
+    big = make_policy(loaded)
+    unbounded = solve(p, big, verifier_for(name), None).policy_tokens
+    assert unbounded > 9, "the small budgets above really did bind"
+
+
+# -- majority and weighted majority -------------------------------------------------------------------------
+
+class LenientArithmetic(Arithmetic):
+    """Extracts a number even from malformed completions (like a sloppy parser would), so the test can tell
+    whether malformed samples vote."""
+
+    def score(self, problem, completion, mode="system2"):
+        s = super().score(problem, completion, mode)
+        if s.well_formed:
+            return s
+        digits = "".join(ch for ch in completion if ch.isdigit())
+        return Score(reward=0.0, answer=digits or None, well_formed=False)
+
+
+class ScriptedPolicy(Policy):
+    """Returns fixed completion texts instead of sampling (tokens: one per character)."""
+
+    def __init__(self, texts, task):
+        super().__init__(engine=None, task=task, mode="system2")
+        self.texts = texts
+
+    def sample_many(self, prompts, n, meter, **kw):
+        out = [[Completion(list(range(len(t) + 1)), [0.0] * (len(t) + 1), t, "stop") for t in self.texts[:n]]]
+        meter.charge(out[0])
+        return out
+
+    def prompt_ids(self, problem):
+        return [0]
+
+
+def test_majority_ignores_malformed_answers():
+    p = Problem(key="2+3", level=1, question="2+3", answer="5", data={"a": 2, "b": 3, "op": "add"})
+    texts = ["9", "9 9", "x9", "a\n</think>\n\n5", "b\n</think>\n\n6", "c\n</think>\n\n5", "9</think>9</think>"]
+    sol = STRATEGIES["majority"](p, ScriptedPolicy(texts, LenientArithmetic(op="add")), None, None, n=len(texts))
+    assert sol.answer == "5" and sol.completion == texts[3] and sol.extra["votes"] == {"5": 2, "6": 1}
+    assert sol.policy_tokens == sum(len(t) + 1 for t in texts)
+    none = STRATEGIES["majority"](p, ScriptedPolicy(texts[:3], LenientArithmetic(op="add")), None, None, n=3)
+    assert none.answer is None and not none.well_formed and none.extra["votes"] == {}
+
+
+def test_weighted_majority_and_best_of_n_follow_verifier_scores():
+    assert weighted_vote(["5", "6", "6", None], [0.9, 0.3, 0.4, 5.0]) == "5"
+    assert weighted_vote(["5", "6", "6"], [0.5, 0.3, 0.4]) == "6"
+    assert weighted_vote([None], [1.0]) is None
+    p = Problem(key="2+3", level=1, question="2+3", answer="5", data={"a": 2, "b": 3, "op": "add"})
+
+    class Likes:  # outcome verifier that likes completions ending in 6
+        def score(self, problem, completion):
+            return 0.9 if completion.endswith("6") else 0.2
+
+    texts = ["a\n</think>\n\n5", "b\n</think>\n\n6", "c\n</think>\n\n5", "oops 6"]
+    wm = STRATEGIES["weighted_majority"](p, ScriptedPolicy(texts, Arithmetic(op="add")), Likes(), None, n=4)
+    assert wm.answer == "6" and wm.extra["weights"] == pytest.approx({"5": 0.4, "6": 0.9})
+    bon = STRATEGIES["best_of_n"](p, ScriptedPolicy(texts, Arithmetic(op="add")), Likes(), None, n=4)
+    assert bon.answer == "6" and bon.extra["scores"][3] is None  # malformed: not scored
+    maj = STRATEGIES["majority"](p, ScriptedPolicy(texts, Arithmetic(op="add")), None, None, n=4)
+    assert maj.answer == "5"
+
+
+# -- beam search ---------------------------------------------------------------------------------------------
+
+class DigitLover:
+    """Toy step verifier: a step's score is its share of digit characters (or of non-digits, inverted)."""
+
+    def __init__(self, invert=False):
+        self.invert = invert
+
+    def score_steps(self, problem, steps):
+        share = [sum(c.isdigit() for c in s) / len(s) for s in steps]
+        return [1 - x if self.invert else x for x in share]
+
+
+def test_beam_search_picks_the_path_the_verifier_prefers(loaded):
+    p = problems(1)[0]
+    firsts = {}
+    for invert in (False, True):
+        policy = make_policy(loaded, temperature=1.5)
+        sol = STRATEGIES["beam"](p, policy, DigitLover(invert), None, n=6, beam_width=1, agg="last")
+        # The first round's candidates are the first engine request's samples (same seed both times).
+        first_req = policy.engine.requests[0]
+        cands = [c.text for c in first_req.completions]
+        score = (lambda s, inv=invert: DigitLover(inv).score_steps(p, [s])[0] if s.strip() else 0.0)
+        best = max(score(c) for c in cands)
+        chosen = sol.completion.split("\n")[0]
+        assert chosen in cands and score(chosen) == best, (invert, chosen, cands)
+        assert [r["kept"] for r in sol.extra["rounds"][0]].count(True) == 1
+        assert sol.policy_tokens == policy.engine.generated()
+        firsts[invert] = chosen
+    assert firsts[False] != firsts[True]  # the verifier, not the policy, decided
+
+
+class ScriptedSteps(Policy):
+    """A stand-in policy for beam search: candidate next lines per prefix, the wrong ones more likely. Prefixes
+    travel as text (encode returns the text itself), answers end the turn."""
+
+    EOS = -1
+
+    def __init__(self, task, tree):
+        super().__init__(engine=None, task=task, mode="system2")
+        self.tree, self.generated = tree, 0
+
+    def prompt_ids(self, problem):
+        return []
+
+    def encode(self, text):
+        return [text] if text else []
+
+    def ended_turn(self, c):
+        return bool(c.token_ids) and c.token_ids[-1] == self.EOS
+
+    def sample_many(self, prompts, n, meter, *, stop=(), **kw):
+        out = []
+        for ids in prompts:
+            prefix = ids[0] if ids else ""
+            if stop:  # a step: the next line (stop string excluded from the text, as the engine does)
+                lines = self.tree[prefix]
+                cs = [Completion([0] * (len(t) + 1), [-0.1 if i else -5.0] + [0.0] * len(t), t, "stop")
+                      for i, t in enumerate(lines)]
+            else:  # the answer, to the end of the turn
+                ans = self.tree[prefix][0]
+                cs = [Completion([0] * len(ans) + [self.EOS], [0.0] * (len(ans) + 1), ans, "stop")]
+            out.append(cs)
+        self.generated += sum(len(c.token_ids) for cs in out for c in cs)
+        meter.charge([c for cs in out for c in cs])
+        return out
+
+
+def test_beam_with_ground_truth_oracle_finds_the_correct_derivation():
+    task = Arithmetic(op="mul")
+    p = Problem(key="47*86", level=2, question="47*86", answer=str(47 * 86), data={"a": 47, "b": 86, "op": "mul"})
+    good = task.solution_lines(p)  # header + 2 lines
+    bad = ["7,4*6,8", "6:000000000000 000000000000", "8:999999999999 999999999999"]
+    # The first candidate at every node is the correct line, and the least likely one.
+    tree, prefix = {}, ""
+    for g, b in zip(good, bad):
+        tree[prefix] = [g, b]
+        for wrong in (prefix + b + "\n",):
+            tree[wrong] = [b, g]
+        prefix += g + "\n"
+    tree[prefix] = ["</think>", bad[0]]
+    tree[prefix + "</think>\n"] = [f"\n{p.answer}"]
+    for k in list(tree):
+        tree.setdefault(k, ["</think>"])
+    tree = _Closure(tree)
+    oracle = TaskStepOracle(task)
+    policy = ScriptedSteps(task, tree)
+    sol = STRATEGIES["beam"](p, policy, oracle, None, n=2, beam_width=1)
+    assert sol.reasoning.split("\n") == good and sol.answer == p.answer and sol.extra["step_score"] == 1.0
+    assert sol.policy_tokens == policy.generated and len(sol.extra["rounds"]) == 4  # 3 steps + the close
+
+    class AntiOracle:
+        def score_steps(self, problem, steps):
+            return [1.0 - x for x in oracle.score_steps(problem, steps)]
+
+    worst = STRATEGIES["beam"](p, ScriptedSteps(task, tree), AntiOracle(), None, n=2, beam_width=1)
+    assert worst.completion.split("\n")[0] == bad[0] and worst.answer != p.answer
+    with pytest.raises(ValueError, match="verifier"):
+        STRATEGIES["beam"](p, ScriptedSteps(task, tree), None, None)
+    with pytest.raises(ValueError, match="system2"):
+        STRATEGIES["beam"](p, Policy(engine=None, task=task, mode="system1"), oracle, None)
+
+
+class _Closure(dict):
+    """Any prefix not scripted gets two closing lines (so wrong paths end too)."""
+
+    def __missing__(self, key):
+        return ["</think>", "</think>"] if not key.endswith("</think>\n") else ["\n0"]
+
+
+# -- budget forcing ------------------------------------------------------------------------------------------
+
+def test_budget_forcing_caps_thinking_and_wait_extends_it(loaded):
+    bf = STRATEGIES["budget_forcing"]
+    tok = loaded[1]
+    for p in problems(2):
+        free = bf(p, make_policy(loaded, temperature=0.0), None, None)
+        assert free.extra["thinking_tokens"] > 4 and free.extra["waits"] == 0
+        capped_policy = make_policy(loaded, temperature=0.0)
+        capped = bf(p, capped_policy, None, None, max_thinking=4)
+        assert capped.extra["thinking_tokens"] <= 4 and capped.extra["forced_close"]
+        head = capped.completion.split(THINK_CLOSE)[0]  # the thinking, up to the forced close
+        assert capped.extra["forced_text"] in (["</think>\n\n"], ["\n</think>\n\n"])
+        assert len(tok(head, add_special_tokens=False)["input_ids"]) <= 4 + 1  # + the inserted newline
+        assert capped.completion.startswith(head + THINK_CLOSE + "\n\n")
+        assert capped.policy_tokens == capped_policy.engine.generated()
+        longer_policy = make_policy(loaded, temperature=0.0)
+        longer = bf(p, longer_policy, None, None, min_thinking=10_000, max_waits=2)
+        assert longer.extra["waits"] == 2 and longer.reasoning.count("Wait") == 2
+        assert longer.extra["thinking_tokens"] > free.extra["thinking_tokens"]
+        assert longer.reasoning.startswith(free.reasoning.split("\n")[0])
+        assert longer.policy_tokens == longer_policy.engine.generated()
+
+
+def test_meter_rejects_bad_budgets_and_fits_samples():
+    with pytest.raises(ValueError):
+        Meter(0)
+    m = Meter(10)
+    assert m.fit(3, 256) == 3 and m.fit(20, 256) == 0 and Meter(None).fit(100, 7) == 7
+
+
+# -- CLI -------------------------------------------------------------------------------------------------------
+
+def test_cli_solve_end_to_end(s2_model, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "sol.json"
+    r = subprocess.run([sys.executable, "-m", "slowthink.cli", "solve", "--model", s2_model, "--task", "arithmetic",
+                        "--task-args", "op=add", "--question", "3+4", "--strategy", "majority", "--n", "4",
+                        "--budget", "100", "--max-new-tokens", "30", "--json-out", str(out)],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "question: 3+4" in r.stdout and "answer:" in r.stdout and "policy tokens:" in r.stdout
+    sol = json.loads(out.read_text())
+    assert 0 < sol["policy_tokens"] <= 100 and f"policy tokens: {sol['policy_tokens']} of budget 100" in r.stdout
+    assert sol["expected"] == "7" and sol["extra"]["samples"] == 4
+
+
+def test_cli_eval_with_strategy_and_errors(s2_model, tmp_path, capsys):
+    from slowthink.cli import main
+
+    out = tmp_path / "ev.json"
+    assert main(["eval", "--model", s2_model, "--task", "arithmetic", "--task-args", "op=add,max_level=2",
+                 "--levels", "1", "--per-level", "3", "--strategy", "beam", "--n", "4", "--verifier", "oracle",
+                 "--budget", "120", "--max-new-tokens", "30", "--json-out", str(out)]) == 0
+    res = json.loads(out.read_text())["results"]
+    assert set(res) == {"system2"}  # beam is System-2 only
+    o = res["system2"]["overall"]
+    assert o["n"] == 3 and 0 <= o["accuracy"] <= 1 and 0 < o["mean_policy_tokens"] and o["max_policy_tokens"] <= 120
+    assert main(["solve", "--model", s2_model, "--question", "3+4", "--strategy", "beam"]) == 2
+    assert "needs a verifier" in capsys.readouterr().err
+    assert main(["solve", "--model", s2_model, "--question", "3+4", "--strategy", "greedy", "--n", "3"]) == 2
