@@ -12,7 +12,8 @@ from slowthink.config import ConfigError
 from slowthink.engine import Completion, SamplingParams
 from slowthink.models import build_model, load_model
 from slowthink.rl import grpo, rloo
-from slowthink.rl.grpo import (GRPOConfig, TrainingHalted, collate_rows, drop_flat_groups, learner_logprobs, make_rows,
+from slowthink.rl.common import TrainingHalted
+from slowthink.rl.grpo import (GRPOConfig, collate_rows, drop_flat_groups, learner_logprobs, make_rows,
                                train)
 from slowthink.rl.losses import group_advantages
 from slowthink.rl.rewards import RewardFn, soft_overlong_penalty

@@ -11,7 +11,8 @@ from slowthink.config import ConfigError
 from slowthink.models import build_model
 from slowthink.rl import ppo
 from slowthink.rl.batch import collate_rows
-from slowthink.rl.ppo import PPOConfig, PPORow, TrainingHalted, ValueModel, train
+from slowthink.rl.common import TrainingHalted
+from slowthink.rl.ppo import PPOConfig, PPORow, ValueModel, train
 from slowthink.runlog import read_metrics
 from slowthink.tasks import Arithmetic
 
@@ -103,7 +104,7 @@ def test_killed_run_resumes_to_identical_weights(sft_model, tmp_path, monkeypatc
     task = Arithmetic(op="add", max_level=2)
     straight = train(PPOConfig(out=str(tmp_path / "a"), **common), task=task)
 
-    real, calls = ppo.sample_problems, []
+    real, calls = ppo.on_policy_rollout, []
 
     def killed_in_step_4(*args, **kw):  # step 3 is logged but not checkpointed when the "kill" comes
         calls.append(1)
@@ -111,12 +112,12 @@ def test_killed_run_resumes_to_identical_weights(sft_model, tmp_path, monkeypatc
             raise KeyboardInterrupt
         return real(*args, **kw)
 
-    monkeypatch.setattr(ppo, "sample_problems", killed_in_step_4)
+    monkeypatch.setattr(ppo, "on_policy_rollout", killed_in_step_4)
     with pytest.raises(KeyboardInterrupt):
         train(PPOConfig(out=str(tmp_path / "b"), **common), task=task)
     assert [r["step"] for r in read_metrics(tmp_path / "b")] == [1, 2, 3]
     assert not (tmp_path / "b" / "model").exists()
-    monkeypatch.setattr(ppo, "sample_problems", real)
+    monkeypatch.setattr(ppo, "on_policy_rollout", real)
     resumed = train(PPOConfig(out=str(tmp_path / "b"), **common), task=task)
 
     a, b = _weights(straight / "model"), _weights(resumed / "model")

@@ -15,6 +15,31 @@ from .rewards import is_truncated
 from .rollout import Group
 
 
+def on_policy_rollout(worker, task, model, cfg, step: int, seed_name: str) -> list[Group]:
+    """One step's rollout: the step's problems, the learner's weights pushed to the worker (version
+    ``step``), n completions each at the configured temperature, checked to be on-policy."""
+    from ..engine import SamplingParams, derive_seed
+
+    problems = sample_problems(task, cfg.seed, step, cfg.prompts_per_step, cfg.levels)
+    worker.load_weights(model.state_dict(), version=step)
+    sampling = SamplingParams(max_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                              top_p=getattr(cfg, "top_p", 1.0), seed=derive_seed(seed_name, cfg.seed, step))
+    groups = worker.rollout(problems, cfg.mode, cfg.group_size, sampling)
+    if any(g.version != step for g in groups):
+        raise RuntimeError(f"rollout at step {step} came from weights of another version (not on-policy)")
+    return groups
+
+
+def evaluate_on_heldout(worker, task, tok, heldout, cfg, log, bar, step: int) -> None:
+    """Greedy held-out pass@1 in the run's mode, logged at ``step`` and written under the progress bar."""
+    from ..evaluate import heldout_metrics
+
+    ev = heldout_metrics(worker.engine, task, tok, heldout, (cfg.mode,), cfg.max_new_tokens)
+    worker.model.train()
+    log.log(step, **ev)
+    bar.write(f"step {step}: held-out {cfg.mode} pass@1 {ev[f'eval/{cfg.mode}_pass@1']:.3f}")
+
+
 def sample_problems(task, seed: int, step: int, count: int, levels: list[int]) -> list:
     """The problems of one step: a pure function of ``(seed, step)``; held-out problems excluded."""
     rng = random.Random(f"grpo-{seed}-{step}")  # name kept: resumed runs see the same problems

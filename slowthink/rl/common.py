@@ -15,6 +15,12 @@ class TrainingHalted(RuntimeError):
     last good checkpoint is."""
 
 
+def halted(why: str, ckpt) -> TrainingHalted:
+    """The exception a trainer raises when it stops itself, naming the last good checkpoint."""
+    return TrainingHalted(f"{why}; stopped without saving. Last good checkpoint: "
+                          f"{ckpt or 'none (no checkpoint written yet)'}")
+
+
 def open_run(cfg, trainer: str) -> Path:
     """Set torch threads, create ``cfg.out`` and write its ``config.json``."""
     if getattr(cfg, "threads", 0):

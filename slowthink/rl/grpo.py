@@ -40,17 +40,16 @@ from pathlib import Path
 import torch
 
 from ..config import ConfigError, arg, require, to_dict
-from ..engine import SamplingParams, derive_seed
-from ..evaluate import heldout_metrics
 from ..runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
 from ..tasks.base import MODES
 from .losses import (approx_kl, clip_fraction, clipped_pg_token_losses, constant_normalizer_loss,
                      entropy_from_logits, group_advantages, kl_k3, masked_sum, sequence_mean_loss,
                      token_logprobs, token_mean_loss)
 from .rewards import RewardFn
-from .batch import Counts, Row, collate_rows, completion_logits, learner_logprobs, make_rows, micro_batches, rollout_stats, sample_problems
+from .batch import (Counts, Row, collate_rows, completion_logits, evaluate_on_heldout, learner_logprobs, make_rows,
+                    micro_batches, on_policy_rollout, rollout_stats)
 from .rollout import Group, LocalRolloutWorker
-from .common import OPTIMIZERS, TrainingHalted, make_optimizer, open_run, resolve_task
+from .common import OPTIMIZERS, halted, make_optimizer, open_run, resolve_task
 
 # Each aggregation turns [B, T] token losses of one micro-batch into its share of the batch loss;
 # ``n`` holds the whole batch's counts, so the micro-batch shares add up to the full-batch loss.
@@ -235,14 +234,10 @@ def train(cfg: GRPOConfig, task=None, model=None, tok=None) -> Path:
     def halt(why: str):
         bar.close()
         log.close()
-        raise TrainingHalted(f"{why}; stopped without saving. Last good checkpoint: "
-                             f"{ckpt or 'none (no checkpoint written yet)'}")
+        raise halted(why, ckpt)
 
     def evaluate_heldout(done: int) -> None:
-        ev = heldout_metrics(worker.engine, task, tok, heldout, (cfg.mode,), cfg.max_new_tokens)
-        model.train()
-        log.log(done, **ev)
-        bar.write(f"step {done}: held-out {cfg.mode} pass@1 {ev[f'eval/{cfg.mode}_pass@1']:.3f}")
+        evaluate_on_heldout(worker, task, tok, heldout, cfg, log, bar, done)
 
     bar = tqdm(total=cfg.steps, initial=start, desc=cfg.name, disable=not cfg.progress, dynamic_ncols=True)
     if heldout and start == 0:  # the starting point of the learning curve
@@ -251,13 +246,7 @@ def train(cfg: GRPOConfig, task=None, model=None, tok=None) -> Path:
     for step in range(start, cfg.steps):
         t0 = time.time()
         # -- rollout: sample problems, push weights, generate and score n completions each
-        problems = sample_problems(task, cfg.seed, step, cfg.prompts_per_step, cfg.levels)
-        worker.load_weights(model.state_dict(), version=step)
-        sampling = SamplingParams(max_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                                  seed=derive_seed("grpo", cfg.seed, step))
-        groups = worker.rollout(problems, cfg.mode, cfg.group_size, sampling)
-        if any(g.version != step for g in groups):
-            raise RuntimeError(f"rollout at step {step} came from weights of another version (not on-policy)")
+        groups = on_policy_rollout(worker, task, model, cfg, step, "grpo")
         t_rollout = time.time() - t0
         metrics = rollout_stats(groups)
 

@@ -37,12 +37,12 @@ import torch
 from torch import nn
 
 from ..config import ConfigError, arg, require, to_dict
-from ..engine import SamplingParams, derive_seed
-from ..evaluate import heldout_metrics
+from ..engine import derive_seed
 from ..runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
 from ..tasks.base import MODES
-from .batch import Row, collate_rows, completion_logits, learner_logprobs, micro_batches, rollout_stats, sample_problems
-from .common import TrainingHalted, make_optimizer, open_run, resolve_task
+from .batch import (Row, collate_rows, completion_logits, evaluate_on_heldout, learner_logprobs, micro_batches,
+                    on_policy_rollout, rollout_stats)
+from .common import halted, make_optimizer, open_run, resolve_task
 from .losses import (approx_kl, clip_fraction, clipped_pg_token_losses, clipped_value_loss, entropy_from_logits,
                      gae, masked_sum, masked_whiten, token_logprobs, token_mean_loss)
 from .rewards import RewardFn
@@ -276,14 +276,10 @@ def train(cfg: PPOConfig, task=None, model=None, tok=None) -> Path:
     def halt(why: str):
         bar.close()
         log.close()
-        raise TrainingHalted(f"{why}; stopped without saving. Last good checkpoint: "
-                             f"{ckpt or 'none (no checkpoint written yet)'}")
+        raise halted(why, ckpt)
 
     def evaluate_heldout(done: int) -> None:
-        ev = heldout_metrics(worker.engine, task, tok, heldout, (cfg.mode,), cfg.max_new_tokens)
-        model.train()
-        log.log(done, **ev)
-        bar.write(f"step {done}: held-out {cfg.mode} pass@1 {ev[f'eval/{cfg.mode}_pass@1']:.3f}")
+        evaluate_on_heldout(worker, task, tok, heldout, cfg, log, bar, done)
 
     bar = tqdm(total=cfg.steps, initial=start, desc=cfg.name, disable=not cfg.progress, dynamic_ncols=True)
     if heldout and start == 0:  # the starting point of the learning curve
@@ -292,13 +288,7 @@ def train(cfg: PPOConfig, task=None, model=None, tok=None) -> Path:
     for step in range(start, cfg.steps):
         t0 = time.time()
         # -- rollout: sample problems, push weights, generate and score
-        problems = sample_problems(task, cfg.seed, step, cfg.prompts_per_step, cfg.levels)
-        worker.load_weights(model.state_dict(), version=step)
-        sampling = SamplingParams(max_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                  seed=derive_seed("ppo", cfg.seed, step))
-        groups = worker.rollout(problems, cfg.mode, cfg.group_size, sampling)
-        if any(g.version != step for g in groups):
-            raise RuntimeError(f"rollout at step {step} came from weights of another version (not on-policy)")
+        groups = on_policy_rollout(worker, task, model, cfg, step, "ppo")
         t_rollout = time.time() - t0
         metrics = rollout_stats(groups)
 
