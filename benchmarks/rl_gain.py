@@ -1,7 +1,7 @@
 """RL gain: from one SFT checkpoint at the edge of its competence, how far does each RL method lift
 held-out pass@1 in the same wall-time budget on this machine?
 
-    python benchmarks/rl_gain.py                                # start checkpoint + every method, ~1 h on 2 cores
+    python benchmarks/rl_gain.py --budget-s 180                 # start checkpoint + every method, ~25 min on 2 cores
     python benchmarks/rl_gain.py --methods grpo --budget-s 900  # the headline: GRPO, 15 minutes
     python benchmarks/rl_gain.py --methods rloo,ppo --budget-s 300 --out benchmarks/results/rl_gain_table.json
 
