@@ -25,6 +25,27 @@ def tiny_model(tok):
 
 
 @pytest.fixture(scope="session")
+def sft_model(tmp_path_factory, tok) -> str:
+    """A tiny model after 20 SFT steps on 1-digit addition (System-1): it answers, but often malformed
+    (about half its samples at temperature 1) and mostly wrong, so rewards vary within groups. The RL
+    trainers' tests start from it (read-only: runs write to their own folders)."""
+    import torch
+
+    from slowthink.models import build_model
+    from slowthink.rl.sft import SFTConfig, train
+    from slowthink.tasks import Arithmetic
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("sft")
+    cfg = SFTConfig(out=str(out), levels=[1], steps=20, batch_size=32, lr=3e-3, warmup_steps=5, system2_fraction=0.0,
+                    micro_batches=1, eval_every=0, eval_per_level=0, checkpoint_every=1000, threads=1, progress=False)
+    train(cfg, task=Arithmetic(op="add", max_level=2), model=build_model("tiny", tok, seed=0), tok=tok)
+    torch.set_num_threads(threads)
+    return str(out / "model")
+
+
+@pytest.fixture(scope="session")
 def plugins_dir() -> Path:
     """Folder of example plugin task files (good and deliberately broken ones)."""
     return PLUGINS

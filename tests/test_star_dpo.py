@@ -35,19 +35,6 @@ def one_thread():
     torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def sft_model(tmp_path_factory, tok):
-    """20 SFT steps on 1-digit addition (System-1): often malformed (~20% of samples) and mostly wrong
-    (~5% correct at temperature 1), so there is room to improve and pairs to make."""
-    from slowthink.models import build_model
-    from slowthink.rl.sft import SFTConfig, train as sft_train
-
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("sft")
-    cfg = SFTConfig(out=str(out), levels=[1], steps=20, batch_size=32, lr=3e-3, warmup_steps=5, system2_fraction=0.0,
-                    micro_batches=1, eval_every=0, eval_per_level=0, checkpoint_every=1000, threads=1, progress=False)
-    sft_train(cfg, task=TASK, model=build_model("tiny", tok, seed=0), tok=tok)
-    return str(out / "model")
 
 
 @pytest.fixture(scope="module")
