@@ -159,7 +159,7 @@ def plot(result: dict, path: Path) -> None:
         zx, zy = zip(*result["r1_zero"]["curve"])
         last = max(zx) or 1
         ax.plot([x / last * max(xs) for x in zx], zy, marker="s", color="gray",
-                label="GRPO alone, no worked examples (same wall time, x rescaled)")
+                label=f"GRPO alone, no worked examples ({result['r1_zero']['wall_s']:.0f} s; x rescaled to fit)")
     ax.legend(fontsize=8)
     ax.set_title("Zero start: bootstrapping worked solutions")
     fig.tight_layout()
