@@ -7,6 +7,8 @@
     slowthink eval --model DIR --task arithmetic --levels 1,2,3 [--k 8] [--json-out FILE]
     slowthink eval --model DIR --levels 1,2 --strategy majority --n 8 [--budget TOKENS] [--verifier oracle]
     slowthink solve --model DIR --task arithmetic --question "47*86" --strategy majority --n 8 [--budget TOKENS]
+    slowthink train router --model DIR                      (saves DIR/router: reasoning_effort auto)
+    slowthink eval|solve --model DIR --reasoning-effort none|low|medium|high|auto
     slowthink serve --model runs/quickstart/model [--port 8000] [--api-key KEY] [--traces DB] [--jobs DB]
     slowthink serve --backend openai --base-url http://HOST:PORT/v1 --model NAME [--remote-api-key KEY]
     slowthink traces export --db runs/quickstart/traces.db --out traces.jsonl [--verified-only]
@@ -56,10 +58,12 @@ def cmd_quickstart(ns) -> int:
 def trainers() -> dict:
     """Algorithm name -> (config class, train function); one trainer module per algorithm."""
     from .rl import dpo, grpo, ppo, rloo, sft, star
+    from .router import train as router
 
     return {"sft": (sft.SFTConfig, sft.train), "grpo": (grpo.GRPOConfig, grpo.train),
             "rloo": (rloo.RLOOConfig, rloo.train), "ppo": (ppo.PPOConfig, ppo.train),
-            "star": (star.STaRConfig, star.train), "dpo": (dpo.DPOConfig, dpo.train)}
+            "star": (star.STaRConfig, star.train), "dpo": (dpo.DPOConfig, dpo.train),
+            "router": (router.RouterConfig, router.train)}
 
 
 def cmd_train(ns) -> int:
@@ -71,7 +75,9 @@ def cmd_train(ns) -> int:
     except TrainingHalted as e:
         print(f"slowthink train {ns.algo}: stopped: {e}", file=sys.stderr)
         return 3
-    print(f"done: {run}/model")
+    from pathlib import Path
+
+    print(f"done: {Path(run) / 'model' if (Path(run) / 'model').is_dir() else run}")
     return 0
 
 
@@ -86,6 +92,8 @@ def cmd_eval(ns) -> int:
     levels = tuple(int(x) for x in ns.levels.split(",")) if ns.levels else tuple(task.levels)
     model, tok = load_model(ns.model)
     problems = task.heldout_set(ns.per_level, levels, seed=ns.seed + 1000)
+    if ns.reasoning_effort:
+        return _eval_effort(ns, task, levels, problems)
     if ns.strategy:
         return _eval_strategy(ns, task, levels, model, tok, problems)
     modes = tuple(m.strip() for m in (ns.modes or "system1,system2").split(","))
@@ -155,6 +163,83 @@ def _eval_strategy(ns, task, levels, model, tok, problems) -> int:
     return 0
 
 
+def _effort_setup(ns):
+    """Engines and router for --reasoning-effort: the router saved beside --model (or --router); a
+    two-model router brings its own fast and slow models."""
+    from .router import Router, find_router
+    from .router.train import load_engines
+
+    router = Router.load(ns.router) if ns.router else find_router(ns.model)
+    if router is not None and "fast" in router.models:
+        engines, _ = load_engines(router.models["slow"], router.models["fast"])
+    else:
+        engines, _ = load_engines(ns.model)
+    if ns.reasoning_effort == "auto" and router is None:
+        print(f"note: no router in {ns.model}/router: auto runs medium (train one: slowthink train router "
+              f"--model {ns.model})", file=sys.stderr)
+    return engines, router
+
+
+def _eval_effort(ns, task, levels, problems) -> int:
+    from collections import Counter
+
+    from tqdm.auto import tqdm
+
+    from .effort import solve_with_effort
+
+    engines, router = _effort_setup(ns)
+    rows = []
+    for p in tqdm(problems, desc=f"effort {ns.reasoning_effort}", unit="problem"):
+        sol = solve_with_effort(p, ns.reasoning_effort, engines, task, router, seed=ns.seed)
+        mode = sol.extra.get("mode", "system1" if ns.reasoning_effort == "none" else "system2")
+        rows.append((p.level, task.score(p, sol.completion, mode).correct, sol.policy_tokens,
+                     sol.extra.get("route", {}).get("arm", ns.reasoning_effort)))
+    by_level: dict = {}
+    for lv in sorted({r[0] for r in rows}) + ["all"]:
+        rs = [r for r in rows if lv == "all" or r[0] == lv]
+        by_level[str(lv)] = {"n": len(rs), "accuracy": sum(r[1] for r in rs) / len(rs),
+                             "mean_policy_tokens": sum(r[2] for r in rs) / len(rs),
+                             "chosen": dict(Counter(r[3] for r in rs))}
+    out = {"model": ns.model, "task": ns.task, "levels": list(levels), "per_level": ns.per_level,
+           "reasoning_effort": ns.reasoning_effort, "router": bool(router), "results": by_level}
+    if ns.json_out:
+        with open(ns.json_out, "w") as f:
+            json.dump(out, f, indent=2)
+    _print_table(f"{ns.task} held-out, {ns.per_level}/level, reasoning_effort {ns.reasoning_effort}",
+                 ["level", "n", "accuracy", "policy tokens/problem", "chosen"],
+                 [[lv, str(b["n"]), f"{b['accuracy']:.1%}", f"{b['mean_policy_tokens']:.1f}",
+                   ", ".join(f"{k} {v}" for k, v in sorted(b["chosen"].items()))] for lv, b in by_level.items()])
+    return 0
+
+
+def _solve_effort(ns, task, problem) -> int:
+    from .effort import solve_with_effort
+
+    engines, router = _effort_setup(ns)
+    sol = solve_with_effort(problem, ns.reasoning_effort, engines, task, router, seed=ns.seed)
+    mode = sol.extra.get("mode", "system1" if ns.reasoning_effort == "none" else "system2")
+    correct = task.score(problem, sol.completion, mode).correct
+    print(f"question: {problem.question}")
+    route = sol.extra.get("route")
+    print(f"reasoning_effort: {ns.reasoning_effort}" + (f" -> {route['arm']}" if route else ""))
+    if route:
+        print(f"why: {route['why']}")
+    if sol.reasoning is not None:
+        print("reasoning:")
+        print(sol.reasoning)
+    print(f"answer: {sol.answer if sol.answer is not None else '(none: malformed)'}  "
+          f"({'correct' if correct else 'wrong'}, expected {problem.answer})")
+    print(f"policy tokens: {sol.policy_tokens} in {sol.extra.get('samples', 0)} sample(s)"
+          + (f" (router signals: {route['signal_tokens']})" if route and "signal_tokens" in route else ""))
+    if ns.json_out:
+        import dataclasses
+
+        with open(ns.json_out, "w") as f:
+            json.dump({"question": problem.question, "expected": problem.answer, "correct": correct,
+                       **dataclasses.asdict(sol)}, f, indent=2, default=str)
+    return 0
+
+
 def cmd_solve(ns) -> int:
     import random
 
@@ -170,6 +255,8 @@ def cmd_solve(ns) -> int:
     else:
         level = task.check_level(ns.level) if ns.level is not None else task.levels[0]
         problem = task.sample_split(random.Random(ns.seed), level, "heldout")
+    if ns.reasoning_effort:
+        return _solve_effort(ns, task, problem)
     solve, verifier = _strategy(ns, task, ns.mode)
     model, tok = load_model(ns.model)
     policy = Policy(Engine(model, tok), task, ns.mode, temperature=ns.temperature, max_tokens=ns.max_new_tokens,
@@ -207,6 +294,12 @@ def _search_arguments(p, strategy_default: str | None) -> None:
                    help="oracle: ground-truth step labels; outcome-oracle: ground-truth answer check (not learned)")
     p.add_argument("--strategy-args", default="", help="other strategy options, e.g. beam_width=2,agg=min or "
                                                        "max_thinking=64,min_thinking=0,max_waits=1")
+    from .effort import EFFORTS
+
+    p.add_argument("--reasoning-effort", default=None, choices=list(EFFORTS),
+                   help="instead of --strategy: a named effort (slowthink/effort.py); auto: the router saved "
+                        "beside the model picks per question and says why")
+    p.add_argument("--router", default="", help="router folder for auto (default: MODEL/router)")
 
 
 def cmd_serve(ns) -> int:
@@ -285,7 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
              "rloo": "RLOO: REINFORCE with a leave-one-out baseline, from a model folder (--init)",
              "ppo": "PPO with a learned value model (critic) and GAE, from a model folder (--init)",
              "star": "STaR / expert iteration: fine-tune on the policy's own verified solutions (rationalisation optional)",
-             "dpo": "offline DPO on pairs of the policy's own verified-correct vs incorrect samples"}
+             "dpo": "offline DPO on pairs of the policy's own verified-correct vs incorrect samples",
+             "router": "System-1/System-2 router for reasoning_effort=auto: label arms on generated problems, "
+                       "fit the difficulty predictor, save it beside the model"}
     for name, (cfg_cls, _) in trainers().items():
         _config_parser(trs, name, cfg_cls, helps[name])
 

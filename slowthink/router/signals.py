@@ -1,0 +1,112 @@
+"""Cheap signals of how hard a question is for the model, computed before (or instead of) thinking.
+
+Each signal set costs something, and the router pays it on every question it routes:
+
+* ``prompt``: the model's final hidden state at the last token of the System-2 prompt (after prefill,
+  before any generated token). Costs the prompt's prefill only: 0 generated tokens.
+* ``s1``: the System-1 greedy answer's confidence: mean and min per-token log-probability and its length.
+  Costs the System-1 answer's tokens, and the answer is kept: when the router then picks System-1
+  greedy it answers with it at no extra cost.
+* ``agree``: two System-1 samples at temperature 1: the share of them that agree with the greedy answer
+  (needs ``s1``; costs the two samples' tokens).
+
+``compute_signals`` returns a feature matrix [Q, F] and the generated tokens each question cost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..engine import SamplingParams
+from ..tasks.base import Problem
+from ..tokenizer import render_prompt
+
+SIGNALS = ("prompt", "s1", "agree")
+
+
+def check_signals(names) -> tuple[str, ...]:
+    names = tuple(names)
+    unknown = [s for s in names if s not in SIGNALS]
+    if unknown or not names:
+        raise ValueError(f"signals must be a non-empty subset of {SIGNALS}, got {list(names)}")
+    if "agree" in names and "s1" not in names:
+        raise ValueError("signal 'agree' compares samples with the System-1 greedy answer: add 's1'")
+    return tuple(s for s in SIGNALS if s in names)  # canonical order: the feature layout depends on it
+
+
+@dataclass
+class Signals:
+    features: np.ndarray  # [Q, F] float32
+    tokens: np.ndarray  # [Q] generated tokens spent on the signals
+    s1_answers: list[str | None]  # System-1 greedy answers (None when not computed or malformed)
+    s1_correct: np.ndarray  # [Q] bool (False when not computed): lets the router reuse the answer
+    s1_texts: list[str]  # System-1 greedy completions ("" when not computed)
+    names: list[str]  # one name per feature column
+
+
+@torch.inference_mode()
+def prompt_hidden(model, prompts: list[list[int]], batch: int = 64) -> np.ndarray:
+    """Final-layer hidden state at each prompt's last token. Prompts of one length run together, so no
+    padding can leak into the result."""
+    device = next(model.parameters()).device
+    out: list[np.ndarray | None] = [None] * len(prompts)
+    by_len: dict[int, list[int]] = {}
+    for i, p in enumerate(prompts):
+        by_len.setdefault(len(p), []).append(i)
+    was_training = model.training
+    model.eval()
+    try:
+        for idx in by_len.values():
+            for s in range(0, len(idx), batch):
+                chunk = idx[s:s + batch]
+                ids = torch.tensor([prompts[i] for i in chunk], device=device)
+                h = model(input_ids=ids, output_hidden_states=True).hidden_states[-1][:, -1]
+                for i, row in zip(chunk, h.float().cpu().numpy()):
+                    out[i] = row
+    finally:
+        model.train(was_training)
+    return np.stack(out).astype(np.float32)  # type: ignore[arg-type]
+
+
+def compute_signals(engines: dict, task, problems: list[Problem], signals=SIGNALS, fast: str = "main",
+                    slow: str = "main", max_tokens: int = 64, seed: int = 0) -> Signals:
+    signals = check_signals(signals)
+    q = len(problems)
+    cols: list[np.ndarray] = []
+    names: list[str] = []
+    tokens = np.zeros(q, np.int64)
+    s1_answers: list[str | None] = [None] * q
+    s1_correct = np.zeros(q, bool)
+    s1_texts = [""] * q
+    if "prompt" in signals:
+        eng = engines[slow]
+        prompts = [render_prompt(eng.tokenizer, task.prompt(p, "system2"), "system2") for p in problems]
+        h = prompt_hidden(eng.model, prompts)
+        cols.append(h)
+        names += [f"hidden_{i}" for i in range(h.shape[1])]
+    if "s1" in signals:
+        eng = engines[fast]
+        prompts = [render_prompt(eng.tokenizer, task.prompt(p, "system1"), "system1") for p in problems]
+        greedy = [c[0] for c in eng.generate(prompts, 1, SamplingParams(max_tokens=max_tokens, temperature=0.0))]
+        scores = [task.score(p, c.text, "system1") for p, c in zip(problems, greedy)]
+        s1_answers = [s.answer if s.well_formed else None for s in scores]
+        s1_correct = np.array([s.correct for s in scores], bool)
+        s1_texts = [c.text for c in greedy]
+        tokens += [len(c.token_ids) for c in greedy]
+        lp = [np.asarray(c.logprobs or [0.0], np.float64) for c in greedy]
+        cols.append(np.array([[x.mean(), x.min(), len(c.token_ids), float(s.well_formed)]
+                              for x, c, s in zip(lp, greedy, scores)], np.float32))
+        names += ["s1_mean_logprob", "s1_min_logprob", "s1_tokens", "s1_well_formed"]
+        if "agree" in signals:
+            sampled = eng.generate(prompts, 2, SamplingParams(max_tokens=max_tokens, temperature=1.0, seed=seed))
+            agree = []
+            for p, comps, ans in zip(problems, sampled, s1_answers):
+                got = [task.score(p, c.text, "system1") for c in comps]
+                agree.append(np.mean([ans is not None and g.well_formed and g.answer == ans for g in got]))
+            tokens += [sum(len(c.token_ids) for c in comps) for comps in sampled]
+            cols.append(np.array(agree, np.float32)[:, None])
+            names.append("s1_agreement")
+    return Signals(np.concatenate(cols, 1).astype(np.float32), tokens, s1_answers, s1_correct, s1_texts, names)

@@ -1,0 +1,136 @@
+"""``slowthink train router``: label generated training problems with the model's own results under every
+arm, fit the difficulty predictor on cheap signals, and save the router beside the model.
+
+Labels are automatic: an arm's label on a problem is whether that arm, run once, answered it correctly
+(the task's verifier). A quarter of the training problems is kept aside to report the predictor's
+validation AUROC per arm; the saved predictor is then refitted on all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..config import arg, require, to_dict
+from ..tasks.base import Problem
+from .arms import arm_table, default_arms
+from .predictor import auroc, fit_predictor
+from .router import ROUTER_DIR, Router
+from .signals import SIGNALS, compute_signals
+
+
+@dataclass
+class RouterConfig:
+    model: str = arg("", "model folder (the hybrid model, or the System-2 model with fast_model) (required)")
+    fast_model: str = arg("", "optional System-1 model folder: two-model mode (fast System-1, slow System-2)")
+    out: str = arg("", "where to save the router (default: MODEL/router, loaded with the model)")
+    task: str = arg("arithmetic", "task name or path/to/file.py:ClassName")
+    task_args: dict = arg({"op": "mul", "cot": "cells"}, "task constructor arguments")
+    levels: list[int] = arg([1, 2, 3], "levels to draw training problems from (mix the levels you will route)")
+    per_level: int = arg(120, "training problems per level (train split: never held-out)")
+    majority_ns: list[int] = arg([4, 8, 16], "self-consistency arms: samples per question")
+    temperature: float = arg(0.7, "sampling temperature of the self-consistency arms")
+    max_tokens: int = arg(256, "generation limit per sample of every arm")
+    signals: list[str] = arg(list(SIGNALS), f"signals the predictor sees, a subset of {list(SIGNALS)}")
+    signal_max_tokens: int = arg(64, "generation limit of the System-1 signal samples")
+    l2: float = arg(10.0, "L2 regularisation of the predictor")
+    tradeoff: float = arg(0.05, "default routing tradeoff: cheapest arm within this of the best predicted success")
+    seed: int = arg(0, "seed for problems and sampling")
+    threads: int = arg(0, "torch threads (0: all cores)")
+    progress: bool = arg(True, "show progress bars")
+
+    def __post_init__(self):
+        from ..models import is_model_dir
+
+        require(bool(self.model) and is_model_dir(self.model), "model", f"{self.model!r} is not a model folder "
+                "(no config.json); e.g. model=runs/quickstart/model")
+        require(not self.fast_model or is_model_dir(self.fast_model), "fast_model",
+                f"{self.fast_model!r} is not a model folder")
+        require(len(self.levels) > 0, "levels", "give at least one level")
+        require(self.per_level >= 4, "per_level", "must be >= 4")
+        require(all(n >= 2 for n in self.majority_ns), "majority_ns", "each must be >= 2 (1 is the greedy arm)")
+        require(self.temperature > 0, "temperature", "must be > 0")
+        require(self.max_tokens > 0 and self.signal_max_tokens > 0, "max_tokens", "must be > 0")
+        require(self.l2 >= 0, "l2", "must be >= 0")
+        require(self.tradeoff >= 0, "tradeoff", "must be >= 0")
+        unknown = [s for s in self.signals if s not in SIGNALS]
+        require(not unknown and len(self.signals) > 0, "signals", f"a non-empty subset of {list(SIGNALS)}")
+
+
+def training_problems(task, levels, per_level: int, seed: int) -> list[Problem]:
+    """Distinct train-split problems, ``per_level`` per level (fewer when a level has fewer)."""
+    rng = random.Random(f"router-{seed}")
+    out, seen = [], set()
+    for level in levels:
+        got, tries = 0, 0
+        while got < per_level and tries < per_level * 50:
+            tries += 1
+            p = task.sample_split(rng, level, "train")
+            if p.key not in seen:
+                seen.add(p.key)
+                out.append(p)
+                got += 1
+    return out
+
+
+def load_engines(model: str, fast_model: str = "") -> tuple[dict, dict]:
+    """Engines by name ("main", or "fast" + "slow") and the folders they came from."""
+    from ..engine import Engine
+    from ..models import load_model
+
+    if not fast_model:
+        m, tok = load_model(model)
+        return {"main": Engine(m, tok)}, {"main": str(model)}
+    slow, stok = load_model(model)
+    fast, ftok = load_model(fast_model)
+    return {"slow": Engine(slow, stok), "fast": Engine(fast, ftok)}, {"slow": str(model), "fast": str(fast_model)}
+
+
+def fit_router(cfg: RouterConfig, task, engines: dict, names: dict, problems: list[Problem]) -> tuple[Router, dict]:
+    fast, slow = ("fast", "slow") if "fast" in engines else ("main", "main")
+    arms = default_arms(cfg.max_tokens, tuple(cfg.majority_ns), cfg.temperature, fast, slow)
+    table = arm_table(engines, task, problems, arms, seed=cfg.seed, progress=cfg.progress)
+    sig = compute_signals(engines, task, problems, cfg.signals, fast, slow, cfg.signal_max_tokens, cfg.seed + 1)
+    order = np.random.default_rng(cfg.seed).permutation(len(problems))
+    val, fit = order[: len(order) // 4], order[len(order) // 4:]
+    held = fit_predictor(sig.features[fit], table.correct[fit], table.tokens[fit], cfg.l2)
+    p_val = held.success(sig.features[val])
+    metrics = {
+        "train_problems": len(problems), "validation_problems": int(len(val)),
+        "arm_accuracy": {a.name: float(x) for a, x in zip(arms, table.accuracy())},
+        "arm_mean_tokens": {a.name: float(x) for a, x in zip(arms, table.mean_tokens())},
+        "mean_signal_tokens": float(sig.tokens.mean()),
+        "validation_auroc": {a.name: auroc(p_val[:, j], table.correct[val, j]) for j, a in enumerate(arms)}}
+    predictor = fit_predictor(sig.features, table.correct, table.tokens, cfg.l2)
+    router = Router(arms=arms, signals=tuple(cfg.signals), predictor=predictor, feature_names=sig.names,
+                    tradeoff=cfg.tradeoff, signal_max_tokens=cfg.signal_max_tokens,
+                    models=names if "fast" in engines else {}, task={"task": cfg.task, "task_args": cfg.task_args},
+                    metrics=metrics)
+    return router, metrics
+
+
+def train(cfg: RouterConfig) -> str:
+    """Train and save a router; returns its folder."""
+    import torch
+
+    from ..rl.common import resolve_task
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    t0 = time.time()
+    task = resolve_task(cfg)
+    engines, names = load_engines(cfg.model, cfg.fast_model)
+    problems = training_problems(task, cfg.levels, cfg.per_level, cfg.seed)
+    router, metrics = fit_router(cfg, task, engines, names, problems)
+    metrics["train_seconds"] = round(time.time() - t0, 1)
+    out = Path(cfg.out or Path(cfg.model) / ROUTER_DIR)
+    router.save(out)
+    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    auc = ", ".join(f"{k} {v:.3f}" for k, v in metrics["validation_auroc"].items())
+    print(f"router: {len(problems)} training problems, {metrics['train_seconds']} s; validation AUROC: {auc}")
+    return str(out)
