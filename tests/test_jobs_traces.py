@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -27,63 +25,33 @@ uvicorn = pytest.importorskip("uvicorn")
 pytest.importorskip("fastapi")
 
 from slowthink.models import build_model, save
-from slowthink.rl.sft import token_mean_backward
 from slowthink.serve.app import create_app
 from slowthink.serve.traces import iter_traces, traces_to_examples
 from slowthink.tasks.arithmetic import Arithmetic
 from slowthink.tasks.base import Problem
 from slowthink.tokenizer import IM_END, render_example
+from serve_helpers import Q, free_port, overfit_seven, serve_in_thread
 
 torch.set_num_threads(1)
 
 KEY = "test-key"
 NAME = "tiny-seven"
 REPO = Path(__file__).resolve().parent.parent
-Q = [{"role": "user", "content": "3+4"}]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _overfit(tok):
-    """The tiny model, trained on one problem until greedy decoding answers it (both modes)."""
-    torch.manual_seed(0)
-    model = build_model("tiny", tok, seed=0)
-    examples = [render_example(tok, Q, "system1", "7"), render_example(tok, Q, "system2", "3+4=7\n</think>\n\n7")]
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(80):
-        opt.zero_grad()
-        token_mean_backward(model, examples, tok.pad_token_id, 1)
-        opt.step()
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tok):
     tmp = tmp_path_factory.mktemp("jobs_traces")
-    model = _overfit(tok)
+    model = overfit_seven(tok)
     app = create_app(model, tok, NAME, api_key=KEY, max_batch=16, traces=tmp / "traces.db", jobs=tmp / "jobs.db",
                      job_concurrency=2)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started:
-        assert time.time() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.02)
-    base = f"http://127.0.0.1:{port}/v1"
-    client = openai.OpenAI(base_url=base, api_key=KEY, max_retries=0, timeout=60)
-    http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
-    yield {"client": client, "http": http, "base": base, "app": app, "model": model, "tok": tok, "tmp": tmp,
-           "traces": tmp / "traces.db", "jobs": tmp / "jobs.db"}
-    http.close()
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_in_thread(app) as port:
+        base = f"http://127.0.0.1:{port}/v1"
+        client = openai.OpenAI(base_url=base, api_key=KEY, max_retries=0, timeout=60)
+        http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
+        yield {"client": client, "http": http, "base": base, "app": app, "model": model, "tok": tok, "tmp": tmp,
+               "traces": tmp / "traces.db", "jobs": tmp / "jobs.db"}
+        http.close()
 
 
 def _rows(s, completion_id):
@@ -372,7 +340,7 @@ def _start_server(model_dir, port, tmp, log):
 def test_jobs_survive_sigkill(served, tmp_path):
     model_dir = tmp_path / NAME
     save(served["model"], served["tok"], model_dir)
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}/v1"
     with open(tmp_path / "server.log", "wb") as log, \
             httpx.Client(base_url=base, headers={"Authorization": f"Bearer {KEY}"}, timeout=30) as http:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-import threading
 import time
 from unittest import mock
 
@@ -26,42 +25,16 @@ uvicorn = pytest.importorskip("uvicorn")
 pytest.importorskip("fastapi")
 from fastapi import Request  # noqa: E402 - the fake remote's handler annotation (postponed annotations)
 
-from slowthink.models import build_model
-from slowthink.rl.sft import token_mean_backward
 from slowthink.serve.app import create_app
 from slowthink.serve.remote import (LOCAL, LogprobsUnavailable, OpenAIBackend, _apportion, _ChoiceText,
                                     require_logprobs, split_think)
 from slowthink.serve.traces import iter_traces
-from slowthink.tokenizer import render_example
+from serve_helpers import Q, free_port, overfit_seven, serve_in_thread
 
 torch.set_num_threads(1)
 
 KEY, REMOTE_KEY = "front-key", "remote-key"
 NAME = "tiny-seven"
-Q = [{"role": "user", "content": "3+4"}]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def _served(app):
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started:
-        assert time.time() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.02)
-    try:
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def _client(port, key=KEY):
@@ -72,29 +45,16 @@ def _client(port, key=KEY):
 def _gateway(base_url, model=NAME, **kw):
     """A gateway app (no model) in front of ``base_url``; yields its openai client."""
     backend = OpenAIBackend(base_url, model, api_key=kw.pop("remote_key", REMOTE_KEY), **kw)
-    with _served(create_app(None, None, model, api_key=KEY, backend=backend)) as port:
+    with serve_in_thread(create_app(None, None, model, api_key=KEY, backend=backend)) as port:
         yield _client(port)
-
-
-def _overfit(tok):
-    torch.manual_seed(0)
-    model = build_model("tiny", tok, seed=0)
-    examples = [render_example(tok, Q, "system1", "7"), render_example(tok, Q, "system2", "3+4=7\n</think>\n\n7")]
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(80):
-        opt.zero_grad()
-        token_mean_backward(model, examples, tok.pad_token_id, 1)
-        opt.step()
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, tok):
     tmp = tmp_path_factory.mktemp("remote")
-    remote_app = create_app(_overfit(tok), tok, NAME, api_key=REMOTE_KEY, max_batch=16)
+    remote_app = create_app(overfit_seven(tok), tok, NAME, api_key=REMOTE_KEY, max_batch=16)
     assert remote_app.state.backend is LOCAL  # the default: the local engine, unchanged
-    with _served(remote_app) as rport:
+    with serve_in_thread(remote_app) as rport:
         base = f"http://127.0.0.1:{rport}/v1"
         from slowthink.cli import main
 
@@ -104,7 +64,7 @@ def setup(tmp_path_factory, tok):
                          str(tmp / "jobs.db"), "--remote-timeout", "30"]) == 0
         app = run.call_args.args[0]
         assert app.state.engine is None and app.state.backend.base_url == base
-        with _served(app) as port:
+        with serve_in_thread(app) as port:
             http = httpx.Client(base_url=f"http://127.0.0.1:{port}/v1", headers={"Authorization": f"Bearer {KEY}"},
                                 timeout=30)
             yield {"front": _client(port), "remote": _client(rport, REMOTE_KEY), "app": app, "base": base,
@@ -265,7 +225,7 @@ def test_remote_4xx_is_passed_through(setup):
 
 
 def test_remote_down_is_502(setup, tmp_path):
-    down = f"http://127.0.0.1:{_free_port()}/v1"  # nothing listens there
+    down = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     with _gateway(down) as gw:
         for stream in (False, True):
             with pytest.raises(openai.InternalServerError) as e:
@@ -350,7 +310,7 @@ def _fake_remote():
 
 
 def test_think_in_content_and_reasoning_field():
-    with _served(_fake_remote()) as fport:
+    with serve_in_thread(_fake_remote()) as fport:
         for model in ("inline", "field"):
             with _gateway(f"http://127.0.0.1:{fport}/v1", model=model) as gw:
                 r = gw.chat.completions.create(model=model, messages=Q)

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -28,16 +26,11 @@ from slowthink.serve.scheduler import Scheduler
 from slowthink.tasks.arithmetic import Arithmetic
 from slowthink.tasks.base import split_completion
 from slowthink.tokenizer import render_prompt
+from serve_helpers import serve_in_thread
 
 KEY = "test-key"
 NAME = "tiny-arith"
 MAX = 64  # completion budget used in comparisons
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -59,18 +52,10 @@ def served(tmp_path_factory, tok):
             for mode in ("system1", "system2")}
 
     app = create_app(model, tok, NAME, api_key=KEY, max_batch=16)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started:
-        assert time.time() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.02)
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0, timeout=60)
-    yield {"client": client, "port": port, "prompts": prompts, "refs": refs, "app": app, "model": model, "tok": tok}
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_in_thread(app) as port:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0, timeout=60)
+        yield {"client": client, "port": port, "prompts": prompts, "refs": refs, "app": app, "model": model,
+               "tok": tok}
 
 
 def _ask(s, i=0, **kw):

@@ -1,0 +1,62 @@
+"""Shared by the serving tests (test_serve, test_jobs_traces, test_remote_backend): a free loopback port,
+an app served by uvicorn on a daemon thread, and the tiny model over-fitted to answer "3+4" with 7.
+
+A plain module rather than conftest fixtures: the tests build servers with different apps and scopes
+(module fixtures, a context manager around a fake remote), so they call these directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+
+Q = [{"role": "user", "content": "3+4"}]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_in_thread(app, start_timeout: float = 20.0):
+    """Serve ``app`` on 127.0.0.1 and a free port until the block ends; yields the port."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + start_timeout
+    while not server.started:
+        assert time.time() < deadline and thread.is_alive(), "server did not start"
+        time.sleep(0.02)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def overfit_seven(tok):
+    """The tiny model, trained on one problem until greedy decoding answers it (both modes): "3+4" ->
+    "7" (System-1) and "3+4=7\\n</think>\\n\\n7" (System-2). A fresh model each call."""
+    import torch
+
+    from slowthink.models import build_model
+    from slowthink.rl.sft import token_mean_backward
+    from slowthink.tokenizer import render_example
+
+    torch.manual_seed(0)
+    model = build_model("tiny", tok, seed=0)
+    examples = [render_example(tok, Q, "system1", "7"), render_example(tok, Q, "system2", "3+4=7\n</think>\n\n7")]
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(80):
+        opt.zero_grad()
+        token_mean_backward(model, examples, tok.pad_token_id, 1)
+        opt.step()
+    return model.eval()
