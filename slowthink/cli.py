@@ -4,6 +4,7 @@
     slowthink train sft --task arithmetic --levels 1,2,3 --out runs/sft [--config FILE.yaml]
     slowthink train grpo --init runs/quickstart/model --levels 3 --out runs/grpo
     slowthink train rloo|ppo|star|dpo --init MODEL_DIR ...    (one trainer module each, slowthink/rl/)
+    slowthink train prm|orm --init MODEL_DIR --levels 2 --out runs/prm   (learned critics, slowthink/critics/)
     slowthink eval --model DIR --task arithmetic --levels 1,2,3 [--k 8] [--json-out FILE]
     slowthink eval --model DIR --levels 1,2 --strategy majority --n 8 [--budget TOKENS] [--verifier oracle]
     slowthink solve --model DIR --task arithmetic --question "47*86" --strategy majority --n 8 [--budget TOKENS]
@@ -57,12 +58,14 @@ def cmd_quickstart(ns) -> int:
 
 def trainers() -> dict:
     """Algorithm name -> (config class, train function); one trainer module per algorithm."""
+    from .critics import train as critic
     from .rl import dpo, grpo, ppo, rloo, sft, star
     from .router import train as router
 
     return {"sft": (sft.SFTConfig, sft.train), "grpo": (grpo.GRPOConfig, grpo.train),
             "rloo": (rloo.RLOOConfig, rloo.train), "ppo": (ppo.PPOConfig, ppo.train),
             "star": (star.STaRConfig, star.train), "dpo": (dpo.DPOConfig, dpo.train),
+            "prm": (critic.PRMConfig, critic.train), "orm": (critic.ORMConfig, critic.train),
             "router": (router.RouterConfig, router.train)}
 
 
@@ -129,7 +132,7 @@ def _strategy(ns, task, mode: str):
     verifier = make_verifier(ns.verifier, task, mode)
     if name in NEEDS_VERIFIER and verifier is None:
         raise ValueError(f"strategy {name!r} needs a verifier: --verifier oracle (ground-truth step labels) or "
-                         "outcome-oracle (ground-truth answer check); learned critics are not available yet")
+                         "outcome-oracle (ground-truth answer check), or RUN/critic (slowthink train prm|orm)")
     if name in SYSTEM2_ONLY and mode != "system2":
         raise ValueError(f"strategy {name!r} needs mode system2")
     return solve, verifier
@@ -290,8 +293,9 @@ def _search_arguments(p, strategy_default: str | None) -> None:
     p.add_argument("--n", type=int, default=None, help="samples (candidates per step for beam); default: the "
                                                        "strategy's own (8)")
     p.add_argument("--budget", type=int, default=None, help="most policy tokens per problem (default: no limit)")
-    p.add_argument("--verifier", default="none", choices=["none", "oracle", "outcome-oracle"],
-                   help="oracle: ground-truth step labels; outcome-oracle: ground-truth answer check (not learned)")
+    p.add_argument("--verifier", default="none",
+                   help="none; oracle: ground-truth step labels; outcome-oracle: ground-truth answer check (both not "
+                        "learned); or the folder of a learned critic (RUN/critic from slowthink train prm|orm)")
     p.add_argument("--strategy-args", default="", help="other strategy options, e.g. beam_width=2,agg=min or "
                                                        "max_thinking=64,min_thinking=0,max_waits=1")
     from .effort import EFFORTS
@@ -379,6 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
              "ppo": "PPO with a learned value model (critic) and GAE, from a model folder (--init)",
              "star": "STaR / expert iteration: fine-tune on the policy's own verified solutions (rationalisation optional)",
              "dpo": "offline DPO on pairs of the policy's own verified-correct vs incorrect samples",
+             "prm": "process reward model: sample the policy (--init), label each step by Monte-Carlo rollouts "
+                    "(Math-Shepherd), train a step scorer on the policy's backbone; use with --verifier RUN/critic",
+             "orm": "outcome reward model: sample the policy (--init), label by the task's answer check, train a "
+                    "completion scorer on the policy's backbone; use with --verifier RUN/critic",
              "router": "System-1/System-2 router for reasoning_effort=auto: label arms on generated problems, "
                        "fit the difficulty predictor, save it beside the model"}
     for name, (cfg_cls, _) in trainers().items():

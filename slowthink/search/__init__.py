@@ -2,8 +2,8 @@
 
 Every strategy is ``solve(problem, policy, verifier=None, budget=None, **options) -> Solution`` (see
 ``slowthink.search.base``); ``STRATEGIES`` maps names to them. Verifiers follow a two-method protocol
-(``score_steps`` / ``score``); the only ones here are ground-truth oracles (``slowthink.search.oracle``);
-learned ORM/PRM critics plug in with the same protocol.
+(``score_steps`` / ``score``): the ground-truth oracles here (``slowthink.search.oracle``) and the learned
+ORM/PRM critics of ``slowthink.critics`` (``make_verifier`` loads either by name or folder).
 """
 
 from __future__ import annotations

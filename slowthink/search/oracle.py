@@ -3,7 +3,8 @@
 These are NOT learned critics. ``TaskStepOracle`` reads the task's own ``step_labels`` (which know the
 correct derivation) and ``TaskOutcomeOracle`` the task's own answer check, so a search guided by them
 measures what a *perfect* PRM / ORM would buy, never what a trained one does. Learned ORM/PRM
-verifiers plug into the same protocol (``score_steps`` / ``score``, see ``slowthink.search.base``).
+verifiers (``slowthink.critics``) plug into the same protocol (``score_steps`` / ``score``, see
+``slowthink.search.base``); ``make_verifier`` loads them from a folder.
 """
 
 from __future__ import annotations
@@ -51,11 +52,21 @@ VERIFIERS = {"oracle": TaskStepOracle, "outcome-oracle": TaskOutcomeOracle}
 
 
 def make_verifier(name: str | None, task, mode: str = "system2"):
-    """``None``/"none" -> None; "oracle" -> TaskStepOracle; "outcome-oracle" -> TaskOutcomeOracle."""
+    """``None``/"none" -> None; "oracle" -> TaskStepOracle; "outcome-oracle" -> TaskOutcomeOracle; a folder
+    saved by ``slowthink train prm|orm`` (``RUN/critic``, or the run folder itself) -> that learned critic."""
     if name in (None, "", "none"):
         return None
     if name == "oracle":
         return TaskStepOracle(task)
     if name == "outcome-oracle":
         return TaskOutcomeOracle(task, mode)
-    raise ValueError(f"verifier must be one of none, {', '.join(VERIFIERS)} (learned ORM/PRM: not yet), got {name!r}")
+    from ..critics.model import is_critic_dir, load_critic
+
+    for path in (name, f"{name}/critic"):
+        if is_critic_dir(path):
+            critic = load_critic(path, task)
+            if critic.mode != mode:
+                raise ValueError(f"critic {path} was trained on {critic.mode} completions, not {mode}")
+            return critic
+    raise ValueError(f"verifier must be one of none, {', '.join(VERIFIERS)} or the folder of a critic trained with "
+                     f"`slowthink train prm|orm` (RUN/critic), got {name!r}")
