@@ -20,12 +20,11 @@ Defaults are capped by what is left of the model's context (``max_position_embed
 prompt); an explicit ``max_completion_tokens`` (or legacy ``max_tokens``) beyond it is a 400.
 
 Output: ``message.reasoning_content`` is the text before ``</think>`` (None for System-1),
-``message.content`` the answer after it (both stripped as ``tasks.base.split_completion`` does);
-``usage.completion_tokens_details.reasoning_tokens`` counts the tokens up to and including
-``</think>`` (all of them if the think block never closed). Streaming sends ``delta.reasoning_content``
-then ``delta.content`` chunks; each sequence's tokens are decoded whole and diffed against what was
-sent, holding back text that could still become ``</think>`` or a stop string, so the concatenated
-deltas equal the non-streaming message exactly.
+``message.content`` the answer after it; streaming sends ``delta.reasoning_content`` then
+``delta.content`` chunks whose concatenation equals the non-streaming message exactly.
+
+Modules: ``prepare`` (auth, body, validation, budget: request -> ``Prepared``), ``responses`` (completion
+objects, trace rows, SSE events), this one (the app: lifespan, error handlers, routes; ``serve_main``).
 
 Errors use OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``: 400 bad JSON / invalid
 fields / prompt too long, 401 bad API key, 404 unknown model (or job, or stored completion), 429 queue
@@ -48,11 +47,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -61,135 +57,20 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..engine import Completion, Engine, SamplingParams
-from ..tokenizer import render_prompt
+from ..engine import Completion, Engine
 from .jobs import STATUSES, JobCancelled, JobRunner, JobStore, RunningJob, job_object
-from .protocol import (
-    APIError,
-    AssistantMessage,
-    ChatCompletion,
-    ChatCompletionRequest,
-    Choice,
-    FeedbackRequest,
-    ModelCard,
-    ModelList,
-    completion_id,
-    error_body,
-    make_usage,
-    now,
-)
+from .prepare import (DEFAULT_EFFORT, EFFORT_BUDGET, Prepared, RequestPreparer, check_auth, effort_mode,
+                      from_validation, json_body)
+from .protocol import APIError, FeedbackRequest, ModelCard, ModelList, completion_id, error_body, now
 from .remote import LOCAL, OpenAIBackend, remote_chat, remote_job
+from .responses import THINK_CLOSE, SequenceStream, build_result, reasoning_token_count, split_output, sse_events
 from .scheduler import QueueFull, Scheduler
-from .traces import TaskResolver, TraceStore, Verification, verification_from_metadata
+from .traces import TaskResolver, TraceStore
+
+__all__ = ["create_app", "serve_main", "Prepared", "SequenceStream", "split_output", "reasoning_token_count",
+           "effort_mode", "EFFORT_BUDGET", "DEFAULT_EFFORT", "THINK_CLOSE"]
 
 log = logging.getLogger(__name__)
-
-THINK_CLOSE = "</think>"
-EFFORT_BUDGET = {"none": 256, "low": 256, "medium": 1024, "high": 4096, "auto": 1024}
-DEFAULT_EFFORT = "medium"
-
-
-def effort_mode(effort: str) -> str:
-    return "system1" if effort == "none" else "system2"  # "auto" = "medium" until the router lands
-
-
-# -- turning tokens into (reasoning, content) ----------------------------------------------------------
-def split_output(text: str, mode: str) -> tuple[str | None, str]:
-    """Final (reasoning_content, content) of a completion's text (eos and stop string removed)."""
-    if mode == "system1":
-        return None, text.strip()
-    if THINK_CLOSE not in text:
-        return text.strip("\n"), ""
-    reasoning, answer = text.split(THINK_CLOSE, 1)
-    return reasoning.strip("\n"), answer.strip()
-
-
-def _held_back(text: str, markers: list[str]) -> int:
-    """Length of the longest suffix of ``text`` that is a proper prefix of one of ``markers``."""
-    hold = 0
-    for m in markers:
-        for k in range(min(len(m) - 1, len(text)), hold, -1):
-            if text.endswith(m[:k]):
-                hold = k
-                break
-    return hold
-
-
-class SequenceStream:
-    """Incremental decoding of one sequence: each ``feed`` returns the new (reasoning, content) text,
-    always a prefix of what ``split_output`` gives for the finished completion."""
-
-    def __init__(self, tok, eos_ids: set[int], mode: str, stops: list[str]):
-        self.tok, self.eos_ids, self.mode, self.stops = tok, eos_ids, mode, stops
-        self.ids: list[int] = []
-        self.sent_reasoning = 0
-        self.sent_content = 0
-
-    def _safe(self, text: str) -> tuple[str | None, str]:
-        for s in self.stops:  # a complete stop string: the engine ends the sequence there
-            if (i := text.find(s)) >= 0:
-                text = text[:i]
-        markers = list(self.stops)
-        if self.mode == "system2" and THINK_CLOSE not in text:
-            markers.append(THINK_CLOSE)
-        text = text[:len(text) - _held_back(text, markers)]
-        while text.endswith("\ufffd"):  # an incomplete multi-byte character
-            text = text[:-1]
-        if self.mode == "system1":
-            return None, text.strip()
-        if THINK_CLOSE not in text:
-            return text.strip("\n"), ""  # trailing newlines held: they may precede </think>
-        reasoning, answer = text.split(THINK_CLOSE, 1)
-        return reasoning.strip("\n"), answer.strip()
-
-    def feed(self, new_ids: list[int]) -> tuple[str, str]:
-        self.ids.extend(new_ids)
-        ids = [t for t in self.ids if t not in self.eos_ids]
-        return self._diff(*self._safe(self.tok.decode(ids, skip_special_tokens=False)))
-
-    def finish(self, completion: Completion) -> tuple[str, str]:
-        return self._diff(*split_output(completion.text, self.mode))
-
-    def _diff(self, reasoning: str | None, content: str) -> tuple[str, str]:
-        r = (reasoning or "")[self.sent_reasoning:]
-        c = content[self.sent_content:]
-        self.sent_reasoning += len(r)
-        self.sent_content += len(c)
-        return r, c
-
-
-def reasoning_token_count(tok, completion: Completion, mode: str) -> int:
-    if mode == "system1":
-        return 0
-    ids = completion.token_ids
-    close_id = tok.convert_tokens_to_ids(THINK_CLOSE) if THINK_CLOSE in tok.get_vocab() else None
-    if close_id is not None and close_id in ids:
-        return ids.index(close_id) + 1
-    if THINK_CLOSE not in completion.text:
-        return len(ids)
-    lo, hi = 1, len(ids)  # </think> spans several tokens: the shortest prefix whose text contains it
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if THINK_CLOSE in tok.decode(ids[:mid], skip_special_tokens=False):
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
-
-
-# -- the app -------------------------------------------------------------------------------------------
-@dataclass
-class Prepared:
-    """A validated chat request, ready for the scheduler."""
-
-    req: ChatCompletionRequest
-    effort: str
-    mode: str
-    messages: list[dict]  # as the chat template renders them (stored with the trace)
-    prompt_ids: list[int]
-    sampling: SamplingParams | None  # None with a remote backend
-    verification: Verification | None
-    remote_body: dict | None = None  # what a remote backend is sent
 
 
 def create_app(model, tok, model_name: str, api_key: str | None = None, max_batch: int = 64,
@@ -211,7 +92,7 @@ def create_app(model, tok, model_name: str, api_key: str | None = None, max_batc
     created = now()
     store = TraceStore(traces) if isinstance(traces, (str, Path)) else traces
     job_store = JobStore(jobs) if isinstance(jobs, (str, Path)) else jobs
-    task_resolver = TaskResolver(tasks)
+    prepare = RequestPreparer(model_name, tok, context, remote, TaskResolver(tasks))
     runner = None
 
     @contextlib.asynccontextmanager
@@ -249,7 +130,7 @@ def create_app(model, tok, model_name: str, api_key: str | None = None, max_batc
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request, e: RequestValidationError):
-        return error(_from_validation(e.errors()))
+        return error(from_validation(e.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request, e: StarletteHTTPException):
@@ -261,87 +142,11 @@ def create_app(model, tok, model_name: str, api_key: str | None = None, max_batc
         log.exception("unhandled error")
         return JSONResponse(error_body("internal server error", "server_error"), status_code=500)
 
-    def check_auth(request: Request) -> None:
-        if api_key is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
-            raise APIError(401, "Incorrect or missing API key: send 'Authorization: Bearer <key>'.",
-                           code="invalid_api_key")
+    def auth(request: Request) -> None:
+        check_auth(request, api_key)
 
-    async def json_body(request: Request) -> dict:
-        try:
-            body = json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError) as e:
-            raise APIError(400, f"Invalid JSON body: {e}", code="invalid_json") from None
-        if not isinstance(body, dict):
-            raise APIError(400, "The request body must be a JSON object.")
-        return body
-
-    def prepare(body: dict) -> Prepared:
-        try:
-            req = ChatCompletionRequest.model_validate(body)
-        except ValidationError as e:
-            raise _from_validation(e.errors()) from None
-        if req.model != model_name:
-            raise APIError(404, f"The model '{req.model}' does not exist; this server serves "
-                                f"'{model_name}'.", param="model", code="model_not_found")
-        effort = req.reasoning_effort or DEFAULT_EFFORT
-        mode = effort_mode(effort)
-        messages = [m.to_template() for m in req.messages]
-        if remote is not None:  # the remote renders, checks the context length and picks its budget
-            try:
-                verification = verification_from_metadata(req.metadata, messages, mode, task_resolver)
-            except ValueError as e:
-                raise APIError(400, str(e), param="metadata", code="invalid_metadata") from None
-            return Prepared(req, effort, mode, messages, [], None, verification, remote.request_body(body, req))
-        try:
-            prompt_ids = render_prompt(tok, messages, mode)
-        except Exception as e:  # noqa: BLE001 - any template error is the caller's input
-            raise APIError(400, f"Could not render the messages with the chat template: {e}",
-                           param="messages") from None
-        room = context - len(prompt_ids)
-        if room < 1:
-            raise APIError(400, f"This model's maximum context length is {context} tokens; the messages "
-                                f"take {len(prompt_ids)}.", param="messages", code="context_length_exceeded")
-        asked = req.max_completion_tokens or req.max_tokens
-        if asked is not None and asked > room:
-            raise APIError(400, f"This model's maximum context length is {context} tokens; you asked for "
-                                f"{asked} completion tokens but the messages take {len(prompt_ids)}.",
-                           param="max_completion_tokens", code="context_length_exceeded")
-        sampling = SamplingParams(
-            max_tokens=asked or min(EFFORT_BUDGET[effort], room),
-            temperature=1.0 if req.temperature is None else req.temperature,
-            top_p=1.0 if req.top_p is None else req.top_p, stop=tuple(req.stop_list), seed=req.seed,
-            ignore_eos=req.ignore_eos)
-        try:
-            verification = verification_from_metadata(req.metadata, messages, mode, task_resolver)
-        except ValueError as e:
-            raise APIError(400, str(e), param="metadata", code="invalid_metadata") from None
-        return Prepared(req, effort, mode, messages, prompt_ids, sampling, verification)
-
-    def build_result(p: Prepared, completions: list[Completion], meta: dict, t0: float, source: str,
-                     stream: bool) -> tuple[ChatCompletion, list[dict]]:
-        """The chat.completion object and the trace rows of its choices."""
-        choices, records, completion_tokens, reasoning_tokens = [], [], 0, 0
-        latency, finished = time.monotonic() - t0, time.time()
-        for i, c in enumerate(completions):
-            reasoning, content = split_output(c.text, p.mode)
-            n_reasoning = reasoning_token_count(tok, c, p.mode)
-            choices.append(Choice(index=i, finish_reason=c.finish_reason,
-                                  message=AssistantMessage(content=content, reasoning_content=reasoning)))
-            completion_tokens += len(c.token_ids)
-            reasoning_tokens += n_reasoning
-            records.append({
-                "id": meta["id"], "choice_index": i, "created": finished, "model": model_name, "source": source,
-                "stream": int(stream), "messages": p.messages, "completion": c.text, "reasoning": reasoning,
-                "answer": content, "reasoning_effort": p.effort, "mode": p.mode,
-                "prompt_tokens": len(p.prompt_ids), "completion_tokens": len(c.token_ids),
-                "reasoning_tokens": n_reasoning, "latency_s": latency, "finish_reason": c.finish_reason,
-                "metadata": p.req.metadata})
-        usage = make_usage(len(p.prompt_ids), completion_tokens, reasoning_tokens)
-        return ChatCompletion(**meta, choices=choices, usage=usage), records
+    def result_of(p: Prepared, completions: list[Completion], meta: dict, t0: float, source: str, stream: bool):
+        return build_result(tok, model_name, p, completions, meta, t0, source, stream)
 
     def record(p: Prepared, records: list[dict], replace: bool = False):
         """Queue the trace rows (the writer thread commits them; nothing here waits on the disk)."""
@@ -349,13 +154,13 @@ def create_app(model, tok, model_name: str, api_key: str | None = None, max_batc
 
     @app.get("/v1/models")
     async def models(request: Request):
-        check_auth(request)
+        auth(request)
         return ModelList(data=[ModelCard(id=model_name, created=created)]).model_dump()
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
         t0 = time.monotonic()
-        check_auth(request)
+        auth(request)
         p = prepare(await json_body(request))
         req = p.req
         if remote is not None:
@@ -368,15 +173,21 @@ def create_app(model, tok, model_name: str, api_key: str | None = None, max_batc
         meta = {"id": completion_id(), "created": now(), "model": model_name}
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return StreamingResponse(_stream(job, p, meta, include_usage, t0),
-                                     media_type="text/event-stream",
+
+            def finish(completions):  # recorded before the last chunks are sent
+                result, records = result_of(p, completions, meta, t0, "chat", True)
+                record(p, records)
+                return result
+
+            events = sse_events(job, p, meta, include_usage, tok, engine.eos_ids, finish, scheduler.cancel)
+            return StreamingResponse(events, media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         update = await _wait_final(job, request)
         if update is None:  # client went away
             return JSONResponse(error_body("client disconnected"), status_code=499)
         if update.error:
             raise APIError(500, update.error, type="server_error")
-        result, records = build_result(p, update.completions, meta, t0, "chat", False)
+        result, records = result_of(p, update.completions, meta, t0, "chat", False)
         record(p, records)
         return result.model_dump()
 
@@ -392,64 +203,15 @@ def create_app(model, tok, model_name: str, api_key: str | None = None, max_batc
             if update.completions is not None or update.error:
                 return update
 
-    async def _stream(job, p: Prepared, meta: dict, include_usage: bool, t0: float):
-        req = p.req
-        streams = [SequenceStream(tok, engine.eos_ids, p.mode, req.stop_list) for _ in range(req.n)]
-        extra = {"usage": None} if include_usage else {}
-
-        def chunk(index: int, delta: dict, finish_reason: str | None = None) -> str:
-            data = {**meta, "object": "chat.completion.chunk", **extra,
-                    "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason,
-                                 "logprobs": None}]}
-            return f"data: {json.dumps(data)}\n\n"
-
-        def deltas(i: int, r: str, c: str):
-            if r:
-                yield chunk(i, {"reasoning_content": r})
-            if c:
-                yield chunk(i, {"content": c})
-
-        done = False
-        try:
-            for i in range(req.n):
-                yield chunk(i, {"role": "assistant", "content": ""})
-            while True:
-                update = await job.updates.get()
-                if update.error:
-                    yield f"data: {json.dumps(error_body(update.error, 'server_error'))}\n\n"
-                    break
-                if update.new_tokens is not None:
-                    for i, new in enumerate(update.new_tokens):
-                        if new:
-                            for s in deltas(i, *streams[i].feed(new)):
-                                yield s
-                if update.completions is not None:
-                    result, records = build_result(p, update.completions, meta, t0, "chat", True)
-                    record(p, records)
-                    for i, c in enumerate(update.completions):
-                        for s in deltas(i, *streams[i].finish(c)):
-                            yield s
-                        yield chunk(i, {}, c.finish_reason)
-                    if include_usage:
-                        data = {**meta, "object": "chat.completion.chunk", "choices": [],
-                                "usage": result.usage.model_dump()}
-                        yield f"data: {json.dumps(data)}\n\n"
-                    break
-            done = True
-            yield "data: [DONE]\n\n"
-        finally:
-            if not done:  # client disconnected (generator closed/cancelled) or error: free the slots
-                scheduler.cancel(job)
-
     # -- feedback ----------------------------------------------------------------------------------------
     @app.post("/v1/feedback")
     async def feedback(request: Request):
-        check_auth(request)
+        auth(request)
         body = await json_body(request)
         try:
             fb = FeedbackRequest.model_validate(body)
         except ValidationError as e:
-            raise _from_validation(e.errors()) from None
+            raise from_validation(e.errors()) from None
         if store is None:
             raise APIError(400, "This server keeps no traces (started without a trace database).",
                            code="traces_disabled")
@@ -472,7 +234,7 @@ def create_app(model, tok, model_name: str, api_key: str | None = None, max_batc
 
     @app.post("/v1/jobs")
     async def create_job(request: Request):
-        check_auth(request)
+        auth(request)
         js = job_store_or_400()
         body = await json_body(request)
         if body.get("stream"):
@@ -485,7 +247,7 @@ def create_app(model, tok, model_name: str, api_key: str | None = None, max_batc
 
     @app.get("/v1/jobs")
     async def list_jobs(request: Request, limit: int = 20, status: str | None = None):
-        check_auth(request)
+        auth(request)
         js = job_store_or_400()
         if not 1 <= limit <= 100:
             raise APIError(400, "limit must be in 1..100", param="limit")
@@ -496,7 +258,7 @@ def create_app(model, tok, model_name: str, api_key: str | None = None, max_batc
 
     @app.get("/v1/jobs/{job_id}")
     async def get_job(request: Request, job_id: str):
-        check_auth(request)
+        auth(request)
         row = await asyncio.to_thread(job_store_or_400().get, job_id)
         if row is None:
             raise job_not_found(job_id)
@@ -504,7 +266,7 @@ def create_app(model, tok, model_name: str, api_key: str | None = None, max_batc
 
     @app.delete("/v1/jobs/{job_id}")
     async def cancel_job(request: Request, job_id: str):
-        check_auth(request)
+        auth(request)
         job_store_or_400()
         row, _ = await runner.cancel(job_id)
         if row is None:
@@ -543,7 +305,7 @@ def create_app(model, tok, model_name: str, api_key: str | None = None, max_batc
         if update.error:
             raise APIError(500, update.error, type="server_error")
         meta = {"id": job.row["completion_id"], "created": now(), "model": model_name}
-        result, records = build_result(p, update.completions, meta, t0, "job", False)
+        result, records = result_of(p, update.completions, meta, t0, "job", False)
         fut = record(p, records, replace=True)
         if fut is not None:  # the trace is committed before the job says succeeded
             await asyncio.wrap_future(fut)
@@ -555,20 +317,6 @@ def create_app(model, tok, model_name: str, api_key: str | None = None, max_batc
             runner.on_lost = lambda job, result: store.discard(result["id"])
     app.state.runner = runner
     return app
-
-
-def _from_validation(errors) -> APIError:
-    errs = list(errors)
-    if not errs:
-        return APIError(400, "Invalid request.")
-    first = errs[0]
-    loc = [str(x) for x in first.get("loc", ()) if x != "body"]
-    if first.get("type") == "json_invalid":
-        return APIError(400, "Invalid JSON body.", code="invalid_json")
-    param = ".".join(loc) or None
-    msg = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body') or 'body'}: {e.get('msg')}"
-                    for e in errs[:5])
-    return APIError(400, f"Invalid request: {msg}", param=param)
 
 
 def serve_main(model_dir: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,

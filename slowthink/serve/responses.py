@@ -1,0 +1,183 @@
+"""From engine output to OpenAI's response shapes: the ``chat.completion`` object (and the trace rows of
+its choices), and the ``chat.completion.chunk`` SSE events of a streamed request.
+
+``message.reasoning_content`` is the text before ``</think>`` (None for System-1), ``message.content``
+the answer after it (both stripped as ``tasks.base.split_completion`` does);
+``usage.completion_tokens_details.reasoning_tokens`` counts the tokens up to and including ``</think>``
+(all of them if the think block never closed). A stream sends ``delta.reasoning_content`` then
+``delta.content`` chunks; each sequence's tokens are decoded whole and diffed against what was sent,
+holding back text that could still become ``</think>`` or a stop string, so the concatenated deltas
+equal the non-streaming message exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+
+from ..engine import Completion
+from .protocol import AssistantMessage, ChatCompletion, Choice, error_body, make_usage
+from .prepare import Prepared
+
+THINK_CLOSE = "</think>"
+
+
+def split_output(text: str, mode: str) -> tuple[str | None, str]:
+    """Final (reasoning_content, content) of a completion's text (eos and stop string removed)."""
+    if mode == "system1":
+        return None, text.strip()
+    if THINK_CLOSE not in text:
+        return text.strip("\n"), ""
+    reasoning, answer = text.split(THINK_CLOSE, 1)
+    return reasoning.strip("\n"), answer.strip()
+
+
+def _held_back(text: str, markers: list[str]) -> int:
+    """Length of the longest suffix of ``text`` that is a proper prefix of one of ``markers``."""
+    hold = 0
+    for m in markers:
+        for k in range(min(len(m) - 1, len(text)), hold, -1):
+            if text.endswith(m[:k]):
+                hold = k
+                break
+    return hold
+
+
+class SequenceStream:
+    """Incremental decoding of one sequence: each ``feed`` returns the new (reasoning, content) text,
+    always a prefix of what ``split_output`` gives for the finished completion."""
+
+    def __init__(self, tok, eos_ids: set[int], mode: str, stops: list[str]):
+        self.tok, self.eos_ids, self.mode, self.stops = tok, eos_ids, mode, stops
+        self.ids: list[int] = []
+        self.sent_reasoning = 0
+        self.sent_content = 0
+
+    def _safe(self, text: str) -> tuple[str | None, str]:
+        for s in self.stops:  # a complete stop string: the engine ends the sequence there
+            if (i := text.find(s)) >= 0:
+                text = text[:i]
+        markers = list(self.stops)
+        if self.mode == "system2" and THINK_CLOSE not in text:
+            markers.append(THINK_CLOSE)
+        text = text[:len(text) - _held_back(text, markers)]
+        while text.endswith("\ufffd"):  # an incomplete multi-byte character
+            text = text[:-1]
+        if self.mode == "system1":
+            return None, text.strip()
+        if THINK_CLOSE not in text:
+            return text.strip("\n"), ""  # trailing newlines held: they may precede </think>
+        reasoning, answer = text.split(THINK_CLOSE, 1)
+        return reasoning.strip("\n"), answer.strip()
+
+    def feed(self, new_ids: list[int]) -> tuple[str, str]:
+        self.ids.extend(new_ids)
+        ids = [t for t in self.ids if t not in self.eos_ids]
+        return self._diff(*self._safe(self.tok.decode(ids, skip_special_tokens=False)))
+
+    def finish(self, completion: Completion) -> tuple[str, str]:
+        return self._diff(*split_output(completion.text, self.mode))
+
+    def _diff(self, reasoning: str | None, content: str) -> tuple[str, str]:
+        r = (reasoning or "")[self.sent_reasoning:]
+        c = content[self.sent_content:]
+        self.sent_reasoning += len(r)
+        self.sent_content += len(c)
+        return r, c
+
+
+def reasoning_token_count(tok, completion: Completion, mode: str) -> int:
+    if mode == "system1":
+        return 0
+    ids = completion.token_ids
+    close_id = tok.convert_tokens_to_ids(THINK_CLOSE) if THINK_CLOSE in tok.get_vocab() else None
+    if close_id is not None and close_id in ids:
+        return ids.index(close_id) + 1
+    if THINK_CLOSE not in completion.text:
+        return len(ids)
+    lo, hi = 1, len(ids)  # </think> spans several tokens: the shortest prefix whose text contains it
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if THINK_CLOSE in tok.decode(ids[:mid], skip_special_tokens=False):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def build_result(tok, model_name: str, p: Prepared, completions: list[Completion], meta: dict, t0: float,
+                 source: str, stream: bool) -> tuple[ChatCompletion, list[dict]]:
+    """The chat.completion object and the trace rows of its choices (one per choice)."""
+    choices, records, completion_tokens, reasoning_tokens = [], [], 0, 0
+    latency, finished = time.monotonic() - t0, time.time()
+    for i, c in enumerate(completions):
+        reasoning, content = split_output(c.text, p.mode)
+        n_reasoning = reasoning_token_count(tok, c, p.mode)
+        choices.append(Choice(index=i, finish_reason=c.finish_reason,
+                              message=AssistantMessage(content=content, reasoning_content=reasoning)))
+        completion_tokens += len(c.token_ids)
+        reasoning_tokens += n_reasoning
+        records.append({
+            "id": meta["id"], "choice_index": i, "created": finished, "model": model_name, "source": source,
+            "stream": int(stream), "messages": p.messages, "completion": c.text, "reasoning": reasoning,
+            "answer": content, "reasoning_effort": p.effort, "mode": p.mode,
+            "prompt_tokens": len(p.prompt_ids), "completion_tokens": len(c.token_ids),
+            "reasoning_tokens": n_reasoning, "latency_s": latency, "finish_reason": c.finish_reason,
+            "metadata": p.req.metadata})
+    usage = make_usage(len(p.prompt_ids), completion_tokens, reasoning_tokens)
+    return ChatCompletion(**meta, choices=choices, usage=usage), records
+
+
+async def sse_events(job, p: Prepared, meta: dict, include_usage: bool, tok, eos_ids: set[int],
+                     finish: Callable[[list[Completion]], ChatCompletion],
+                     cancel: Callable[[object], None]) -> AsyncIterator[str]:
+    """The SSE events of a streamed request, from a scheduler job's updates. ``finish(completions)``
+    builds (and records) the final result, whose usage the last chunk carries when asked;
+    ``cancel(job)`` frees the engine slots when the stream ends early (client gone, error)."""
+    req = p.req
+    streams = [SequenceStream(tok, eos_ids, p.mode, req.stop_list) for _ in range(req.n)]
+    extra = {"usage": None} if include_usage else {}
+
+    def chunk(index: int, delta: dict, finish_reason: str | None = None) -> str:
+        data = {**meta, "object": "chat.completion.chunk", **extra,
+                "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason,
+                             "logprobs": None}]}
+        return f"data: {json.dumps(data)}\n\n"
+
+    def deltas(i: int, r: str, c: str):
+        if r:
+            yield chunk(i, {"reasoning_content": r})
+        if c:
+            yield chunk(i, {"content": c})
+
+    done = False
+    try:
+        for i in range(req.n):
+            yield chunk(i, {"role": "assistant", "content": ""})
+        while True:
+            update = await job.updates.get()
+            if update.error:
+                yield f"data: {json.dumps(error_body(update.error, 'server_error'))}\n\n"
+                break
+            if update.new_tokens is not None:
+                for i, new in enumerate(update.new_tokens):
+                    if new:
+                        for s in deltas(i, *streams[i].feed(new)):
+                            yield s
+            if update.completions is not None:
+                result = finish(update.completions)
+                for i, c in enumerate(update.completions):
+                    for s in deltas(i, *streams[i].finish(c)):
+                        yield s
+                    yield chunk(i, {}, c.finish_reason)
+                if include_usage:
+                    data = {**meta, "object": "chat.completion.chunk", "choices": [],
+                            "usage": result.usage.model_dump()}
+                    yield f"data: {json.dumps(data)}\n\n"
+                break
+        done = True
+        yield "data: [DONE]\n\n"
+    finally:
+        if not done:  # client disconnected (generator closed/cancelled) or error: free the slots
+            cancel(job)
