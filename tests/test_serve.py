@@ -216,6 +216,7 @@ def test_errors_through_the_client(served):
     (json.dumps({"model": NAME, "messages": [{"role": "user", "content": "x"}], "n": 0}).encode(), {}),
     (json.dumps({"model": NAME, "messages": [{"role": "wizard", "content": "x"}]}).encode(), {}),
     (json.dumps([1, 2]).encode(), {}),
+    (b"[" * 100_000 + b"]" * 100_000, {}),  # json's decoder hit RecursionError: was a 500
 ])
 def test_malformed_requests_are_400_in_openai_shape(served, body, headers):
     r = httpx.post(f"http://127.0.0.1:{served['port']}/v1/chat/completions", content=body, timeout=30,

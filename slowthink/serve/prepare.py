@@ -60,6 +60,8 @@ async def json_body(request: Request) -> dict:
         body = json.loads(await request.body())
     except (ValueError, UnicodeDecodeError) as e:
         raise APIError(400, f"Invalid JSON body: {e}", code="invalid_json") from None
+    except RecursionError:  # json's decoder recurses per nesting level: "[[[[..." is the caller's fault
+        raise APIError(400, "Invalid JSON body: nested too deeply.", code="invalid_json") from None
     if not isinstance(body, dict):
         raise APIError(400, "The request body must be a JSON object.")
     return body
