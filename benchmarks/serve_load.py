@@ -17,10 +17,11 @@ shuffled list (bounded: each request is sent once, with a per-request timeout an
   streamed or not, n=1 or 2, ``reasoning_effort`` none / low / medium, temperature 0 or 1, some with
   ``stream_options.include_usage``, some with ``metadata={"task": "arithmetic", "answer": ...}`` so the
   server verifies them, ``max_completion_tokens`` small (``--max-tokens``) to keep the run short.
-* malformed (``--malformed-share``, cycled over the kinds in ``MALFORMED``): raw HTTP with ``httpx``,
-  each with the 4xx status it must get (invalid JSON, wrong types, unknown model, negative max_tokens,
-  bad reasoning_effort, a prompt longer than the context, a budget beyond it, missing or empty messages,
-  wrong or missing API key, an unknown metadata task, wrong method, unknown path).
+* malformed (``--malformed-share``, cycled over the kinds in ``malformed_kinds``): raw HTTP with ``httpx``,
+  each with the 4xx status it must get (invalid or too deeply nested JSON, wrong types, unknown model,
+  negative max_tokens, bad reasoning_effort, a prompt longer than the context, a budget beyond it,
+  missing or empty messages, wrong or missing API key, an unknown metadata task, wrong method, unknown
+  path).
 
 Checks, each a ``target_met`` entry in the JSON:
 
@@ -98,6 +99,8 @@ def malformed_kinds(context: int) -> dict[str, tuple[int, dict]]:
         "invalid_json": (400, {**post, "content": b'{"model": "model", "messages": [', "headers": {
             "content-type": "application/json"}}),
         "not_an_object": (400, {**post, "json": [_chat()]}),
+        "deeply_nested_json": (400, {**post, "content": b"[" * 100_000 + b"]" * 100_000, "headers": {
+            "content-type": "application/json"}}),
         "messages_wrong_type": (400, {**post, "json": _chat(messages="12*34")}),
         "n_wrong_type": (400, {**post, "json": _chat(n="two")}),
         "role_unknown": (400, {**post, "json": _chat(messages=[{"role": "robot", "content": "12*34"}])}),
