@@ -3,11 +3,13 @@
     sft     train one small model from scratch on both modes (worked solutions and direct answers)
     eval    held-out accuracy by level, System-1 vs System-2 (greedy pass@1, pass@k, maj@k)
     rl      GRPO from the SFT model on the hardest level (the edge of its competence): before/after
+    route   train the System-1/System-2 router (reasoning_effort=auto) and its Pareto plot: accuracy
+            against tokens for every fixed setting and for the router
     report  report.md, PNG plots, results.json; the table printed at the end
 
 Each stage reads what earlier stages wrote in the run folder, so any stage can run alone
-(``--stages eval,report``) and a killed quickstart picks up where it stopped. Later stages (search,
-routing) plug in as further entries of ``STAGES``.
+(``--stages eval,report``) and a killed quickstart picks up where it stopped. Later stages (search)
+plug in as further entries of ``STAGES``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 from .config import arg, require, to_dict
 from .runlog import write_json
 
-STAGE_NAMES = ("sft", "eval", "rl", "report")
+STAGE_NAMES = ("sft", "eval", "rl", "route", "report")
 
 
 @dataclass
@@ -49,9 +51,11 @@ class QuickstartConfig:
     rl_prompts_per_step: int = arg(16, "GRPO problems per step")
     rl_group_size: int = arg(8, "GRPO completions per problem")
     rl_eval_every: int = arg(25, "held-out evaluation during RL (steps)")
+    route_per_level: int = arg(60, "route stage: training problems per level (train split) for the router")
+    route_majority_ns: list[int] = arg([4, 8], "route stage: self-consistency arms (samples per question)")
     seed: int = arg(0, "seed")
     threads: int = arg(0, "torch threads (0: all cores)")
-    stages: list[str] = arg(["sft", "eval", "report"], f"stages to run, in order, from: {', '.join(STAGE_NAMES)} "
+    stages: list[str] = arg(["sft", "eval", "route", "report"], f"stages to run, in order, from: {', '.join(STAGE_NAMES)} "
                             "(rl is opt-in: recipes/quickstart_rl.yaml)")
     progress: bool = arg(True, "progress bars")
 
@@ -121,8 +125,29 @@ def stage_rl(cfg: QuickstartConfig, run: Path) -> None:
                                  "steps": evals[-1]["step"], "model": str(run / "rl" / "model")})
 
 
+def stage_route(cfg: QuickstartConfig, run: Path) -> None:
+    """Train the router beside the model (``model/router``: ``reasoning_effort=auto`` loads it), then
+    score every fixed arm and the router on the held-out problems of all levels."""
+    from .router.evaluate import evaluate_routing
+    from .router.train import RouterConfig, fit_router, load_engines, training_problems
+    from .tasks import get_task
+
+    if not (run / "model").exists():
+        raise FileNotFoundError(f"{run / 'model'} is missing: run the 'sft' stage first")
+    rc = RouterConfig(model=str(run / "model"), task=cfg.task, task_args=cfg.task_args, levels=cfg.levels,
+                      per_level=cfg.route_per_level, majority_ns=cfg.route_majority_ns, max_tokens=cfg.max_new_tokens,
+                      seed=cfg.seed, progress=cfg.progress)
+    task = get_task(cfg.task, **cfg.task_args)
+    engines, names = load_engines(rc.model)
+    router, metrics = fit_router(rc, task, engines, names, training_problems(task, cfg.levels, rc.per_level, cfg.seed))
+    router.save(run / "model" / "router")
+    heldout = task.heldout_set(cfg.eval_per_level, tuple(cfg.levels), seed=cfg.seed + 1000)
+    res = evaluate_routing(router, engines, task, heldout, seed=cfg.seed + 100, progress=cfg.progress)
+    write_json(run / "route.json", {"training": metrics, **res})
+
+
 def stage_report(cfg: QuickstartConfig, run: Path) -> None:
-    from .report import (TABLE_HEADER, markdown_table, plot_accuracy_by_level, plot_rl, plot_training,
+    from .report import (TABLE_HEADER, markdown_table, plot_accuracy_by_level, plot_pareto, plot_rl, plot_training,
                          results_table)
     from .runlog import read_metrics
 
@@ -149,6 +174,31 @@ Held-out System-2 greedy pass@1 on level {rl['level']} ({rl['per_level']} proble
 The RL model is in `rl/model/`.
 
 ![rl](rl.png)"""
+    route_section = ""
+    if (run / "route.json").exists():
+        rt = json.loads((run / "route.json").read_text())
+        summary["route"] = {k: rt[k] for k in ("best_fixed", "bar", "predictor_auroc", "slow_share_for_80pct_gap")}
+        plot_pareto(rt, run / "route.png", f"Routing on {rt['problems']} held-out problems, levels {cfg.levels}")
+        rows = [[f"fixed {f['name']}", f"{f['accuracy']:.1%}", f"{f['mean_tokens']:.1f}"] for f in rt["fixed"]]
+        rows += [[r["label"], f"{r['accuracy']:.1%}", f"{r['mean_tokens']:.1f}"] for r in rt["routed"]
+                 if r.get("tradeoff") in (0.0, 0.05, 0.2)]
+        bar, best = rt["bar"], rt["best_fixed"]
+        within = bar["cheapest_router_within"]
+        verdict = (f"the router's cheapest setting within {bar['within_points']:g} point of {best['name']} "
+                   f"({best['accuracy']:.1%}) is `{within['label']}`: {within['accuracy']:.1%} with "
+                   f"{within['token_fraction_of_best']:.0%} of its tokens" if within else
+                   f"no router setting came within {bar['within_points']:g} point of {best['name']} ({best['accuracy']:.1%})")
+        route_section = f"""
+
+## Routing: reasoning_effort=auto
+
+The router (saved in `model/router/`, used by `slowthink solve --reasoning-effort auto` and the server)
+predicts from cheap signals how each fixed setting would do on a question and runs the cheapest one predicted
+to do about as well as the best. On the held-out problems of all levels, {verdict}.
+
+{markdown_table(["setting", "accuracy", "tokens/question"], rows)}
+
+![routing](route.png)"""
     write_json(run / "results.json", summary)
     table = markdown_table(TABLE_HEADER, results_table(res))
     k = ev["k"]
@@ -170,7 +220,7 @@ Held-out: {ev['per_level']} problems per level, disjoint from training by constr
 
 ![training](training.png)
 
-![accuracy by level](accuracy_by_level.png){rl_section}
+![accuracy by level](accuracy_by_level.png){rl_section}{route_section}
 
 Stage wall times (s): {json.dumps(timings)}
 
@@ -178,7 +228,7 @@ The model is in `model/` (Hugging Face format): `AutoModelForCausalLM.from_pretr
 """)
 
 
-STAGES = {"sft": stage_sft, "eval": stage_eval, "rl": stage_rl, "report": stage_report}
+STAGES = {"sft": stage_sft, "eval": stage_eval, "rl": stage_rl, "route": stage_route, "report": stage_report}
 
 
 def run_quickstart(cfg: QuickstartConfig) -> dict:

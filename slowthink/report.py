@@ -92,6 +92,44 @@ def plot_accuracy_by_level(results: dict, path: str | Path, title: str = "Held-o
     return Path(path)
 
 
+def plot_pareto(routing: dict, path: str | Path, title: str, others: dict | None = None) -> Path:
+    """Accuracy against mean tokens (log x): fixed arms, the router's tradeoff and budget sweeps, the
+    oracle router, and the bar's corner; ``others`` adds tradeoff sweeps of routers on other signals."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for f in routing["fixed"]:
+        ax.scatter(f["mean_tokens"], 100 * f["accuracy"], marker="s", s=60, color="tab:gray", zorder=3)
+        ax.annotate(f["name"], (f["mean_tokens"], 100 * f["accuracy"]), textcoords="offset points", xytext=(5, -12),
+                    fontsize=9)
+    for kind, color, marker, label in (
+            ("tradeoff", "tab:blue", "o", "router: cheapest arm within a tradeoff of the best"),
+            ("mean_budget", "tab:orange", "^", "router: compute-optimal for a mean token budget")):
+        pts = sorted((r["mean_tokens"], 100 * r["accuracy"]) for r in routing["routed"] if kind in r)
+        if pts:
+            ax.plot(*zip(*pts), marker=marker, color=color, label=label)
+    for name, r in (others or {}).items():
+        pts = sorted((x["mean_tokens"], 100 * x["accuracy"]) for x in r["routed"] if "tradeoff" in x)
+        ax.plot(*zip(*pts), lw=0.8, alpha=0.7, ls="--", label=f"router on signals {name} (tradeoff sweep)")
+    o = routing["oracle"]
+    ax.scatter(o["mean_tokens"], 100 * o["accuracy"], marker="*", s=150, color="tab:green",
+               label="oracle router (knows the right arm)", zorder=3)
+    best, bar = routing["best_fixed"], routing["bar"]
+    ax.axhline(100 * best["accuracy"] - bar["within_points"], color="tab:red", lw=0.7, ls=":")
+    ax.axvline(bar["max_token_fraction"] * best["mean_tokens"], color="tab:red", lw=0.7, ls=":",
+               label=f"bar: within {bar['within_points']:g} point of {best['name']}, "
+                     f"<= {bar['max_token_fraction']:.0%} of its tokens")
+    ax.set_xscale("log")
+    ax.set_xlabel("mean policy tokens per question (router signals included; log)")
+    ax.set_ylabel("held-out accuracy (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
 def results_table(results: dict) -> list[list[str]]:
     """Rows of (level, S1 acc, S2 acc, S2 mean tokens) with an overall row last."""
     s1, s2 = results.get("system1"), results.get("system2")

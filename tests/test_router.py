@@ -29,7 +29,7 @@ from slowthink.router import (
 )
 from slowthink.router.evaluate import evaluate_routing
 from slowthink.router.solve import route_solve
-from slowthink.router.train import RouterConfig, fit_router, training_problems
+from slowthink.router.train import RouterConfig, fit_from_table, fit_router, training_problems
 from slowthink.tasks import Arithmetic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,11 +145,30 @@ def trained_router(sft_model, tmp_path_factory):
     model, tok = load_model(sft_model)
     engines = {"main": Engine(model, tok)}
     cfg = RouterConfig(model=sft_model, task_args={"op": "add", "max_level": 2}, levels=[1, 2], per_level=24,
-                       majority_ns=[3], max_tokens=12, signal_max_tokens=8, progress=False)
+                       majority_ns=[3], max_tokens=12, signal_max_tokens=8, choose_signals=False,
+                       progress=False)
     problems = training_problems(TASK, cfg.levels, cfg.per_level, cfg.seed)
     router, metrics = fit_router(cfg, TASK, engines, {"main": sft_model}, problems)
     path = router.save(tmp_path_factory.mktemp("router") / "router")
     return router, metrics, engines, path
+
+
+def test_signal_choice_weighs_accuracy_against_signal_tokens(trained_router, sft_model):
+    router, _, engines, _ = trained_router
+    problems = training_problems(TASK, [1, 2], 24, 0)
+    table = arm_table(engines, TASK, problems, router.arms, seed=0)
+    sig = compute_signals(engines, TASK, problems, max_tokens=8, seed=1)
+    cfg = RouterConfig(model=sft_model, task_args={"op": "add", "max_level": 2}, levels=[1, 2],
+                       max_tokens=12, signal_max_tokens=8)
+    chosen, metrics = fit_from_table(cfg, table, sig)
+    trials = metrics["signal_sets"]
+    assert set(trials) == {"prompt", "s1", "s1+agree", "prompt+s1", "prompt+s1+agree"}
+    top = max(t["validation_routed_accuracy"] for t in trials.values())
+    pick = trials[metrics["signals"]]
+    assert pick["validation_routed_accuracy"] >= top - 0.01
+    assert all(pick["validation_routed_tokens"] <= t["validation_routed_tokens"] for t in trials.values()
+               if t["validation_routed_accuracy"] >= top - 0.01)
+    assert "+".join(chosen.signals) == metrics["signals"]
 
 
 def test_arm_table_counts_tokens_and_shares_samples(sft_model):

@@ -31,13 +31,23 @@ def by_level(levels: np.ndarray, correct: np.ndarray, tokens: np.ndarray) -> dic
                       "mean_tokens": float(tokens[levels == lv].mean())} for lv in sorted(set(levels.tolist()))}
 
 
-def evaluate_routing(router: Router, engines: dict, task, problems, tradeoffs=(0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4),
-                     budget_fractions=(0.05, 0.1, 0.2, 0.35, 0.5), seed: int = 0, progress: bool = False,
-                     bar_tokens: float = 0.35, bar_points: float = 1.0) -> dict:
+TRADEOFFS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
+BUDGET_FRACTIONS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0)
+
+
+def evaluate_routing(router: Router, engines: dict, task, problems, tradeoffs=TRADEOFFS,
+                     budget_fractions=BUDGET_FRACTIONS, seed: int = 0, progress: bool = False, **bar) -> dict:
+    """Run every arm and the signals on ``problems``, then score the fixed arms and the router settings."""
     table = arm_table(engines, task, problems, router.arms, seed=seed, progress=progress)
     fast = router.signal_model("fast")
     slow = router.signal_model("slow")
     sig = compute_signals(engines, task, problems, router.signals, fast, slow, router.signal_max_tokens, seed + 1)
+    return score_routing(router, table, sig, problems, tradeoffs, budget_fractions, **bar)
+
+
+def score_routing(router: Router, table: ArmTable, sig: Signals, problems, tradeoffs=TRADEOFFS,
+                  budget_fractions=BUDGET_FRACTIONS, bar_tokens: float = 0.35, bar_points: float = 1.0) -> dict:
+    """Fixed arms and router settings on an arm table and its problems' signals."""
     levels = np.array([p.level for p in problems])
     acc, tok = table.accuracy(), table.mean_tokens()
     fixed = [{"name": a.name, "describe": a.describe(), "accuracy": float(acc[j]), "mean_tokens": float(tok[j]),

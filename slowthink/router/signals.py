@@ -25,6 +25,7 @@ from ..tasks.base import Problem
 from ..tokenizer import render_prompt
 
 SIGNALS = ("prompt", "s1", "agree")
+SIGNAL_SETS = [("prompt",), ("s1",), ("s1", "agree"), ("prompt", "s1"), ("prompt", "s1", "agree")]  # the valid ones
 
 
 def check_signals(names) -> tuple[str, ...]:
@@ -45,6 +46,27 @@ class Signals:
     s1_correct: np.ndarray  # [Q] bool (False when not computed): lets the router reuse the answer
     s1_texts: list[str]  # System-1 greedy completions ("" when not computed)
     names: list[str]  # one name per feature column
+    groups: dict[str, tuple[int, int]]  # signal -> its columns [start, stop)
+    tokens_by_signal: dict[str, np.ndarray]  # signal -> [Q] generated tokens it cost
+
+    def subset(self, signals) -> Signals:
+        """The same questions seen through fewer signals (columns and token costs of those only)."""
+        signals = check_signals(signals)
+        missing = [s for s in signals if s not in self.groups]
+        if missing:
+            raise ValueError(f"signals {missing} were not computed")
+        cols = np.concatenate([np.arange(*self.groups[s]) for s in signals])
+        tokens = sum((self.tokens_by_signal[s] for s in signals), np.zeros(len(self.tokens), np.int64))
+        starts, groups = 0, {}
+        for s in signals:
+            a, b = self.groups[s]
+            groups[s] = (starts, starts + b - a)
+            starts += b - a
+        keep_s1 = "s1" in signals
+        return Signals(self.features[:, cols], tokens, self.s1_answers if keep_s1 else [None] * len(tokens),
+                       self.s1_correct if keep_s1 else np.zeros(len(tokens), bool),
+                       self.s1_texts if keep_s1 else [""] * len(tokens), [self.names[i] for i in cols], groups,
+                       {s: self.tokens_by_signal[s] for s in signals})
 
 
 @torch.inference_mode()
@@ -77,7 +99,7 @@ def compute_signals(engines: dict, task, problems: list[Problem], signals=SIGNAL
     q = len(problems)
     cols: list[np.ndarray] = []
     names: list[str] = []
-    tokens = np.zeros(q, np.int64)
+    by_signal: dict[str, np.ndarray] = {}
     s1_answers: list[str | None] = [None] * q
     s1_correct = np.zeros(q, bool)
     s1_texts = [""] * q
@@ -87,6 +109,7 @@ def compute_signals(engines: dict, task, problems: list[Problem], signals=SIGNAL
         h = prompt_hidden(eng.model, prompts)
         cols.append(h)
         names += [f"hidden_{i}" for i in range(h.shape[1])]
+        by_signal["prompt"] = np.zeros(q, np.int64)
     if "s1" in signals:
         eng = engines[fast]
         prompts = [render_prompt(eng.tokenizer, task.prompt(p, "system1"), "system1") for p in problems]
@@ -95,7 +118,7 @@ def compute_signals(engines: dict, task, problems: list[Problem], signals=SIGNAL
         s1_answers = [s.answer if s.well_formed else None for s in scores]
         s1_correct = np.array([s.correct for s in scores], bool)
         s1_texts = [c.text for c in greedy]
-        tokens += [len(c.token_ids) for c in greedy]
+        by_signal["s1"] = np.array([len(c.token_ids) for c in greedy], np.int64)
         lp = [np.asarray(c.logprobs or [0.0], np.float64) for c in greedy]
         cols.append(np.array([[x.mean(), x.min(), len(c.token_ids), float(s.well_formed)]
                               for x, c, s in zip(lp, greedy, scores)], np.float32))
@@ -106,7 +129,13 @@ def compute_signals(engines: dict, task, problems: list[Problem], signals=SIGNAL
             for p, comps, ans in zip(problems, sampled, s1_answers):
                 got = [task.score(p, c.text, "system1") for c in comps]
                 agree.append(np.mean([ans is not None and g.well_formed and g.answer == ans for g in got]))
-            tokens += [sum(len(c.token_ids) for c in comps) for comps in sampled]
+            by_signal["agree"] = np.array([sum(len(c.token_ids) for c in comps) for comps in sampled], np.int64)
             cols.append(np.array(agree, np.float32)[:, None])
             names.append("s1_agreement")
-    return Signals(np.concatenate(cols, 1).astype(np.float32), tokens, s1_answers, s1_correct, s1_texts, names)
+    groups, start = {}, 0
+    for s, block in zip(signals, cols):
+        groups[s] = (start, start + block.shape[1])
+        start += block.shape[1]
+    tokens = sum(by_signal.values(), np.zeros(q, np.int64))
+    return Signals(np.concatenate(cols, 1).astype(np.float32), tokens, s1_answers, s1_correct, s1_texts, names,
+                   groups, by_signal)

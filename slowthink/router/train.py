@@ -18,10 +18,14 @@ import numpy as np
 
 from ..config import arg, require, to_dict
 from ..tasks.base import Problem
-from .arms import arm_table, default_arms
+from .arms import ArmTable, arm_table, default_arms
 from .predictor import auroc, fit_predictor
 from .router import ROUTER_DIR, Router
-from .signals import SIGNALS, compute_signals
+from .evaluate import routed_outcome
+from .signals import SIGNAL_SETS, SIGNALS, Signals, compute_signals
+
+
+L2_GRID = (1.0, 10.0, 100.0, 1000.0)
 
 
 @dataclass
@@ -36,9 +40,12 @@ class RouterConfig:
     majority_ns: list[int] = arg([4, 8, 16], "self-consistency arms: samples per question")
     temperature: float = arg(0.7, "sampling temperature of the self-consistency arms")
     max_tokens: int = arg(256, "generation limit per sample of every arm")
-    signals: list[str] = arg(list(SIGNALS), f"signals the predictor sees, a subset of {list(SIGNALS)}")
+    signals: list[str] = arg(list(SIGNALS), f"signals to compute, a subset of {list(SIGNALS)}")
+    choose_signals: bool = arg(True, "use the subset of the signals that routes best on the validation problems "
+                               "(false: all of them)")
     signal_max_tokens: int = arg(64, "generation limit of the System-1 signal samples")
-    l2: float = arg(10.0, "L2 regularisation of the predictor")
+    l2: float = arg(0.0, f"L2 regularisation of the predictor (0: the one of {list(L2_GRID)} with the lowest "
+                    "validation log-loss)")
     tradeoff: float = arg(0.05, "default routing tradeoff: cheapest arm within this of the best predicted success")
     seed: int = arg(0, "seed for problems and sampling")
     threads: int = arg(0, "torch threads (0: all cores)")
@@ -92,26 +99,68 @@ def load_engines(model: str, fast_model: str = "") -> tuple[dict, dict]:
 
 
 def fit_router(cfg: RouterConfig, task, engines: dict, names: dict, problems: list[Problem]) -> tuple[Router, dict]:
+    """Label ``problems`` under every arm, compute their signals, and fit the router."""
     fast, slow = ("fast", "slow") if "fast" in engines else ("main", "main")
     arms = default_arms(cfg.max_tokens, tuple(cfg.majority_ns), cfg.temperature, fast, slow)
     table = arm_table(engines, task, problems, arms, seed=cfg.seed, progress=cfg.progress)
     sig = compute_signals(engines, task, problems, cfg.signals, fast, slow, cfg.signal_max_tokens, cfg.seed + 1)
-    order = np.random.default_rng(cfg.seed).permutation(len(problems))
+    return fit_from_table(cfg, table, sig, names if "fast" in engines else {})
+
+
+def fit_from_table(cfg: RouterConfig, table: ArmTable, sig: Signals, models: dict | None = None) -> tuple[Router, dict]:
+    """Fit the router on labelled problems (an arm table and the same problems' signals).
+
+    A quarter of the problems is held aside. On it the L2 strength is chosen (lowest log-loss) and, with
+    ``choose_signals``, the signal set: of the subsets of the computed signals, the one whose routing (at
+    ``tradeoff``) spends the fewest tokens within 1 point of the most accurate subset's routing. Signals
+    cost tokens on every question, so on a model where they save little the cheapest set wins. The
+    router is then refitted on all the problems."""
+    order = np.random.default_rng(cfg.seed).permutation(len(table.correct))
     val, fit = order[: len(order) // 4], order[len(order) // 4:]
-    held = fit_predictor(sig.features[fit], table.correct[fit], table.tokens[fit], cfg.l2)
-    p_val = held.success(sig.features[val])
+    sets = ([s for s in SIGNAL_SETS if set(s) <= set(sig.groups)] if cfg.choose_signals else [tuple(sig.groups)])
+    trials = {"+".join(s): _validate(cfg, table, sig.subset(s), fit, val) for s in sets}
+    top = max(t["validation_routed_accuracy"] for t in trials.values())
+    name = min((k for k, t in trials.items() if t["validation_routed_accuracy"] >= top - 0.01),
+               key=lambda k: trials[k]["validation_routed_tokens"])
+    chosen, sub = trials[name], sig.subset(name.split("+"))
     metrics = {
-        "train_problems": len(problems), "validation_problems": int(len(val)),
-        "arm_accuracy": {a.name: float(x) for a, x in zip(arms, table.accuracy())},
-        "arm_mean_tokens": {a.name: float(x) for a, x in zip(arms, table.mean_tokens())},
-        "mean_signal_tokens": float(sig.tokens.mean()),
-        "validation_auroc": {a.name: auroc(p_val[:, j], table.correct[val, j]) for j, a in enumerate(arms)}}
-    predictor = fit_predictor(sig.features, table.correct, table.tokens, cfg.l2)
-    router = Router(arms=arms, signals=tuple(cfg.signals), predictor=predictor, feature_names=sig.names,
-                    tradeoff=cfg.tradeoff, signal_max_tokens=cfg.signal_max_tokens,
-                    models=names if "fast" in engines else {}, task={"task": cfg.task, "task_args": cfg.task_args},
-                    metrics=metrics)
+        "signals": name, "l2": chosen["l2"], "train_problems": len(table.correct), "validation_problems": int(len(val)),
+        "arm_accuracy": {a.name: float(x) for a, x in zip(table.arms, table.accuracy())},
+        "arm_mean_tokens": {a.name: float(x) for a, x in zip(table.arms, table.mean_tokens())},
+        "mean_signal_tokens": float(sub.tokens.mean()),
+        "validation_auroc": chosen["validation_auroc"], "signal_sets": trials}
+    router = _router(cfg, table, sub, fit_predictor(sub.features, table.correct, table.tokens, chosen["l2"]), models)
+    router.metrics = metrics
     return router, metrics
+
+
+def _router(cfg: RouterConfig, table: ArmTable, sig: Signals, predictor, models: dict | None = None) -> Router:
+    return Router(arms=table.arms, signals=tuple(sig.groups), predictor=predictor, feature_names=sig.names,
+                  tradeoff=cfg.tradeoff, signal_max_tokens=cfg.signal_max_tokens, models=models or {},
+                  task={"task": cfg.task, "task_args": cfg.task_args})
+
+
+def _validate(cfg: RouterConfig, table: ArmTable, sig: Signals, fit: np.ndarray, val: np.ndarray) -> dict:
+    """Fit on ``fit`` with each L2 strength, keep the lowest validation log-loss, and route the validation
+    problems with it."""
+    y = table.correct[val]
+    best = None
+    for l2 in (cfg.l2,) if cfg.l2 > 0 else L2_GRID:
+        pred = fit_predictor(sig.features[fit], table.correct[fit], table.tokens[fit], l2)
+        p = np.clip(pred.success(sig.features[val]), 1e-4, 1 - 1e-4)
+        loss = float(-np.mean(np.where(y, np.log(p), np.log(1 - p))))
+        if best is None or loss < best[0]:
+            best = (loss, l2, pred, p)
+    loss, l2, pred, p = best
+    router = _router(cfg, table, sig, pred)
+    rows = ArmTable(table.arms, table.correct[val], table.tokens[val], [table.answers[i] for i in val])
+    vsig = Signals(sig.features[val], sig.tokens[val], [sig.s1_answers[i] for i in val], sig.s1_correct[val],
+                   [sig.s1_texts[i] for i in val], sig.names, sig.groups,
+                   {k: v[val] for k, v in sig.tokens_by_signal.items()})
+    correct, tokens = routed_outcome(router, rows, vsig, router.choose(vsig.features))
+    return {"l2": l2, "validation_log_loss": loss,
+            "validation_auroc": {a.name: auroc(p[:, j], y[:, j]) for j, a in enumerate(table.arms)},
+            "validation_routed_accuracy": float(correct.mean()), "validation_routed_tokens": float(tokens.mean())}
 
 
 def train(cfg: RouterConfig) -> str:
