@@ -80,15 +80,18 @@ class Router:
 
     def decide(self, sig: Signals, i: int = 0, tradeoff: float | None = None) -> Decision:
         """The decision for question ``i`` of ``sig``, with the reason in words."""
+        return self.decide_features(sig.features[i], int(sig.tokens[i]), tradeoff)
+
+    def decide_features(self, x: np.ndarray, signal_tokens: int, tradeoff: float | None = None) -> Decision:
         t = self.tradeoff if tradeoff is None else tradeoff
-        p, c = self.predict(sig.features[i:i + 1])
+        p, c = self.predict(np.asarray(x, np.float64)[None])
         p, c = p[0], c[0]
         j = int(choose_within(p[None], c[None], t)[0])
         best = int(p.argmax())
         preds = ", ".join(f"{n} {pi:.2f}" for n, pi in zip(self.arm_names, p))
         why = (f"predicted success: {preds}. Chose {self.arms[j].name} ({self.arms[j].describe()}): the cheapest arm "
                f"(~{c[j]:.0f} more tokens) within {t:g} of the best predicted ({self.arms[best].name} {p[best]:.2f})")
-        return Decision(j, p, c, int(sig.tokens[i]), why)
+        return Decision(j, p, c, signal_tokens, why)
 
     # -- persistence ------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

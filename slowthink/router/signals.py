@@ -4,7 +4,8 @@ Each signal set costs something, and the router pays it on every question it rou
 
 * ``prompt``: the model's final hidden state at the last token of the System-2 prompt (after prefill,
   before any generated token). Costs the prompt's prefill only: 0 generated tokens.
-* ``s1``: the System-1 greedy answer's confidence: mean and min per-token log-probability and its length.
+* ``s1``: the System-1 greedy answer's confidence: mean and min per-token log-probability, its length, and
+  whether it is an answer at all (task-free: the features need no task, so the server computes them too).
   Costs the System-1 answer's tokens, and the answer is kept: when the router then picks System-1
   greedy it answers with it at no extra cost.
 * ``agree``: two System-1 samples at temperature 1: the share of them that agree with the greedy answer
@@ -20,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..engine import SamplingParams
-from ..tasks.base import Problem
+from ..engine import Completion, SamplingParams
+from ..tasks.base import Problem, split_completion
 from ..tokenizer import render_prompt
 
 SIGNALS = ("prompt", "s1", "agree")
@@ -93,6 +94,42 @@ def prompt_hidden(model, prompts: list[list[int]], batch: int = 64) -> np.ndarra
     return np.stack(out).astype(np.float32)  # type: ignore[arg-type]
 
 
+def direct_answer(text: str) -> str | None:
+    """A System-1 completion's answer as the signals compare it: the stripped text, None when empty or
+    when it opens a think block. Task-free, so a server that knows no task computes the same features."""
+    split = split_completion(text, "system1")
+    answer = (split.answer_text or "").strip()
+    return answer if split.well_formed and answer else None
+
+
+def s1_features(greedy: Completion) -> list[float]:
+    """mean and min per-token log-probability, length, and whether it is an answer at all."""
+    lp = np.asarray(greedy.logprobs or [0.0], np.float64)
+    return [float(lp.mean()), float(lp.min()), float(len(greedy.token_ids)), float(direct_answer(greedy.text) is not None)]
+
+
+def agreement(greedy: Completion, samples: list[Completion]) -> float:
+    """Share of the samples whose answer equals the greedy answer."""
+    ans = direct_answer(greedy.text)
+    return float(np.mean([ans is not None and direct_answer(c.text) == ans for c in samples]))
+
+
+S1_NAMES = ["s1_mean_logprob", "s1_min_logprob", "s1_tokens", "s1_well_formed"]
+
+
+def feature_row(signals, hidden: np.ndarray | None, greedy: Completion | None,
+                samples: list[Completion] | None) -> np.ndarray:
+    """One question's features in the layout ``compute_signals`` gives (for online routing)."""
+    parts: list[np.ndarray] = []
+    if "prompt" in signals:
+        parts.append(np.asarray(hidden, np.float32).ravel())
+    if "s1" in signals:
+        parts.append(np.array(s1_features(greedy), np.float32))
+    if "agree" in signals:
+        parts.append(np.array([agreement(greedy, samples)], np.float32))
+    return np.concatenate(parts)
+
+
 def compute_signals(engines: dict, task, problems: list[Problem], signals=SIGNALS, fast: str = "main",
                     slow: str = "main", max_tokens: int = 64, seed: int = 0) -> Signals:
     signals = check_signals(signals)
@@ -119,18 +156,12 @@ def compute_signals(engines: dict, task, problems: list[Problem], signals=SIGNAL
         s1_correct = np.array([s.correct for s in scores], bool)
         s1_texts = [c.text for c in greedy]
         by_signal["s1"] = np.array([len(c.token_ids) for c in greedy], np.int64)
-        lp = [np.asarray(c.logprobs or [0.0], np.float64) for c in greedy]
-        cols.append(np.array([[x.mean(), x.min(), len(c.token_ids), float(s.well_formed)]
-                              for x, c, s in zip(lp, greedy, scores)], np.float32))
-        names += ["s1_mean_logprob", "s1_min_logprob", "s1_tokens", "s1_well_formed"]
+        cols.append(np.array([s1_features(c) for c in greedy], np.float32))
+        names += S1_NAMES
         if "agree" in signals:
             sampled = eng.generate(prompts, 2, SamplingParams(max_tokens=max_tokens, temperature=1.0, seed=seed))
-            agree = []
-            for p, comps, ans in zip(problems, sampled, s1_answers):
-                got = [task.score(p, c.text, "system1") for c in comps]
-                agree.append(np.mean([ans is not None and g.well_formed and g.answer == ans for g in got]))
             by_signal["agree"] = np.array([sum(len(c.token_ids) for c in comps) for comps in sampled], np.int64)
-            cols.append(np.array(agree, np.float32)[:, None])
+            cols.append(np.array([[agreement(g, comps)] for g, comps in zip(greedy, sampled)], np.float32))
             names.append("s1_agreement")
     groups, start = {}, 0
     for s, block in zip(signals, cols):

@@ -7,14 +7,19 @@
     r = client.chat.completions.create(model="model", messages=[...], reasoning_effort="low")
     r.choices[0].message.reasoning_content, r.choices[0].message.content
 
-``reasoning_effort`` picks System-1 or System-2 and the default completion budget:
+``reasoning_effort`` means what ``slowthink.effort`` says (the CLI's ``--reasoning-effort`` too):
 
-    effort     mode                                  default max_completion_tokens
-    none       System-1 (empty think block; answer)  256
-    low        System-2 (think, </think>, answer)    256
-    medium     System-2                              1024   (the default when absent)
-    high       System-2                              4096
-    auto       for now the same as medium; a later release routes by predicted difficulty
+    effort     what runs                                                  default max_completion_tokens
+    none       System-1 (empty think block; answer), greedy               256
+    low        System-2 (think, </think>, answer)                         256
+    medium     System-2 (the default when absent)                         1024
+    high       System-2 self-consistency: majority of 8 samples, T=0.7    1024 per sample
+    auto       the router saved beside the model (MODEL_DIR/router) picks per question (``route`` in the
+               response says what and why); without one, medium
+
+high and auto run several engine jobs per request (``serve.planned``); they stream once the answer is
+chosen, and their usage bills every generated token. Requests leave sampling as given (a temperature
+the client sets applies to every sample).
 
 Defaults are capped by what is left of the model's context (``max_position_embeddings`` minus the
 prompt); an explicit ``max_completion_tokens`` (or legacy ``max_tokens``) beyond it is a 400.
@@ -62,8 +67,10 @@ from .jobs import STATUSES, JobCancelled, JobRunner, JobStore, RunningJob, job_o
 from .prepare import (DEFAULT_EFFORT, EFFORT_BUDGET, Prepared, RequestPreparer, check_auth, effort_mode,
                       from_validation, json_body)
 from .protocol import APIError, FeedbackRequest, ModelCard, ModelList, completion_id, error_body, now
+from .planned import Planned, run_auto, run_high
 from .remote import LOCAL, OpenAIBackend, remote_chat, remote_job
-from .responses import THINK_CLOSE, SequenceStream, build_result, reasoning_token_count, split_output, sse_events
+from .responses import (THINK_CLOSE, SequenceStream, build_result, reasoning_token_count, replay_events, split_output,
+                        sse_events)
 from .scheduler import QueueFull, Scheduler
 from .traces import TaskResolver, TraceStore
 
@@ -73,16 +80,21 @@ __all__ = ["create_app", "serve_main", "Prepared", "SequenceStream", "split_outp
 log = logging.getLogger(__name__)
 
 
+class ClientGone(Exception):
+    """The HTTP client disconnected while its request was being worked on."""
+
+
 def create_app(model, tok, model_name: str, api_key: str | None = None, max_batch: int = 64,
                max_queue: int = 256, traces: str | Path | TraceStore | None = None,
                jobs: str | Path | JobStore | None = None, job_concurrency: int = 8,
-               tasks: dict | None = None, backend: OpenAIBackend | None = None):
+               tasks: dict | None = None, backend: OpenAIBackend | None = None, router=None):
     """The FastAPI app. ``backend``: a remote OpenAI-compatible server to forward generation to (``model``
     and ``tok`` are then unused and may be None); None: the local engine on ``model``.
     ``traces``: a trace database (path or store) to record every returned choice in
     (None: no traces, and ``/v1/feedback`` answers 400). ``jobs``: a jobs database for ``/v1/jobs`` (None:
     no jobs API), run ``job_concurrency`` at a time. ``tasks``: extra ``{name: task}`` that
-    ``metadata.task`` may name, besides the built-in tasks."""
+    ``metadata.task`` may name, besides the built-in tasks. ``router``: a trained router for
+    ``reasoning_effort="auto"`` (None: auto runs as medium)."""
     remote = backend if getattr(backend, "kind", "local") != "local" else None
     engine = scheduler = context = None
     if remote is None:
@@ -145,8 +157,20 @@ def create_app(model, tok, model_name: str, api_key: str | None = None, max_batc
     def auth(request: Request) -> None:
         check_auth(request, api_key)
 
-    def result_of(p: Prepared, completions: list[Completion], meta: dict, t0: float, source: str, stream: bool):
+    def result_of(p: Prepared, completions: list[Completion], meta: dict, t0: float, source: str, stream: bool,
+                  plan: Planned | None = None):
+        if plan is not None:
+            return build_result(tok, model_name, plan.p, plan.completions, meta, t0, source, stream,
+                                plan.extra_tokens, plan.route)
         return build_result(tok, model_name, p, completions, meta, t0, source, stream)
+
+    def planned(p: Prepared) -> bool:
+        return remote is None and (p.effort == "high" or (p.effort == "auto" and router is not None))
+
+    async def run_plan(p: Prepared, generate) -> Planned:
+        if p.effort == "high":
+            return await run_high(p, generate)
+        return await run_auto(p, generate, router, model, tok, context)
 
     def record(p: Prepared, records: list[dict], replace: bool = False):
         """Queue the trace rows (the writer thread commits them; nothing here waits on the disk)."""
@@ -166,11 +190,35 @@ def create_app(model, tok, model_name: str, api_key: str | None = None, max_batc
         if remote is not None:
             meta = {"id": completion_id(), "created": now(), "model": model_name}
             return await remote_chat(remote, p, request, meta, t0, lambda records: record(p, records))
+        meta = {"id": completion_id(), "created": now(), "model": model_name}
+        if planned(p):
+            async def generate(ids, n, sampling):
+                try:
+                    sjob = scheduler.submit(ids, n, sampling, stream=False)
+                except QueueFull as e:
+                    raise APIError(429, f"Server busy: {e}", type="rate_limit_error", code="queue_full") from None
+                update = await _wait_final(sjob, request)
+                if update is None:
+                    raise ClientGone
+                if update.error:
+                    raise APIError(500, update.error, type="server_error")
+                return update.completions
+
+            try:
+                plan = await run_plan(p, generate)
+            except ClientGone:
+                return JSONResponse(error_body("client disconnected"), status_code=499)
+            result, records = result_of(p, [], meta, t0, "chat", bool(req.stream), plan)
+            record(plan.p, records)
+            if req.stream:
+                include_usage = bool(req.stream_options and req.stream_options.include_usage)
+                return StreamingResponse(replay_events(result, meta, include_usage), media_type="text/event-stream",
+                                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return result.model_dump()
         try:
             job = scheduler.submit(p.prompt_ids, req.n, p.sampling, stream=req.stream)
         except QueueFull as e:
             raise APIError(429, f"Server busy: {e}", type="rate_limit_error", code="queue_full") from None
-        meta = {"id": completion_id(), "created": now(), "model": model_name}
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
 
@@ -284,28 +332,36 @@ def create_app(model, tok, model_name: str, api_key: str | None = None, max_batc
                 return None if fut is None else asyncio.wrap_future(fut)
 
             return await remote_job(remote, p, job, meta, t0, record_now)
-        while True:
+        async def generate(ids, n, sampling):
+            while True:
+                if job.cancelled:
+                    raise JobCancelled
+                try:
+                    sjob = scheduler.submit(ids, n, sampling, stream=False)
+                    break
+                except QueueFull:  # interactive requests fill the queue: wait, do not fail
+                    await asyncio.sleep(0.25)
+            job.on_cancel = lambda: scheduler.cancel(sjob)
+            if job.cancelled:
+                scheduler.cancel(sjob)
+            try:
+                update = await _wait_final(sjob, None)
+            except asyncio.CancelledError:  # server shutting down: free the slots
+                scheduler.cancel(sjob)
+                raise
             if job.cancelled:
                 raise JobCancelled
-            try:
-                sjob = scheduler.submit(p.prompt_ids, p.req.n, p.sampling, stream=False)
-                break
-            except QueueFull:  # interactive requests fill the queue: wait, do not fail
-                await asyncio.sleep(0.25)
-        job.on_cancel = lambda: scheduler.cancel(sjob)
-        if job.cancelled:
-            scheduler.cancel(sjob)
-        try:
-            update = await _wait_final(sjob, None)
-        except asyncio.CancelledError:  # server shutting down: free the slots
-            scheduler.cancel(sjob)
-            raise
-        if job.cancelled:
-            raise JobCancelled
-        if update.error:
-            raise APIError(500, update.error, type="server_error")
+            if update.error:
+                raise APIError(500, update.error, type="server_error")
+            return update.completions
+
         meta = {"id": job.row["completion_id"], "created": now(), "model": model_name}
-        result, records = result_of(p, update.completions, meta, t0, "job", False)
+        if planned(p):
+            plan = await run_plan(p, generate)
+            result, records = result_of(p, [], meta, t0, "job", False, plan)
+            p = plan.p
+        else:
+            result, records = result_of(p, await generate(p.prompt_ids, p.req.n, p.sampling), meta, t0, "job", False)
         fut = record(p, records, replace=True)
         if fut is not None:  # the trace is committed before the job says succeeded
             await asyncio.wrap_future(fut)
@@ -338,15 +394,18 @@ def serve_main(model_dir: str, host: str = "127.0.0.1", port: int = 8000, api_ke
     if backend == "openai":
         remote = OpenAIBackend(base_url or "", model_dir, api_key=remote_api_key, timeout=remote_timeout,
                                supports_logprobs=remote_logprobs)
-        model = tok = None
+        model = tok = router = None
         name = model_name or model_dir
         default_traces = Path.cwd() / "traces.db"
     elif backend == "local":
         from ..models import load_model
 
+        from ..router import find_router
+
         remote = None
         model, tok = load_model(model_dir)
         model.eval()
+        router = find_router(model_dir)
         name = model_name or Path(model_dir).resolve().name
         default_traces = default_traces_path(model_dir)
     else:
@@ -356,9 +415,11 @@ def serve_main(model_dir: str, host: str = "127.0.0.1", port: int = 8000, api_ke
     if jobs == "default":
         jobs = default_jobs_path(traces if traces is not None else default_traces)
     app = create_app(model, tok, name, api_key=api_key, max_batch=max_batch, max_queue=max_queue,
-                     traces=traces, jobs=jobs, job_concurrency=job_concurrency, backend=remote)
+                     traces=traces, jobs=jobs, job_concurrency=job_concurrency, backend=remote, router=router)
     print(f"serving '{name}' on http://{host}:{port}/v1" + (" (API key required)" if api_key else "")
           + (f", forwarded to {remote.describe()}" if remote is not None else ""))
-    print(f"traces: {traces or 'off'}   jobs: {jobs or 'off'}")
+    print(f"traces: {traces or 'off'}   jobs: {jobs or 'off'}   reasoning_effort=auto: "
+          + ("forwarded" if remote is not None else f"router ({', '.join(router.arm_names)})" if router is not None
+             else "no router beside the model, runs medium (slowthink train router --model MODEL_DIR)"))
     uvicorn.run(app, host=host, port=port, log_level="info")
     return 0

@@ -2,7 +2,7 @@
 before anything is queued: the API key (401), the JSON body and its fields (400), the model name (404),
 the chat template, the context length and the completion budget (400), the verification metadata (400).
 
-``reasoning_effort`` picks the mode and the default budget (``EFFORT_BUDGET``), capped by what the
+``reasoning_effort`` (meanings in ``slowthink.effort``) picks the mode and the default budget, capped by what the
 prompt leaves of the model's context; an explicit ``max_completion_tokens`` (or ``max_tokens``) beyond
 it is a 400. With a remote backend the remote renders the prompt and checks the context, so only the
 body, the model name and the metadata are checked here.
@@ -22,12 +22,15 @@ from ..tokenizer import render_prompt
 from .protocol import APIError, ChatCompletionRequest
 from .traces import TaskResolver, Verification, verification_from_metadata
 
-EFFORT_BUDGET = {"none": 256, "low": 256, "medium": 1024, "high": 4096, "auto": 1024}
-DEFAULT_EFFORT = "medium"
+from ..effort import DEFAULT_EFFORT, EFFORTS
+
+# per sample; auto's router arms bring their own limits (serve.planned)
+EFFORT_BUDGET = {name: (arm or EFFORTS["medium"]).max_tokens for name, arm in EFFORTS.items()}
 
 
 def effort_mode(effort: str) -> str:
-    return "system1" if effort == "none" else "system2"  # "auto" = "medium" until the router lands
+    """The mode a request is prepared in; auto's router may answer in System-1 instead (serve.planned)."""
+    return "system1" if effort == "none" else "system2"
 
 
 @dataclass

@@ -156,6 +156,7 @@ class ChatCompletion(BaseModel):
     model: str
     choices: list[Choice]
     usage: Usage
+    route: dict | None = None  # slowthink: what reasoning_effort high/auto ran and why (None otherwise)
 
 
 class ModelCard(BaseModel):

@@ -107,8 +107,11 @@ def reasoning_token_count(tok, completion: Completion, mode: str) -> int:
 
 
 def build_result(tok, model_name: str, p: Prepared, completions: list[Completion], meta: dict, t0: float,
-                 source: str, stream: bool) -> tuple[ChatCompletion, list[dict]]:
-    """The chat.completion object and the trace rows of its choices (one per choice)."""
+                 source: str, stream: bool, extra_tokens: int = 0,
+                 route: dict | None = None) -> tuple[ChatCompletion, list[dict]]:
+    """The chat.completion object and the trace rows of its choices (one per choice). ``extra_tokens``:
+    tokens generated beyond the returned choices (router signals, samples that lost a vote), billed in
+    usage as completion and reasoning tokens."""
     choices, records, completion_tokens, reasoning_tokens = [], [], 0, 0
     latency, finished = time.monotonic() - t0, time.time()
     for i, c in enumerate(completions):
@@ -125,8 +128,32 @@ def build_result(tok, model_name: str, p: Prepared, completions: list[Completion
             "prompt_tokens": len(p.prompt_ids), "completion_tokens": len(c.token_ids),
             "reasoning_tokens": n_reasoning, "latency_s": latency, "finish_reason": c.finish_reason,
             "metadata": p.req.metadata})
-    usage = make_usage(len(p.prompt_ids), completion_tokens, reasoning_tokens)
-    return ChatCompletion(**meta, choices=choices, usage=usage), records
+    usage = make_usage(len(p.prompt_ids), completion_tokens + extra_tokens, reasoning_tokens + extra_tokens)
+    return ChatCompletion(**meta, choices=choices, usage=usage, route=route), records
+
+
+async def replay_events(result: ChatCompletion, meta: dict, include_usage: bool) -> AsyncIterator[str]:
+    """The SSE events of a finished result (a vote or a route decides the answer only at the end):
+    the same chunk sequence a live stream sends, reasoning then content per choice."""
+    extra = {"usage": None} if include_usage else {}
+
+    def chunk(index: int, delta: dict, finish_reason: str | None = None) -> str:
+        data = {**meta, "object": "chat.completion.chunk", **extra,
+                "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]}
+        return f"data: {json.dumps(data)}\n\n"
+
+    for c in result.choices:
+        yield chunk(c.index, {"role": "assistant", "content": ""})
+    for c in result.choices:
+        if c.message.reasoning_content:
+            yield chunk(c.index, {"reasoning_content": c.message.reasoning_content})
+        if c.message.content:
+            yield chunk(c.index, {"content": c.message.content})
+        yield chunk(c.index, {}, c.finish_reason)
+    if include_usage:
+        data = {**meta, "object": "chat.completion.chunk", "choices": [], "usage": result.usage.model_dump()}
+        yield f"data: {json.dumps(data)}\n\n"
+    yield "data: [DONE]\n\n"
 
 
 async def sse_events(job, p: Prepared, meta: dict, include_usage: bool, tok, eos_ids: set[int],
