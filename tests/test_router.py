@@ -243,3 +243,34 @@ def test_cli_train_router_and_solve_auto(sft_model, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "slowthink.cli", "train", "router", "--model", str(tmp_path)],
                          capture_output=True, text=True, env=env, cwd=ROOT)
     assert bad.returncode == 2 and "config field 'model'" in bad.stderr
+
+
+class RecordingEngine(Engine):
+    """An engine that remembers which prompts it was asked to complete."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.prompts: list[list[int]] = []
+
+    def add(self, prompt_ids, n=1, sampling=None):
+        self.prompts.append(list(prompt_ids))
+        return super().add(prompt_ids, n, sampling)
+
+
+def test_two_model_mode_runs_each_arm_on_its_model(sft_model):
+    from slowthink.router.arms import default_arms, run_arm
+    from slowthink.tokenizer import render_prompt
+
+    model, tok = load_model(sft_model)
+    engines = {"fast": RecordingEngine(model, tok), "slow": RecordingEngine(model, tok)}
+    arms = default_arms(max_tokens=8, ns=(2,), fast="fast", slow="slow")
+    problems = training_problems(TASK, [1], 4, 0)
+    arm_table(engines, TASK, problems, arms)
+    compute_signals(engines, TASK, problems, fast="fast", slow="slow", max_tokens=6)
+    run_arm(arms[2], problems[0], engines, TASK)
+    s1 = {tuple(render_prompt(tok, TASK.prompt(p, "system1"), "system1")) for p in problems}
+    s2 = {tuple(render_prompt(tok, TASK.prompt(p, "system2"), "system2")) for p in problems}
+    assert engines["fast"].prompts and {tuple(x) for x in engines["fast"].prompts} <= s1
+    assert engines["slow"].prompts and {tuple(x) for x in engines["slow"].prompts} <= s2
+    with pytest.raises(ValueError, match="need model 'slow'"):
+        arm_table({"fast": engines["fast"]}, TASK, problems, arms)
