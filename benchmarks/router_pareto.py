@@ -110,7 +110,8 @@ def main() -> int:
                    l2={k: r["l2"] for k, r in results.items()}),
         headline=dict(router="auto: signals chosen on the training problems' validation quarter",
                       signals=head["signals"], best_fixed=head["best_fixed"], bar=head["bar"],
-                      predictor_auroc=head["predictor_auroc"], slow_share_for_80pct_gap=head["slow_share_for_80pct_gap"]),
+                      predictor_auroc=head["predictor_auroc"], slow_share_for_80pct_gap=head["slow_share_for_80pct_gap"],
+                      slow_share_for_80pct_gap_oracle=head["slow_share_for_80pct_gap_oracle"]),
         signal_sets=results, seconds=dict(label_train=round(t_label, 1), total=round(time.time() - t0, 1)))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -134,7 +135,8 @@ def main() -> int:
         print(f"{name + ('(' + r['signals'] + ')' if name == 'auto' else ''):<24} AUROC {auc}; bar {'MET' if r['bar']['met'] else 'not met'}"
               + (f" ({b['label']}: {b['accuracy']:.1%} at {b['token_fraction_of_best']:.1%} of "
                  f"{r['best_fixed']['name']}'s tokens)" if b else " (no router setting within 1 point)")
-              + f"; slow share for 80% of the gap: {r['slow_share_for_80pct_gap']}")
+              + f"; slow share for 80% of the gap: {r['slow_share_for_80pct_gap']} (oracle ranking "
+                f"{r['slow_share_for_80pct_gap_oracle']}, random 0.8)")
     print(f"-> {out} and {out.with_suffix('.png')}; {report['seconds']['total']} s")
     return 0
 

@@ -77,10 +77,13 @@ def score_routing(router: Router, table: ArmTable, sig: Signals, problems, trade
     qualifying = [r for r in routed if r["accuracy"] >= top - bar_points / 100]
     cheapest = min(qualifying, key=lambda r: r["mean_tokens"]) if qualifying else None
     s1 = next((j for j, a in enumerate(router.arms) if a.mode == "system1" and a.greedy), None)
-    slow_share = None
+    slow_share = slow_share_oracle = None
     if s1 is not None:
         # send first the questions whose System-1 answer is predicted least likely right
         slow_share = slow_share_for_gap(table.correct[:, s1], table.correct[:, best], -p[:, s1])
+        # the best any ranking can do: first the questions only the slow path gets right
+        gain = table.correct[:, best].astype(float) - table.correct[:, s1].astype(float)
+        slow_share_oracle = slow_share_for_gap(table.correct[:, s1], table.correct[:, best], gain)
     points = [(f["mean_tokens"], f["accuracy"]) for f in fixed] + [(r["mean_tokens"], r["accuracy"]) for r in routed]
     return {
         "problems": len(problems), "per_level": {str(lv): int((levels == lv).sum()) for lv in sorted(set(levels))},
@@ -90,6 +93,7 @@ def score_routing(router: Router, table: ArmTable, sig: Signals, problems, trade
         "predictor_auroc": {a.name: auroc(p[:, j], table.correct[:, j]) for j, a in enumerate(router.arms)},
         "slow_share_for_80pct_gap": slow_share,
         "slow_share_for_80pct_gap_random": None if slow_share is None else 0.8,
+        "slow_share_for_80pct_gap_oracle": slow_share_oracle,
         "pareto": pareto_front(points),
         "bar": {"within_points": bar_points, "max_token_fraction": bar_tokens,
                 "cheapest_router_within": None if cheapest is None else {
