@@ -32,11 +32,13 @@ def test_quickstart_pipeline_writes_report_and_stages_run_alone(tmp_path):
     out = tmp_path / "qs"
     cfg = QuickstartConfig(out=str(out), model="tiny", levels=[1, 2], level_weights=[1, 1], steps=12,
                            batch_size=8, eval_every=6, eval_per_level=3, k=2, max_new_tokens=40,
-                           rl_steps=2, rl_prompts_per_step=2, rl_group_size=2, progress=False, threads=1,
-                           stages=["sft", "eval", "rl", "report"])
+                           rl_steps=2, rl_prompts_per_step=2, rl_group_size=2, route_per_level=6,
+                           route_majority_ns=[2], progress=False, threads=1,
+                           stages=["sft", "eval", "rl", "route", "report"])
     summary = run_quickstart(cfg)
     for f in ("report.md", "training.png", "accuracy_by_level.png", "results.json", "eval.json",
-              "model/config.json", "sft/metrics.jsonl", "rl.png", "rl/model/config.json"):
+              "model/config.json", "sft/metrics.jsonl", "rl.png", "rl/model/config.json", "route.json", "route.png",
+              "model/router/router.json"):
         assert (out / f).exists(), f
     assert set(summary["eval"]) == {"system1", "system2"}
     assert set(summary["eval"]["system2"]["by_level"]) == {"1", "2"}
@@ -44,11 +46,13 @@ def test_quickstart_pipeline_writes_report_and_stages_run_alone(tmp_path):
     assert (out / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert summary["rl"]["level"] == 2 and summary["rl"]["steps"] == 2 and 0 <= summary["rl"]["after"] <= 1
     assert "GRPO on level 2" in (out / "report.md").read_text()
+    assert "## Routing" in (out / "report.md").read_text()
+    assert summary["route"]["best_fixed"]["name"] in {"s1", "s2", "s2_maj2"}
     first = (out / "eval.json").stat().st_mtime_ns
     # Any stage alone, reading what earlier stages wrote.
     run_quickstart(QuickstartConfig(**{**cfg.__dict__, "stages": ["eval", "report"]}))
     assert (out / "eval.json").stat().st_mtime_ns > first
-    assert json.loads((out / "timings.json").read_text()).keys() >= {"sft", "eval", "rl", "report"}
+    assert json.loads((out / "timings.json").read_text()).keys() >= {"sft", "eval", "rl", "route", "report"}
 
 
 def test_quickstart_stage_without_its_inputs_fails_clearly(tmp_path):
