@@ -3,11 +3,15 @@
 Phases: sample the policy on training problems → label (ORM: the task's answer check; PRM: Math-Shepherd
 Monte-Carlo rollouts, ``mc_labels``) → fit the critic with BCE → save ``critic/``.
 
-Departures from Math-Shepherd / the ORM of Cobbe et al. (2021):
-- The critic is the policy's own backbone plus a linear head (Math-Shepherd fine-tunes a separate LLM
-  to predict a special token); at this scale the policy is the only model that already reads the format.
-- PRM targets are the soft labels by default (``label: hard`` for the paper's main variant); the loss is
-  the mean BCE over every step of every sample, not only steps up to the first "bad" one.
+Departures from Math-Shepherd (Wang et al. 2023) and the ORM of Cobbe et al. (2021):
+- The critic is a causal-LM backbone plus a linear head read at each step's delimiter (PRM) or the last
+  token (ORM); Math-Shepherd fine-tunes an LLM to predict a special token. The backbone is the policy
+  by default (``backbone`` names another model folder).
+- The completer that rolls out step prefixes is the policy by default; ``completer`` names a stronger
+  model. With a weak policy that matters more than anything else: its own rollouts label a right step
+  "bad" whenever it cannot finish the solution (benchmarks/prm_quality.py, dev/LOG.md).
+- PRM targets are the soft labels by default (``label: hard`` for the paper's other estimator); the loss
+  is the mean BCE over every step of every sample.
 - A slice of the training *problems* is kept apart to report validation loss and AUROC against the
   automatic labels while training; ground-truth step labels are never used here.
 """
@@ -33,7 +37,10 @@ from .model import KINDS, Critic
 class CriticConfig:
     kind: str = arg("prm", "prm (one score per step, Monte-Carlo labels) or orm (one score per completion)")
     out: str = arg("runs/critic", "run folder (config, metrics.jsonl, samples.jsonl, critic/)")
-    init: str = arg("runs/quickstart/model", "policy model folder: samples come from it and the critic starts from it")
+    init: str = arg("runs/quickstart/model", "policy model folder: the samples to judge come from it")
+    backbone: str = arg("", "model folder the critic starts from (empty: the policy, init)")
+    completer: str = arg("", "PRM: model folder that rolls out the step prefixes (Math-Shepherd's completer; "
+                             "empty: the policy, init)")
     task: str = arg("arithmetic", "task name or path/to/file.py:ClassName")
     task_args: dict = arg({}, "task constructor arguments, e.g. op=mul,max_level=5")
     levels: list[int] = arg([2], "difficulty levels of the training problems")
@@ -117,7 +124,7 @@ def bce_loss(critic: Critic, batch: list[CriticExample]) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate_examples(critic: Critic, examples: list[CriticExample], batch_size: int = 64) -> dict[str, float]:
-    """Loss and AUROC (targets >= 0.5 as positives) of the critic on labelled examples."""
+    """Loss and AUROC (positives: targets > 0, i.e. some rollout reached the answer) on labelled examples."""
     if not examples:
         return {}
     critic.eval()
@@ -129,7 +136,7 @@ def evaluate_examples(critic: Critic, examples: list[CriticExample], batch_size:
             t = torch.tensor(e.targets)
             losses.append(float(F.binary_cross_entropy_with_logits(lg.cpu(), t, reduction="sum")))
             scores += lg.tolist()
-            ys += [x >= 0.5 for x in e.targets]
+            ys += [x > 0 for x in e.targets]
     critic.train()
     return {"loss": sum(losses) / len(ys), "auroc": auroc(scores, ys)}
 
@@ -197,8 +204,10 @@ def training_problems(task, levels: list[int], count: int, seed: int) -> list:
     return [task.sample_split(rng, rng.choice(levels), "train") for _ in range(count)]
 
 
-def collect(cfg: CriticConfig, policy, problems: list, kind: str) -> tuple[list[Sample], list[StepLabels] | None]:
-    """Policy samples of the problems and, for a PRM, their Monte-Carlo step labels."""
+def collect(cfg: CriticConfig, policy, problems: list, kind: str,
+            completer=None) -> tuple[list[Sample], list[StepLabels] | None]:
+    """Policy samples of the problems and, for a PRM, their Monte-Carlo step labels (rollouts by
+    ``completer``, default the policy)."""
     from ..search.base import Meter
     from .mc_labels import mc_label, sample_solutions
 
@@ -206,29 +215,39 @@ def collect(cfg: CriticConfig, policy, problems: list, kind: str) -> tuple[list[
     samples = sample_solutions(policy, problems, cfg.samples_per_problem, meter)
     labels = None
     if kind == "prm":
-        labels = mc_label(policy, samples, cfg.rollouts, meter, cfg.reuse_samples and
-                          cfg.rollout_temperature == cfg.temperature, cfg.rollout_temperature, progress=cfg.progress)
+        # the samples are draws of the completer's rollouts only when the completer is the policy, as sampled
+        reuse = cfg.reuse_samples and completer is None and cfg.rollout_temperature == cfg.temperature
+        labels = mc_label(completer or policy, samples, cfg.rollouts, Meter(tag="critic-rollouts"), reuse,
+                          cfg.rollout_temperature, progress=cfg.progress)
     return samples, labels
+
+
+def make_policy(path: str, task, cfg: CriticConfig):
+    from ..engine import Engine
+    from ..models import load_model
+    from ..search.base import Policy
+
+    model, tok = load_model(path, device=cfg.device)
+    return Policy(Engine(model, tok), task, cfg.mode, temperature=cfg.temperature, max_tokens=cfg.max_new_tokens,
+                  seed=cfg.seed)
 
 
 def train(cfg: CriticConfig, task=None) -> Path:
     """``slowthink train prm|orm``: sample, label, fit, save ``out/critic``; returns the run folder."""
-    from ..engine import Engine
-    from ..models import load_model
     from ..rl.common import open_run, resolve_task
     from ..runlog import RunLog, write_json
-    from ..search.base import Policy
     from .model import new_critic
 
     run = open_run(cfg, cfg.kind)
     task = resolve_task(cfg, task)
     t0 = time.time()
-    critic = new_critic(cfg.kind, cfg.init, task, cfg.mode, device=cfg.device,
-                        meta={"task": cfg.task, "task_args": cfg.task_args, "init": cfg.init, "label": cfg.label})
-    policy_model, _ = load_model(cfg.init, device=cfg.device)  # its own copy: the critic's backbone trains
-    policy = Policy(Engine(policy_model, critic.tokenizer), task, cfg.mode, temperature=cfg.temperature,
-                    max_tokens=cfg.max_new_tokens, seed=cfg.seed)
-    samples, labels = collect(cfg, policy, training_problems(task, cfg.levels, cfg.problems, cfg.seed), cfg.kind)
+    critic = new_critic(cfg.kind, cfg.backbone or cfg.init, task, cfg.mode, device=cfg.device,
+                        meta={"task": cfg.task, "task_args": cfg.task_args, "init": cfg.init, "label": cfg.label,
+                              "backbone": cfg.backbone or cfg.init, "completer": cfg.completer or cfg.init})
+    policy = make_policy(cfg.init, task, cfg)  # its own copy of the weights: the critic's backbone trains
+    completer = make_policy(cfg.completer, task, cfg) if cfg.completer and cfg.kind == "prm" else None
+    samples, labels = collect(cfg, policy, training_problems(task, cfg.levels, cfg.problems, cfg.seed), cfg.kind,
+                              completer)
     write_samples(run / "samples.jsonl", samples, labels)
     examples = prm_examples(critic, samples, labels, cfg.label) if cfg.kind == "prm" else orm_examples(critic, samples)
     tr, val = split_by_group(examples, cfg.val_fraction, cfg.seed)
