@@ -33,6 +33,7 @@ Phases, all on level 2:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -86,6 +87,8 @@ def parse_args(argv=None):
     p.add_argument("--rollouts", type=int, default=4, help="MC rollouts per distinct step prefix")
     p.add_argument("--rollout-temperature", type=float, default=1.0, help="temperature of the MC completer")
     p.add_argument("--label", default="soft", choices=["soft", "hard"])
+    p.add_argument("--train-temperature", type=float, default=1.0,
+                   help="policy temperature of the training samples (held-out samples: always 1.0)")
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--batch-size", type=int, default=32)
@@ -258,7 +261,8 @@ def main(argv=None) -> int:
 
     # 1. automatic labels and training --------------------------------------------------------------
     t = time.time()
-    samples, labels = collect(cfg, policy, training_problems(task, cfg.levels, cfg.problems, cfg.seed), "prm",
+    train_policy = dataclasses.replace(policy, temperature=args.train_temperature)
+    samples, labels = collect(cfg, train_policy, training_problems(task, cfg.levels, cfg.problems, cfg.seed), "prm",
                               completer)
     timings["sample_and_mc_label_s"] = round(time.time() - t, 1)
     truth_train = [task.step_labels(s.problem, "\n".join(s.steps)) for s in samples]
