@@ -143,23 +143,23 @@ def run_sequential(client, problems, timeout: float, deadline: float) -> tuple[l
     return out, time.perf_counter() - t0
 
 
-def run_concurrent(client, problems, concurrency: int, timeout: float, deadline: float) -> tuple[list[dict], float]:
-    out: list[dict | None] = [None] * len(problems)
+def run_pool(n: int, concurrency: int, deadline: float, call, expired) -> tuple[list, float]:
+    """``call(i)`` for every ``i < n`` from ``concurrency`` threads that start together; items still
+    unstarted at ``deadline`` (monotonic) get ``expired()``. Returns the results in order and the wall
+    time from the common start to the last finish."""
+    out: list = [None] * n
     start = threading.Barrier(concurrency + 1)
-    next_i = iter(range(len(problems)))
+    todo = iter(range(n))
     lock = threading.Lock()
 
     def worker():
         start.wait()
         while True:
             with lock:
-                i = next(next_i, None)
+                i = next(todo, None)
             if i is None:
                 return
-            if time.monotonic() > deadline:
-                out[i] = dict(ok=False, error="phase deadline passed", latency=0.0)
-                continue
-            out[i] = one_request(client, problems[i], timeout)
+            out[i] = expired() if time.monotonic() > deadline else call(i)
 
     with ThreadPoolExecutor(concurrency) as ex:
         futs = [ex.submit(worker) for _ in range(concurrency)]
@@ -168,7 +168,12 @@ def run_concurrent(client, problems, concurrency: int, timeout: float, deadline:
         for f in futs:
             f.result()
         wall = time.perf_counter() - t0
-    return out, wall  # type: ignore[return-value]
+    return out, wall
+
+
+def run_concurrent(client, problems, concurrency: int, timeout: float, deadline: float) -> tuple[list[dict], float]:
+    return run_pool(len(problems), concurrency, deadline, lambda i: one_request(client, problems[i], timeout),
+                    lambda: dict(ok=False, error="phase deadline passed", latency=0.0))
 
 
 def main() -> int:

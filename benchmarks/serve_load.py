@@ -56,17 +56,15 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter, defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serve_bench import free_port, machine_info, percentile  # noqa: E402
+from serve_bench import free_port, machine_info, percentile, run_pool  # noqa: E402
 
 KEY = "load-key"
 NAME = "model"
@@ -236,38 +234,17 @@ def run_load(plan: list[dict], base_url: str, concurrency: int, timeout: float, 
     client = openai.OpenAI(base_url=base_url, api_key=KEY, max_retries=0, timeout=timeout,
                            http_client=httpx.Client(limits=limits, timeout=timeout))
     http = httpx.Client(base_url=base_url, limits=limits, timeout=timeout)
-    out: list[dict | None] = [None] * len(plan)
-    todo = iter(range(len(plan)))
-    lock = threading.Lock()
-    start = threading.Barrier(concurrency + 1)
-    deadline = time.monotonic() + deadline_s
-
-    def worker():
-        start.wait()
-        while True:
-            with lock:
-                i = next(todo, None)
-            if i is None:
-                return
-            if time.monotonic() > deadline:
-                out[i] = dict(status=None, error="run deadline passed", latency=0.0)
-                continue
-            item = plan[i]
-            out[i] = (send_valid(client, item, timeout) if item["category"] == "valid"
-                      else send_malformed(http, item, timeout))
+    def call(i: int) -> dict:
+        item = plan[i]
+        return (send_valid(client, item, timeout) if item["category"] == "valid"
+                else send_malformed(http, item, timeout))
 
     try:
-        with ThreadPoolExecutor(concurrency) as ex:
-            futs = [ex.submit(worker) for _ in range(concurrency)]
-            start.wait()
-            t0 = time.perf_counter()
-            for f in futs:
-                f.result()
-            wall = time.perf_counter() - t0
+        return run_pool(len(plan), concurrency, time.monotonic() + deadline_s, call,
+                        lambda: dict(status=None, error="run deadline passed", latency=0.0))
     finally:
         http.close()
         client.close()
-    return out, wall  # type: ignore[return-value]
 
 
 # -- the trace store ------------------------------------------------------------------------------------

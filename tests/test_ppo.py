@@ -20,9 +20,7 @@ FAST = dict(levels=[1], mode="system1", max_new_tokens=6, eval_every=0, eval_per
             threads=1, progress=False)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 

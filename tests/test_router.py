@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from slowthink.effort import EFFORTS, check_effort, effort_arm, solve_with_effort
 from slowthink.engine import Engine
@@ -36,12 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TASK = Arithmetic(op="add", max_level=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- routing math ---------------------------------------------------------------------------------

@@ -36,9 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TASK = Arithmetic(op="add", max_level=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -30,9 +30,7 @@ STAR = dict(iterations=3, problems_per_iteration=64, samples_per_problem=8, batc
 TASK = Arithmetic(op="add", max_level=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 
