@@ -1,10 +1,13 @@
-"""Evaluation on held-out problems: pass@1 (greedy), pass@k and majority@k, by level and mode."""
+"""Evaluation on held-out problems: pass@1 (greedy), pass@k and majority@k, by level and mode; and AUROC,
+the metric of the predictors and critics that judge answers."""
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from math import comb
+
+import numpy as np
 
 from .tasks.base import MODES, Mode, Problem, check_mode
 from .tokenizer import render_prompt
@@ -24,6 +27,26 @@ def majority(answers: list[str | None]) -> str | None:
         return None
     best = max(counts.values())
     return next(a for a in answers if a is not None and counts[a] == best)
+
+
+def auroc(scores, labels) -> float:
+    """Area under the ROC curve (ties count half); NaN when only one class is present."""
+    s = np.asarray(scores, np.float64)
+    y = np.asarray(labels, bool)
+    pos, neg = int(y.sum()), int((~y).sum())
+    if pos == 0 or neg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s), np.float64)
+    sorted_s = s[order]
+    i = 0
+    while i < len(s):  # average ranks over ties
+        j = i
+        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[y].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
 @dataclass

@@ -38,9 +38,7 @@ MUL = Arithmetic(op="mul", max_level=2)
 ADD = Arithmetic(op="add", max_level=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def problem(task, q: str):

@@ -5,28 +5,8 @@ from __future__ import annotations
 
 import math
 
+from ..evaluate import auroc  # noqa: F401 - re-exported: critics are judged by it
 from .segment import first_false
-
-
-def auroc(scores: list[float], labels: list[bool]) -> float:
-    """Probability that a random positive scores above a random negative (ties count half): the
-    Mann-Whitney U statistic over average ranks. NaN when one class is empty."""
-    pos = sum(bool(y) for y in labels)
-    neg = len(labels) - pos
-    if pos == 0 or neg == 0:
-        return math.nan
-    order = sorted(range(len(scores)), key=lambda i: scores[i])
-    ranks = [0.0] * len(scores)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and scores[order[j + 1]] == scores[order[i]]:
-            j += 1
-        for t in range(i, j + 1):
-            ranks[order[t]] = (i + j) / 2 + 1  # average rank of a tie group, 1-based
-        i = j + 1
-    rank_sum = sum(r for r, y in zip(ranks, labels) if y)
-    return (rank_sum - pos * (pos + 1) / 2) / (pos * neg)
 
 
 def predicted_first_error(step_scores: list[float], threshold: float) -> int | None:

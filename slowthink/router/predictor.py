@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..evaluate import auroc  # noqa: F401 - re-exported: the router's metric
+
 
 @dataclass
 class Predictor:
@@ -82,23 +84,3 @@ def fit_predictor(x: np.ndarray, correct: np.ndarray, tokens: np.ndarray, l2: fl
     ws, bs = fit_logistic(z, correct.astype(np.float64), l2)
     wc, bc = fit_ridge(z, np.log1p(tokens.astype(np.float64)), l2)
     return Predictor(mean, std, ws, bs, wc, bc)
-
-
-def auroc(scores, labels) -> float:
-    """Area under the ROC curve (ties count half); NaN when only one class is present."""
-    s = np.asarray(scores, np.float64)
-    y = np.asarray(labels, bool)
-    pos, neg = int(y.sum()), int((~y).sum())
-    if pos == 0 or neg == 0:
-        return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s), np.float64)
-    sorted_s = s[order]
-    i = 0
-    while i < len(s):  # average ranks over ties
-        j = i
-        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return float((ranks[y].sum() - pos * (pos + 1) / 2) / (pos * neg))
