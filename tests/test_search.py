@@ -121,10 +121,13 @@ def test_task_step_oracle_is_ground_truth_step_labels():
 
 # -- every strategy: well-formed Solution, exact tokens, budgets ----------------------------------------------
 
+def small_options(name):
+    return {"greedy": {}, "budget_forcing": {}, "mcts": {"simulations": 4, "expand": 2}}.get(name, {"n": 4})
+
+
 @pytest.mark.parametrize("name", list(STRATEGIES))
 def test_strategy_returns_solution_with_exact_token_count(loaded, name):
-    opts = {"n": 4} if name not in ("greedy", "budget_forcing") else {}
-    solve = get_strategy(name, **opts)
+    solve = get_strategy(name, **small_options(name))
     for p in problems(2):
         policy = make_policy(loaded)
         sol = solve(p, policy, verifier_for(name), None)
@@ -143,8 +146,7 @@ def test_strategy_returns_solution_with_exact_token_count(loaded, name):
 
 @pytest.mark.parametrize("name", list(STRATEGIES))
 def test_budget_is_never_exceeded(loaded, name):
-    opts = {"n": 4} if name not in ("greedy", "budget_forcing") else {}
-    solve = get_strategy(name, **opts)
+    solve = get_strategy(name, **small_options(name))
     p = problems(1)[0]
     for budget in (1, 3, 9, 25, 60):
         policy = make_policy(loaded)
@@ -324,6 +326,93 @@ class _Closure(dict):
         return ["</think>", "</think>"] if not key.endswith("</think>\n") else ["\n0"]
 
 
+# -- MCTS ----------------------------------------------------------------------------------------------------
+
+class PrefersFirstStep:
+    """Toy step verifier: every step of a reasoning that starts with ``first`` scores 1, any other 0."""
+
+    def __init__(self, first):
+        self.first = first
+
+    def score_steps(self, problem, steps):
+        return [1.0 if steps[0] == self.first else 0.0] * len(steps)
+
+
+def test_mcts_picks_the_path_the_verifier_prefers(loaded):
+    p = problems(1)[0]
+    probe = make_policy(loaded)
+    STRATEGIES["mcts"](p, probe, PrefersFirstStep(""), None, simulations=1, expand=4)
+    # The root's expansion is the first engine request, the same in every run below (same seed).
+    firsts = [c.text for c in probe.engine.requests[0].completions]
+    assert len(set(firsts)) >= 3, firsts
+    for first in firsts:
+        policy = make_policy(loaded)
+        sol = STRATEGIES["mcts"](p, policy, PrefersFirstStep(first), None, simulations=12, expand=4)
+        assert policy.engine.requests[0].completions[0].text == firsts[0]
+        assert sol.completion.split("\n")[0] == first and sol.well_formed, (first, sol.completion)
+        assert sol.extra["value"] == 1.0 and sol.extra["simulations"] == 12
+        assert sol.extra["finished_leaves"] >= 1 and sol.extra["tree_size"] > 1 + 4
+        assert sol.policy_tokens == policy.engine.generated()
+
+
+def test_mcts_with_ground_truth_oracle_finds_the_correct_derivation():
+    task = Arithmetic(op="mul")
+    p = Problem(key="47*86", level=2, question="47*86", answer=str(47 * 86), data={"a": 47, "b": 86, "op": "mul"})
+    good = task.solution_lines(p)
+    bad = ["7,4*6,8", "6:000000000000 000000000000", "8:999999999999 999999999999"]
+    tree, prefix = {}, ""
+    for g, b in zip(good, bad):  # the wrong line first, so taking the first child does not pass
+        tree[prefix] = [b, g]
+        tree[prefix + b + "\n"] = [b, g]
+        prefix += g + "\n"
+    tree[prefix] = [bad[1], "</think>"]
+    tree[prefix + "</think>\n"] = [f"\n{p.answer}"]
+    tree = _Closure(tree)
+    oracle = TaskStepOracle(task)
+    policy = ScriptedSteps(task, tree)
+    sol = STRATEGIES["mcts"](p, policy, oracle, None, simulations=30, expand=2)
+    assert sol.reasoning.split("\n") == good and sol.answer == p.answer and sol.extra["value"] == 1.0
+    assert sol.policy_tokens == policy.generated
+    # Exploring a lot spreads the visits over wrong leaves too: the pick still goes by value.
+    wide = STRATEGIES["mcts"](p, ScriptedSteps(task, tree), oracle, None, simulations=30, expand=2, c=5.0)
+    assert wide.reasoning.split("\n") == good and wide.extra["finished_leaves"] >= 3
+
+    class AntiOracle:  # the header line is right on both paths; the next lines decide
+        def score_steps(self, problem, steps):
+            return [1.0 - x for x in oracle.score_steps(problem, steps)]
+
+    worst = STRATEGIES["mcts"](p, ScriptedSteps(task, tree), AntiOracle(), None, simulations=30, expand=2)
+    assert worst.reasoning.split("\n")[1] != good[1] and worst.answer != p.answer and worst.extra["value"] == 1.0
+
+
+def test_mcts_rejects_bad_options():
+    p = problems(1)[0]
+    policy, oracle = Policy(engine=None, task=TASK), TaskStepOracle(TASK)
+    for bad in ({"simulations": 0}, {"expand": 0}, {"c": -0.1}, {"agg": "mean"}):
+        with pytest.raises(ValueError):
+            STRATEGIES["mcts"](p, policy, oracle, None, **bad)
+    with pytest.raises(ValueError, match="verifier"):
+        STRATEGIES["mcts"](p, policy, None, None)
+    with pytest.raises(ValueError, match="score_steps"):
+        STRATEGIES["mcts"](p, policy, TaskOutcomeOracle(TASK), None)
+    with pytest.raises(ValueError, match="system2"):
+        STRATEGIES["mcts"](p, Policy(engine=None, task=TASK, mode="system1"), oracle, None)
+
+
+def test_mcts_without_a_finished_leaf_completes_the_best_prefix_greedily(loaded):
+    p = problems(1)[0]
+    policy = make_policy(loaded)
+    # One simulation only expands the root: nothing is finished yet.
+    sol = STRATEGIES["mcts"](p, policy, PrefersFirstStep("x"), None, simulations=1, expand=3)
+    roots = policy.engine.requests[0].completions
+    assert sol.extra["finished_leaves"] == 0 and sol.extra["completed_greedily"]
+    assert any(sol.completion.startswith(c.text + "\n") for c in roots)
+    last = policy.engine.requests[-1]
+    assert len(policy.engine.requests) == 2 and last.sampling.temperature == 0.0
+    assert sol.policy_tokens == policy.engine.generated() == sum(len(c.token_ids) for c in roots) + len(
+        last.completions[0].token_ids)
+
+
 # -- budget forcing ------------------------------------------------------------------------------------------
 
 def test_budget_forcing_caps_thinking_and_wait_extends_it(loaded):
@@ -369,6 +458,21 @@ def test_cli_solve_end_to_end(s2_model, tmp_path):
     sol = json.loads(out.read_text())
     assert 0 < sol["policy_tokens"] <= 100 and f"policy tokens: {sol['policy_tokens']} of budget 100" in r.stdout
     assert sol["expected"] == "7" and sol["extra"]["samples"] == 4
+
+
+def test_cli_solve_with_mcts_and_the_oracle(s2_model, tmp_path, capsys):
+    from slowthink.cli import main
+
+    out = tmp_path / "mcts.json"
+    assert main(["solve", "--model", s2_model, "--task", "arithmetic", "--task-args", "op=add", "--question", "3+4",
+                 "--strategy", "mcts", "--verifier", "oracle", "--strategy-args", "simulations=4,expand=2",
+                 "--budget", "100", "--max-new-tokens", "30", "--json-out", str(out)]) == 0
+    assert "strategy: mcts (verifier: oracle)" in capsys.readouterr().out
+    sol = json.loads(out.read_text())
+    assert 0 < sol["policy_tokens"] <= 100 and sol["expected"] == "7"
+    assert 1 <= sol["extra"]["simulations"] <= 4 and sol["extra"]["tree_size"] > 1
+    assert main(["solve", "--model", s2_model, "--question", "3+4", "--strategy", "mcts"]) == 2
+    assert "needs a verifier" in capsys.readouterr().err
 
 
 def test_cli_eval_with_strategy_and_errors(s2_model, tmp_path, capsys):
