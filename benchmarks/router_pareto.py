@@ -132,7 +132,10 @@ def main() -> int:
     for name, r in results.items():
         b = r["bar"]["cheapest_router_within"]
         auc = ", ".join(f"{k} {v:.3f}" for k, v in r["predictor_auroc"].items())
-        print(f"{name + ('(' + r['signals'] + ')' if name == 'auto' else ''):<24} AUROC {auc}; bar {'MET' if r['bar']['met'] else 'not met'}"
+        trivial = r["bar"]["fixed_arm_also_meets"]
+        verdict = ("MET" if r["bar"]["met"] else "not met") + (
+            f" only trivially: fixed {trivial} meets it too" if trivial and r["bar"]["met"] else "")
+        print(f"{name + ('(' + r['signals'] + ')' if name == 'auto' else ''):<24} AUROC {auc}; bar {verdict}"
               + (f" ({b['label']}: {b['accuracy']:.1%} at {b['token_fraction_of_best']:.1%} of "
                  f"{r['best_fixed']['name']}'s tokens)" if b else " (no router setting within 1 point)")
               + f"; slow share for 80% of the gap: {r['slow_share_for_80pct_gap']} (oracle ranking "

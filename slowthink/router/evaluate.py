@@ -100,5 +100,9 @@ def score_routing(router: Router, table: ArmTable, sig: Signals, problems, trade
                     "label": cheapest["label"], "accuracy": cheapest["accuracy"],
                     "mean_tokens": cheapest["mean_tokens"],
                     "token_fraction_of_best": cheapest["mean_tokens"] / tok[best]},
-                "met": bool(cheapest is not None and cheapest["mean_tokens"] <= bar_tokens * tok[best])},
+                "met": bool(cheapest is not None and cheapest["mean_tokens"] <= bar_tokens * tok[best]),
+                # when a fixed arm already meets the bar, the best fixed arm won by noise, not by its compute
+                "fixed_arm_also_meets": next((f["name"] for f in sorted(fixed, key=lambda f: f["mean_tokens"])
+                                              if f["accuracy"] >= top - bar_points / 100
+                                              and f["mean_tokens"] <= bar_tokens * tok[best]), None)},
     }
