@@ -14,7 +14,8 @@ the client threads do not share its GIL. Then ``--concurrency`` threads take req
 shuffled list (bounded: each request is sent once, with a per-request timeout and a run deadline):
 
 * valid (the rest): arithmetic problems, levels 1-3, through the real ``openai`` client (no retries):
-  streamed or not, n=1 or 2, ``reasoning_effort`` none / low / medium, temperature 0 or 1, some with
+  streamed or not, n=1 or 2, ``reasoning_effort`` none / low / medium / high (8-sample votes) / auto (the
+  router saved beside the model, if any; else medium), temperature 0 or 1, some with
   ``stream_options.include_usage``, some with ``metadata={"task": "arithmetic", "answer": ...}`` so the
   server verifies them, ``max_completion_tokens`` small (``--max-tokens``) to keep the run short.
 * malformed (``--malformed-share``, cycled over the kinds in ``malformed_kinds``): raw HTTP with ``httpx``,
@@ -68,7 +69,7 @@ from serve_bench import free_port, machine_info, percentile, run_pool  # noqa: E
 
 KEY = "load-key"
 NAME = "model"
-EFFORTS = ("none", "low", "medium")
+EFFORTS = ("none", "low", "medium", "high", "auto")  # high: 8-sample votes; auto: the router, if saved
 
 
 # -- the request plan ----------------------------------------------------------------------------------
@@ -156,7 +157,9 @@ def check_completion(r, kw: dict) -> list[str]:
         if not isinstance(c.message.content, str):
             bad.append("content not a string")
         reasoning = _extra(c.message, "reasoning_content")
-        if (reasoning is None) != (kw["reasoning_effort"] == "none"):
+        route = (r.model_extra or {}).get("route") or {}
+        direct = kw["reasoning_effort"] == "none" or (kw["reasoning_effort"] == "auto" and route.get("arm") == "s1")
+        if (reasoning is None) != direct:
             bad.append(f"reasoning_content {'absent' if reasoning is None else 'present'} for effort "
                        f"{kw['reasoning_effort']}")
     u = r.usage

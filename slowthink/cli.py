@@ -52,6 +52,13 @@ def cmd_quickstart(ns) -> int:
             rl = summary["rl"]
             print(f"RL (GRPO) on level {rl['level']}: held-out System-2 {rl['before']:.1%} -> {rl['after']:.1%} "
                   f"({100 * (rl['after'] - rl['before']):+.1f} points) in {rl['steps']} steps")
+        if "route" in summary:
+            within = summary["route"]["bar"]["cheapest_router_within"]
+            best = summary["route"]["best_fixed"]
+            print(f"router (reasoning_effort=auto, {cfg.out}/model/router): best fixed setting {best['name']} "
+                  f"{best['accuracy']:.1%} at {best['mean_tokens']:.0f} tokens/question; "
+                  + (f"router {within['accuracy']:.1%} at {within['mean_tokens']:.0f} ({within['label']})" if within
+                     else "no router setting within 1 point") + f"; plot {cfg.out}/route.png")
         print(f"report: {cfg.out}/report.md   model: {cfg.out}/model")
     return 0
 
