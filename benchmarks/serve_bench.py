@@ -67,15 +67,18 @@ def start_server(model: str, port: int, max_batch: int, threads: int | None, log
                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
-def wait_ready(base_url: str, proc: subprocess.Popen, timeout: float) -> None:
+def wait_ready(base_url: str, proc: subprocess.Popen, timeout: float, api_key: str | None = None) -> None:
+    """Poll /models until it answers 200 (with the key, when the server wants one: else it answers 401)."""
     import httpx
+
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode} before it was ready")
         try:
-            if httpx.get(f"{base_url}/models", timeout=2).status_code == 200:
+            if httpx.get(f"{base_url}/models", headers=headers, timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

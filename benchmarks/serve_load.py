@@ -65,7 +65,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serve_bench import free_port, machine_info, percentile, run_pool  # noqa: E402
+from serve_bench import free_port, machine_info, percentile, run_pool, wait_ready  # noqa: E402
 
 KEY = "load-key"
 NAME = "model"
@@ -422,7 +422,7 @@ def main() -> int:
         proc = start_server(args.model, port, db, args.max_batch, args.max_queue, args.server_threads, log_path)
         exit_code = None
         try:
-            wait_ready_auth(base_url, proc, timeout=180)
+            wait_ready(base_url, proc, timeout=180, api_key=KEY)
             results, wall = run_load(plan, base_url, args.concurrency, args.timeout, args.deadline)
             summary, answered = summarize(plan, results, wall)
             live, settle_s = wait_traces(db, sum(a["n"] for a in answered.values()), timeout=30)
@@ -483,24 +483,6 @@ def main() -> int:
     if server_errors:
         print("server log errors:\n  " + "\n  ".join(server_errors), file=sys.stderr)
     return 0 if report["all_targets_met"] else 1
-
-
-def wait_ready_auth(base_url: str, proc: subprocess.Popen, timeout: float) -> None:
-    """``serve_bench.wait_ready`` with the API key (without it /models answers 401, never 200)."""
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before it was ready")
-        try:
-            if httpx.get(f"{base_url}/models", headers={"authorization": f"Bearer {KEY}"},
-                         timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"server not ready after {timeout:.0f} s")
 
 
 if __name__ == "__main__":
