@@ -1,0 +1,345 @@
+"""Test-time scaling: held-out accuracy against policy (thinking) tokens spent, for every search strategy.
+
+    python benchmarks/test_time_scaling.py                      # the committed run (~10-15 min on 2 cores)
+    python benchmarks/test_time_scaling.py --problems 10 --search-problems 5 --out /tmp/tts   # a quick look
+
+Setting: policy ``runs/rl_start/model`` (``small`` preset after 350 SFT steps, made by benchmarks/rl_gain.py), task
+``arithmetic`` (op=mul, cot=cells), System-2 mode, held-out level-2 problems (``task.heldout_set(P, (2,),
+seed=1234)``), where greedy pass@1 is about a third. Verifiers: the learned PRM ``runs/prm_quality/prm/critic``
+and ORM ``runs/prm_quality/orm/critic`` of benchmarks/prm_quality.py (no ground-truth oracle guides any
+strategy; pass@N is reported only as a ceiling).
+
+What runs how:
+* greedy, beam (PRM), mcts (PRM), budget_forcing: through their real ``solve`` functions via
+  ``slowthink.search.evaluate.evaluate_strategy``, one setting at a time (beam ``n``/``beam_width`` pairs,
+  MCTS simulation counts, budget-forcing ``min_thinking``), on the first ``--search-problems`` problems.
+* majority, best_of_n, weighted_majority (N = 1, 2, 4, ..., 64): to save time, one pool of ``--n-max``
+  samples per problem is drawn once (same Policy, temperature and max_tokens as the strategies use) and every
+  N is evaluated on the first N samples with the *same* rules as the strategy modules: majority uses
+  ``slowthink.evaluate.majority`` and takes the first sample with the winning answer; best-of-N takes the
+  well-formed sample with the highest verifier score (ties: earlier); weighted majority uses
+  ``slowthink.search.weighted_majority.weighted_vote`` and takes the highest-scoring sample with the winning
+  answer. Verifier scores are those ``score_completion`` gives: ORM ``score`` or PRM step scores of the
+  reasoning aggregated by ``min`` (the strategies' default), 0.0 with no step; malformed samples are not
+  scored. Policy tokens of N = the sum of the first N samples' generated tokens; verifier tokens = the tokens
+  the critic reads for the scored ones among them. A library check runs the real ``solve`` functions at a
+  few N on the same problems (fresh samples, so accuracy is close to, not equal to, the pool numbers).
+
+Bars (issue 4): (1) the best strategy using at most 64x greedy's mean policy tokens is >= 25 points above
+greedy; (2) a PRM-guided strategy (weighted majority with the PRM, or beam) beats plain majority at equal
+tokens at most budgets (weighted majority: same N, same samples, N >= 2; beam: majority's accuracy
+interpolated at beam's mean tokens on the same problems, linear in log tokens).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from slowthink.evaluate import majority  # noqa: E402
+from slowthink.search import Meter, Policy, get_strategy, make_verifier  # noqa: E402
+from slowthink.search.base import reasoning_steps  # noqa: E402
+from slowthink.search.evaluate import evaluate_strategy  # noqa: E402
+from slowthink.search.weighted_majority import weighted_vote  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--policy", default=str(ROOT / "runs/rl_start/model"))
+    p.add_argument("--prm", default=str(ROOT / "runs/prm_quality/prm/critic"))
+    p.add_argument("--orm", default=str(ROOT / "runs/prm_quality/orm/critic"))
+    p.add_argument("--level", type=int, default=2)
+    p.add_argument("--problems", type=int, default=100, help="held-out problems (greedy and the sample pools)")
+    p.add_argument("--n-max", type=int, default=64, help="largest N of the sampling strategies")
+    p.add_argument("--temperatures", default="1.0,0.7", help="sampling temperatures of the pool strategies")
+    p.add_argument("--search-temperature", type=float, default=1.0, help="sampling temperature of beam and mcts")
+    p.add_argument("--search-problems", type=int, default=100, help="first problems for beam, mcts, budget forcing")
+    p.add_argument("--beam", default="4:2,8:2,16:4,32:4,64:8", help="beam settings n:beam_width")
+    p.add_argument("--mcts", default="4,8,16,32", help="MCTS simulation counts (expand 4)")
+    p.add_argument("--mcts-expand", type=int, default=4)
+    p.add_argument("--forcing", default="80,120", help="budget_forcing min_thinking values (T=0, max_waits 2)")
+    p.add_argument("--check-n", default="4,16", help="N of the library check (real solve functions)")
+    p.add_argument("--max-tokens", type=int, default=160, help="longest completion (as the critics' samples)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=str(ROOT / "benchmarks/results/test_time_scaling"))
+    return p.parse_args(argv)
+
+
+def machine_info(threads: int) -> dict:
+    import transformers
+
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch_threads": threads,
+            "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version(), "load_avg_at_start": os.getloadavg()}
+
+
+def row(res: dict, **setting) -> dict:
+    o = res["overall"]
+    return {**setting, "n_problems": o["n"], "accuracy": o["accuracy"], "well_formed": o["well_formed"],
+            "mean_policy_tokens": o["mean_policy_tokens"], "mean_verifier_tokens": o["mean_verifier_tokens"]}
+
+
+def draw_pool(policy: Policy, problems, n: int, chunk: int = 16) -> list[list[dict]]:
+    """``n`` samples of every problem: text, generated tokens, parsed answer, well-formed, correct."""
+    pools = []
+    for i in range(0, len(problems), chunk):
+        batch = problems[i:i + chunk]
+        comps = policy.sample_many([policy.prompt_ids(p) for p in batch], n, Meter(tag=f"pool{i}"))
+        for p, cs in zip(batch, comps):
+            pool = []
+            for c in cs:
+                s = policy.task.score(p, c.text, policy.mode)
+                pool.append({"text": c.text, "tokens": len(c.token_ids), "answer": s.answer if s.well_formed else None,
+                             "well_formed": s.well_formed, "correct": s.correct})
+            pools.append(pool)
+    return pools
+
+
+def score_pool(policy: Policy, problems, pools, prm, orm) -> None:
+    """Adds each well-formed sample's PRM-min and ORM score and the tokens each critic reads for it."""
+    items_p, items_o, where = [], [], []
+    for p, pool in zip(problems, pools):
+        for s in pool:
+            if s["well_formed"]:
+                items_p.append((p, reasoning_steps(policy, s["text"])))
+                items_o.append((p, s["text"]))
+                where.append(s)
+    prm_scores = prm.score_steps_batch(items_p)
+    orm_scores = orm.score_batch(items_o)
+    for s, (p, steps), (_, text), ps, osc in zip(where, items_p, items_o, prm_scores, orm_scores):
+        s["prm"] = min(ps) if ps else 0.0
+        s["prm_tokens"] = len(prm.encode_sample(p, steps)[0]) if steps else 0
+        s["orm"] = float(osc)
+        s["orm_tokens"] = len(orm.encode_sample(p, text)[0])
+
+
+def pool_curves(pools, n_values) -> dict:
+    """Accuracy / mean policy / mean verifier tokens of each pool strategy at each N (the modules' rules)."""
+    def pick_majority(sub):
+        answers = [s["answer"] for s in sub]
+        w = majority(answers)
+        return answers.index(w) if w is not None else 0
+
+    def pick_best(sub, key):
+        ranked = [i for i, s in enumerate(sub) if s["well_formed"]]
+        return max(ranked, key=lambda i: (sub[i][key], -i)) if ranked else 0
+
+    def pick_weighted(sub, key):
+        answers = [s["answer"] for s in sub]
+        w = weighted_vote(answers, [s.get(key) for s in sub])
+        if w is None:
+            return 0
+        return max((i for i, a in enumerate(answers) if a == w), key=lambda i: (sub[i][key], -i))
+
+    rules = {"majority": (pick_majority, None),
+             "best_of_n_prm": (lambda sub: pick_best(sub, "prm"), "prm"),
+             "best_of_n_orm": (lambda sub: pick_best(sub, "orm"), "orm"),
+             "weighted_majority_prm": (lambda sub: pick_weighted(sub, "prm"), "prm"),
+             "weighted_majority_orm": (lambda sub: pick_weighted(sub, "orm"), "orm"),
+             "pass_at_n_ceiling": (lambda sub: next((i for i, s in enumerate(sub) if s["correct"]), 0), None)}
+    out = {}
+    for name, (rule, critic) in rules.items():
+        pts = []
+        for n in n_values:
+            right = tok = vtok = 0
+            for pool in pools:
+                sub = pool[:n]
+                right += sub[rule(sub)]["correct"]
+                tok += sum(s["tokens"] for s in sub)
+                vtok += sum(s.get(f"{critic}_tokens", 0) for s in sub) if critic else 0
+            k = len(pools)
+            pts.append({"n": n, "n_problems": k, "accuracy": right / k, "mean_policy_tokens": tok / k,
+                        "mean_verifier_tokens": vtok / k})
+        out[name] = pts
+    return out
+
+
+def interp_log(points: list[dict], tokens: float) -> float | None:
+    """Accuracy of a curve at ``tokens`` (linear in log tokens); None outside the measured range."""
+    pts = sorted(points, key=lambda r: r["mean_policy_tokens"])
+    for a, b in zip(pts, pts[1:]):
+        if a["mean_policy_tokens"] <= tokens <= b["mean_policy_tokens"]:
+            la, lb = math.log(a["mean_policy_tokens"]), math.log(b["mean_policy_tokens"])
+            f = 0.0 if lb == la else (math.log(tokens) - la) / (lb - la)
+            return a["accuracy"] + f * (b["accuracy"] - a["accuracy"])
+    return None
+
+
+def plot(path: Path, res: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 6))
+    g = res["greedy"]
+    ax.axhline(g["accuracy"], color="black", lw=0.8, ls=":")
+    ax.plot([g["mean_policy_tokens"]], [g["accuracy"]], "k*", ms=12, label=f"greedy ({g['accuracy']:.2f})")
+    ax.axhline(g["accuracy"] + 0.25, color="red", lw=0.6, ls="--", label="greedy + 25 points (bar 1)")
+    ax.axvline(64 * g["mean_policy_tokens"], color="grey", lw=0.6, ls="--", label="64x greedy tokens")
+    markers = "osv^<>Dph"
+    for t_i, (temp, curves) in enumerate(res["pool"].items()):
+        ls = "-" if t_i == 0 else "--"
+        for j, (name, pts) in enumerate(curves.items()):
+            style = ":" if name == "pass_at_n_ceiling" else ls
+            ax.plot([p["mean_policy_tokens"] for p in pts], [p["accuracy"] for p in pts], style,
+                    marker=markers[j % len(markers)], ms=4, label=f"{name} T={temp}")
+    for name in ("beam", "mcts", "budget_forcing"):
+        pts = sorted(res[name], key=lambda r: r["mean_policy_tokens"])
+        if pts:
+            ax.plot([p["mean_policy_tokens"] for p in pts], [p["accuracy"] for p in pts], "-", marker="P", lw=2,
+                    label=f"{name} (PRM)" if name != "budget_forcing" else "budget_forcing T=0")
+    ax.set_xscale("log")
+    ax.set_xlabel("mean policy tokens per problem (log)")
+    ax.set_ylabel("held-out accuracy")
+    ax.set_title(f"Test-time scaling, {res['problems']} held-out level-{res['level']} 2x2 multiplications")
+    ax.legend(fontsize=6.5, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None) -> int:
+    from slowthink.engine import Engine
+    from slowthink.models import load_model
+    from slowthink.runlog import write_json
+    from slowthink.tasks import get_task
+
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    t0 = time.time()
+    timings = {}
+    task = get_task("arithmetic", op="mul", cot="cells")
+    model, tok = load_model(args.policy)
+    engine = Engine(model, tok)
+    prm = make_verifier(args.prm, task, "system2")
+    orm = make_verifier(args.orm, task, "system2")
+    problems = task.heldout_set(args.problems, (args.level,), seed=1234)
+    search_problems = problems[:args.search_problems]
+    n_values = [n for n in (1, 2, 4, 8, 16, 32, 64, 128) if n <= args.n_max]
+
+    def policy(temp: float) -> Policy:
+        return Policy(engine, task, "system2", temperature=temp, max_tokens=args.max_tokens, seed=args.seed)
+
+    res = {"command": "python " + " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+           "args": vars(args), "machine": machine_info(args.threads), "policy": args.policy, "prm": args.prm,
+           "orm": args.orm, "level": args.level, "problems": len(problems), "search_problems": len(search_problems)}
+
+    t = time.time()
+    res["greedy"] = row(evaluate_strategy(get_strategy("greedy"), policy(1.0), None, problems), strategy="greedy")
+    res["greedy_search_subset"] = row(evaluate_strategy(get_strategy("greedy"), policy(1.0), None, search_problems),
+                                      strategy="greedy")
+    timings["greedy_s"] = round(time.time() - t, 1)
+    print("greedy", res["greedy"], flush=True)
+
+    res["pool"], res["pool_subset"], res["library_check"] = {}, {}, []
+    for temp in [float(x) for x in args.temperatures.split(",") if x]:
+        t = time.time()
+        pol = policy(temp)
+        pools = draw_pool(pol, problems, args.n_max)
+        score_pool(pol, problems, pools, prm, orm)
+        res["pool"][str(temp)] = pool_curves(pools, n_values)
+        res["pool_subset"][str(temp)] = pool_curves(pools[:len(search_problems)], n_values)
+        res[f"sample_pass_rate_T{temp}"] = sum(s["correct"] for pl in pools for s in pl) / sum(map(len, pools))
+        timings[f"pool_T{temp}_s"] = round(time.time() - t, 1)
+        print(f"T={temp}", json.dumps({k: [round(p["accuracy"], 3) for p in v] for k, v in res["pool"][str(temp)].items()}),
+              flush=True)
+        t = time.time()
+        for n in [int(x) for x in args.check_n.split(",") if x]:
+            for name, ver, pool_name in (("majority", None, "majority"), ("best_of_n", prm, "best_of_n_prm"),
+                                         ("weighted_majority", prm, "weighted_majority_prm")):
+                r = row(evaluate_strategy(get_strategy(name, n=n), pol, ver, problems), strategy=name, n=n,
+                        temperature=temp, verifier="prm" if ver is not None else None)
+                r["pool_accuracy_same_n"] = next(p["accuracy"] for p in res["pool"][str(temp)][pool_name] if p["n"] == n)
+                res["library_check"].append(r)
+        timings[f"library_check_T{temp}_s"] = round(time.time() - t, 1)
+
+    st = args.search_temperature
+    res["beam"], res["mcts"], res["budget_forcing"] = [], [], []
+    t = time.time()
+    for spec in [s for s in args.beam.split(",") if s]:
+        n, bw = (int(x) for x in spec.split(":"))
+        r = row(evaluate_strategy(get_strategy("beam", n=n, beam_width=bw), policy(st), prm, search_problems),
+                strategy="beam", n=n, beam_width=bw, temperature=st, verifier="prm", agg="last")
+        res["beam"].append(r)
+        print("beam", r, flush=True)
+    timings["beam_s"] = round(time.time() - t, 1)
+    t = time.time()
+    for sims in [int(x) for x in args.mcts.split(",") if x]:
+        r = row(evaluate_strategy(get_strategy("mcts", simulations=sims, expand=args.mcts_expand), policy(st), prm,
+                                  search_problems),
+                strategy="mcts", simulations=sims, expand=args.mcts_expand, temperature=st, verifier="prm", agg="last")
+        res["mcts"].append(r)
+        print("mcts", r, flush=True)
+    timings["mcts_s"] = round(time.time() - t, 1)
+    t = time.time()
+    for mt in [int(x) for x in args.forcing.split(",") if x]:
+        r = row(evaluate_strategy(get_strategy("budget_forcing", min_thinking=mt, max_waits=2), policy(0.0), None,
+                                  search_problems),
+                strategy="budget_forcing", min_thinking=mt, max_waits=2, temperature=0.0)
+        res["budget_forcing"].append(r)
+        print("budget_forcing", r, flush=True)
+    timings["budget_forcing_s"] = round(time.time() - t, 1)
+
+    # -- bars ------------------------------------------------------------------------------------------
+    g = res["greedy"]
+    cap = 64 * g["mean_policy_tokens"]
+    cands = []
+    for temp, curves in res["pool"].items():
+        for name, pts in curves.items():
+            if name != "pass_at_n_ceiling":
+                cands += [{**p, "strategy": name, "temperature": float(temp)} for p in pts]
+    cands += res["beam"] + res["mcts"] + res["budget_forcing"]
+    within = [c for c in cands if c["mean_policy_tokens"] <= cap]
+    best = max(within, key=lambda c: c["accuracy"])
+    res["bar1"] = {"greedy_accuracy": g["accuracy"], "greedy_mean_policy_tokens": g["mean_policy_tokens"],
+                   "token_cap_64x": cap, "best_within_cap": best, "gain_points": 100 * (best["accuracy"] - g["accuracy"]),
+                   "note": "beam/mcts/budget_forcing rows are on the first search_problems problems; compare their "
+                           "greedy via greedy_search_subset",
+                   "met": best["accuracy"] - g["accuracy"] >= 0.25}
+    wm = {}
+    for temp, curves in res["pool"].items():
+        pairs = [(m, w) for m, w in zip(curves["majority"], curves["weighted_majority_prm"]) if m["n"] >= 2]
+        wm[temp] = {"budgets": len(pairs), "wins": sum(w["accuracy"] > m["accuracy"] for m, w in pairs),
+                    "ties": sum(w["accuracy"] == m["accuracy"] for m, w in pairs),
+                    "per_n": [{"n": m["n"], "majority": m["accuracy"], "weighted_majority_prm": w["accuracy"]}
+                              for m, w in pairs]}
+        wm[temp]["met"] = wm[temp]["wins"] > wm[temp]["budgets"] / 2
+    beam_cmp = []
+    maj_sub = res["pool_subset"][str(st)]["majority"] if str(st) in res["pool_subset"] else None
+    for b in res["beam"]:
+        m = interp_log(maj_sub, b["mean_policy_tokens"]) if maj_sub else None
+        beam_cmp.append({"n": b["n"], "beam_width": b["beam_width"], "tokens": b["mean_policy_tokens"],
+                         "beam": b["accuracy"], "majority_interp": m})
+    beam_cmp_valid = [c for c in beam_cmp if c["majority_interp"] is not None]
+    beam_met = bool(beam_cmp_valid) and sum(c["beam"] > c["majority_interp"] for c in beam_cmp_valid) > len(
+        beam_cmp_valid) / 2
+    res["bar2"] = {"weighted_majority_prm_vs_majority": wm, "beam_vs_majority": beam_cmp, "beam_met": beam_met,
+                   "met": beam_met or any(v["met"] for v in wm.values())}
+    timings["total_s"] = round(time.time() - t0, 1)
+    res["timings"] = timings
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(out.with_suffix(".json"), res)
+    plot(out.with_suffix(".png"), res)
+    print(f"greedy {g['accuracy']:.3f} at {g['mean_policy_tokens']:.1f} tokens; best within 64x: {best['strategy']} "
+          f"{best['accuracy']:.3f} -> bar 1 {'met' if res['bar1']['met'] else 'not met'}; bar 2 "
+          f"{'met' if res['bar2']['met'] else 'not met'}; total {timings['total_s']} s -> {out.with_suffix('.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
