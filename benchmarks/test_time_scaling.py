@@ -1,6 +1,6 @@
 """Test-time scaling: held-out accuracy against policy (thinking) tokens spent, for every search strategy.
 
-    python benchmarks/test_time_scaling.py                      # the committed run (~10-15 min on 2 cores)
+    python benchmarks/test_time_scaling.py                      # the committed run (~18 min on 2 cores, 2 torch threads)
     python benchmarks/test_time_scaling.py --problems 10 --search-problems 5 --out /tmp/tts   # a quick look
 
 Setting: policy ``runs/rl_start/model`` (``small`` preset after 350 SFT steps, made by benchmarks/rl_gain.py), task
