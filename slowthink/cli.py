@@ -3,7 +3,7 @@
     slowthink quickstart [--out DIR] [--config recipes/quickstart.yaml] [--stages sft,eval,report]
     slowthink train sft --task arithmetic --levels 1,2,3 --out runs/sft [--config FILE.yaml]
     slowthink train grpo --init runs/quickstart/model --levels 3 --out runs/grpo
-    slowthink train rloo|ppo|star|dpo --init MODEL_DIR ...    (one trainer module each, slowthink/rl/)
+    slowthink train rloo|ppo|star|dpo|revise --init MODEL_DIR ...    (one trainer module each, slowthink/rl/)
     slowthink train prm|orm --init MODEL_DIR --levels 2 --out runs/prm   (learned critics, slowthink/critics/)
     slowthink eval --model DIR --task arithmetic --levels 1,2,3 [--k 8] [--json-out FILE]
     slowthink eval --model DIR --levels 1,2 --strategy majority --n 8 [--budget TOKENS] [--verifier oracle]
@@ -66,12 +66,13 @@ def cmd_quickstart(ns) -> int:
 def trainers() -> dict:
     """Algorithm name -> (config class, train function); one trainer module per algorithm."""
     from .critics import train as critic
-    from .rl import dpo, grpo, ppo, rloo, sft, star
+    from .rl import dpo, grpo, ppo, revise, rloo, sft, star
     from .router import train as router
 
     return {"sft": (sft.SFTConfig, sft.train), "grpo": (grpo.GRPOConfig, grpo.train),
             "rloo": (rloo.RLOOConfig, rloo.train), "ppo": (ppo.PPOConfig, ppo.train),
             "star": (star.STaRConfig, star.train), "dpo": (dpo.DPOConfig, dpo.train),
+            "revise": (revise.ReviseConfig, revise.train),
             "prm": (critic.PRMConfig, critic.train), "orm": (critic.ORMConfig, critic.train),
             "router": (router.RouterConfig, router.train)}
 
@@ -390,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
              "ppo": "PPO with a learned value model (critic) and GAE, from a model folder (--init)",
              "star": "STaR / expert iteration: fine-tune on the policy's own verified solutions (rationalisation optional)",
              "dpo": "offline DPO on pairs of the policy's own verified-correct vs incorrect samples",
+             "revise": "reflect-and-revise: fine-tune on the policy's own drafts + 'Wait' + the correct solution "
+                       "(for --strategy reflect and budget forcing's Wait)",
              "prm": "process reward model: sample the policy (--init), label each step by Monte-Carlo rollouts "
                     "(Math-Shepherd), train a step scorer on the policy's backbone; use with --verifier RUN/critic",
              "orm": "outcome reward model: sample the policy (--init), label by the task's answer check, train a "

@@ -231,11 +231,18 @@ def fine_tune(model, tok, task, traces: list[Trace], cfg: STaRConfig, iteration:
         from ..serve.traces import traces_to_examples
 
         rendered += traces_to_examples(cfg.from_traces, tok, task, mode=cfg.mode)
+    return fine_tune_rendered(model, tok, rendered, cfg, iteration)
+
+
+def fine_tune_rendered(model, tok, rendered: list[Rendered], cfg, iteration: int, tag: str = "star") -> dict:
+    """The inner fine-tune on rendered examples (shared with ``slowthink.rl.revise``). ``cfg`` needs
+    batch_size, steps_per_iteration, epochs, lr, warmup_steps, micro_batches, grad_clip, seed and the
+    optimizer fields of ``make_optimizer``."""
     if not rendered:
         return {"ft_steps": 0}
     size = min(cfg.batch_size, len(rendered))
     steps = cfg.steps_per_iteration or max(1, math.ceil(cfg.epochs * len(rendered) / size))
-    rng, stream = random.Random(f"star-ft-{cfg.seed}-{iteration}"), []
+    rng, stream = random.Random(f"{tag}-ft-{cfg.seed}-{iteration}"), []
     while len(stream) < steps * size:  # consecutive shuffled passes over the training set
         stream += rng.sample(range(len(rendered)), len(rendered))
     opt = make_optimizer(model, cfg)

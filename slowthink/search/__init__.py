@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 
-from . import beam, best_of_n, budget_forcing, greedy, majority, mcts, weighted_majority
+from . import beam, best_of_n, budget_forcing, greedy, majority, mcts, reflect, weighted_majority
 from .base import (
     AGGREGATIONS,
     BudgetExhausted,
@@ -29,9 +29,9 @@ from .oracle import TaskOutcomeOracle, TaskStepOracle, make_verifier
 
 STRATEGIES = {"greedy": greedy.solve, "majority": majority.solve, "best_of_n": best_of_n.solve,
               "weighted_majority": weighted_majority.solve, "beam": beam.solve,
-              "budget_forcing": budget_forcing.solve, "mcts": mcts.solve}
+              "budget_forcing": budget_forcing.solve, "mcts": mcts.solve, "reflect": reflect.solve}
 NEEDS_VERIFIER = frozenset({"best_of_n", "weighted_majority", "beam", "mcts"})
-SYSTEM2_ONLY = frozenset({"beam", "budget_forcing", "mcts"})
+SYSTEM2_ONLY = frozenset({"beam", "budget_forcing", "mcts", "reflect"})
 
 
 def strategy_options(name: str) -> list[str]:

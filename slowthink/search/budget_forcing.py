@@ -6,7 +6,10 @@
   which makes the completion malformed, is up to the model.)
 * ``min_thinking`` + ``max_waits``: when the model closes the think block (or ends its turn) after fewer
   than ``min_thinking`` thinking tokens, the close is suppressed and ``wait`` ("Wait") is appended to
-  the thinking instead, so the model keeps thinking; at most ``max_waits`` times.
+  the thinking instead, at the start of a line, so the model keeps thinking; at most ``max_waits`` times.
+  The cue and its layout are reflect-and-revise's (``slowthink.search.reflect.with_cue``, ``REVISE_CUE``)
+  minus the line break after the cue, which the model writes: a model trained with ``slowthink train
+  revise`` writes it and continues with a revision, exactly the sequence it was trained on.
 
 Thinking is generated with ``</think>`` as a stop string, so the model's own close is seen (and can be
 suppressed) before anything follows it. Generated thinking tokens (``extra["thinking_tokens"]``, the
@@ -19,10 +22,11 @@ from __future__ import annotations
 
 from ..tasks.base import THINK_CLOSE
 from .base import BudgetExhausted, Policy, Solution
+from .reflect import REVISE_CUE, with_cue
 
 
 def solve(problem, policy: Policy, verifier=None, budget: int | None = None, *, max_thinking: int | None = None,
-          min_thinking: int = 0, max_waits: int = 1, wait: str = "Wait", answer_reserve: int = 16) -> Solution:
+          min_thinking: int = 0, max_waits: int = 1, wait: str = REVISE_CUE, answer_reserve: int = 16) -> Solution:
     if policy.mode != "system2":
         raise ValueError("budget forcing controls the think block: use mode system2")
     if max_thinking is not None and max_thinking < 1:
@@ -46,8 +50,9 @@ def solve(problem, policy: Policy, verifier=None, budget: int | None = None, *, 
         if c.finish_reason != "stop":  # hit the cap (or the budget): force the close below
             break
         if thinking_tokens < min_thinking and waits < max_waits:
-            thinking += wait
-            forced.append(wait)
+            cued = with_cue(thinking, wait, end_line=False)
+            forced.append(cued[len(thinking):])
+            thinking = cued
             waits += 1
             continue
         closed_by_model = not policy.ended_turn(c)
