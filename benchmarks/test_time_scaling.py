@@ -14,16 +14,17 @@ What runs how:
   ``slowthink.search.evaluate.evaluate_strategy``, one setting at a time (beam ``n``/``beam_width`` pairs,
   MCTS simulation counts, budget-forcing ``min_thinking``), on the first ``--search-problems`` problems.
 * majority, best_of_n, weighted_majority (N = 1, 2, 4, ..., 64): to save time, one pool of ``--n-max``
-  samples per problem is drawn once (same Policy, temperature and max_tokens as the strategies use) and every
-  N is evaluated on the first N samples with the *same* rules as the strategy modules: majority uses
-  ``slowthink.evaluate.majority`` and takes the first sample with the winning answer; best-of-N takes the
-  well-formed sample with the highest verifier score (ties: earlier); weighted majority uses
-  ``slowthink.search.weighted_majority.weighted_vote`` and takes the highest-scoring sample with the winning
-  answer. Verifier scores are those ``score_completion`` gives: ORM ``score`` or PRM step scores of the
-  reasoning aggregated by ``min`` (the strategies' default), 0.0 with no step; malformed samples are not
-  scored. Policy tokens of N = the sum of the first N samples' generated tokens; verifier tokens = the tokens
-  the critic reads for the scored ones among them. A library check runs the real ``solve`` functions at a
-  few N on the same problems (fresh samples, so accuracy is close to, not equal to, the pool numbers).
+  samples per problem is drawn once (same Policy, temperature and max_tokens as the strategies use; the code is
+  ``slowthink.search.scaling``, shared with the quickstart's search stage) and every N is evaluated on the
+  first N samples with the *same* rules as the strategy modules: majority uses ``slowthink.evaluate.majority`` and
+  takes the first sample with the winning answer; best-of-N takes the well-formed sample with the highest
+  verifier score (ties: earlier); weighted majority uses ``slowthink.search.weighted_majority.weighted_vote``
+  and takes the highest-scoring sample with the winning answer. Verifier scores are those ``score_completion``
+  gives: ORM ``score`` or PRM step scores of the reasoning aggregated by ``min`` (the strategies' default),
+  0.0 with no step; malformed samples are not scored. Policy tokens of N = the sum of the first N samples'
+  generated tokens; verifier tokens = the tokens the critic reads for the scored ones among them. A library
+  check runs the real ``solve`` functions at a few N on the same problems (fresh samples, so accuracy is close
+  to, not equal to, the pool numbers).
 
 Bars (issue 4): (1) the best strategy using at most 64x greedy's mean policy tokens is >= 25 points above
 greedy; (2) a PRM-guided strategy (weighted majority with the PRM, or beam) beats plain majority at equal
@@ -35,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
@@ -47,11 +47,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from slowthink.evaluate import majority  # noqa: E402
-from slowthink.search import Meter, Policy, get_strategy, make_verifier  # noqa: E402
-from slowthink.search.base import reasoning_steps  # noqa: E402
+from slowthink.search import Policy, get_strategy, make_verifier  # noqa: E402
 from slowthink.search.evaluate import evaluate_strategy  # noqa: E402
-from slowthink.search.weighted_majority import weighted_vote  # noqa: E402
+from slowthink.search.scaling import draw_pool, interp_log, pool_curves, score_pool  # noqa: E402
+
+# The pool strategies of this benchmark (slowthink.search.scaling rules), in the order they are plotted.
+POOL_RULES = ("majority", "best_of_n_prm", "best_of_n_orm", "weighted_majority_prm", "weighted_majority_orm",
+              "pass_at_n_ceiling")
 
 
 def parse_args(argv=None):
@@ -89,92 +91,6 @@ def row(res: dict, **setting) -> dict:
     o = res["overall"]
     return {**setting, "n_problems": o["n"], "accuracy": o["accuracy"], "well_formed": o["well_formed"],
             "mean_policy_tokens": o["mean_policy_tokens"], "mean_verifier_tokens": o["mean_verifier_tokens"]}
-
-
-def draw_pool(policy: Policy, problems, n: int, chunk: int = 16) -> list[list[dict]]:
-    """``n`` samples of every problem: text, generated tokens, parsed answer, well-formed, correct."""
-    pools = []
-    for i in range(0, len(problems), chunk):
-        batch = problems[i:i + chunk]
-        comps = policy.sample_many([policy.prompt_ids(p) for p in batch], n, Meter(tag=f"pool{i}"))
-        for p, cs in zip(batch, comps):
-            pool = []
-            for c in cs:
-                s = policy.task.score(p, c.text, policy.mode)
-                pool.append({"text": c.text, "tokens": len(c.token_ids), "answer": s.answer if s.well_formed else None,
-                             "well_formed": s.well_formed, "correct": s.correct})
-            pools.append(pool)
-    return pools
-
-
-def score_pool(policy: Policy, problems, pools, prm, orm) -> None:
-    """Adds each well-formed sample's PRM-min and ORM score and the tokens each critic reads for it."""
-    items_p, items_o, where = [], [], []
-    for p, pool in zip(problems, pools):
-        for s in pool:
-            if s["well_formed"]:
-                items_p.append((p, reasoning_steps(policy, s["text"])))
-                items_o.append((p, s["text"]))
-                where.append(s)
-    prm_scores = prm.score_steps_batch(items_p)
-    orm_scores = orm.score_batch(items_o)
-    for s, (p, steps), (_, text), ps, osc in zip(where, items_p, items_o, prm_scores, orm_scores):
-        s["prm"] = min(ps) if ps else 0.0
-        s["prm_tokens"] = len(prm.encode_sample(p, steps)[0]) if steps else 0
-        s["orm"] = float(osc)
-        s["orm_tokens"] = len(orm.encode_sample(p, text)[0])
-
-
-def pool_curves(pools, n_values) -> dict:
-    """Accuracy / mean policy / mean verifier tokens of each pool strategy at each N (the modules' rules)."""
-    def pick_majority(sub):
-        answers = [s["answer"] for s in sub]
-        w = majority(answers)
-        return answers.index(w) if w is not None else 0
-
-    def pick_best(sub, key):
-        ranked = [i for i, s in enumerate(sub) if s["well_formed"]]
-        return max(ranked, key=lambda i: (sub[i][key], -i)) if ranked else 0
-
-    def pick_weighted(sub, key):
-        answers = [s["answer"] for s in sub]
-        w = weighted_vote(answers, [s.get(key) for s in sub])
-        if w is None:
-            return 0
-        return max((i for i, a in enumerate(answers) if a == w), key=lambda i: (sub[i][key], -i))
-
-    rules = {"majority": (pick_majority, None),
-             "best_of_n_prm": (lambda sub: pick_best(sub, "prm"), "prm"),
-             "best_of_n_orm": (lambda sub: pick_best(sub, "orm"), "orm"),
-             "weighted_majority_prm": (lambda sub: pick_weighted(sub, "prm"), "prm"),
-             "weighted_majority_orm": (lambda sub: pick_weighted(sub, "orm"), "orm"),
-             "pass_at_n_ceiling": (lambda sub: next((i for i, s in enumerate(sub) if s["correct"]), 0), None)}
-    out = {}
-    for name, (rule, critic) in rules.items():
-        pts = []
-        for n in n_values:
-            right = tok = vtok = 0
-            for pool in pools:
-                sub = pool[:n]
-                right += sub[rule(sub)]["correct"]
-                tok += sum(s["tokens"] for s in sub)
-                vtok += sum(s.get(f"{critic}_tokens", 0) for s in sub) if critic else 0
-            k = len(pools)
-            pts.append({"n": n, "n_problems": k, "accuracy": right / k, "mean_policy_tokens": tok / k,
-                        "mean_verifier_tokens": vtok / k})
-        out[name] = pts
-    return out
-
-
-def interp_log(points: list[dict], tokens: float) -> float | None:
-    """Accuracy of a curve at ``tokens`` (linear in log tokens); None outside the measured range."""
-    pts = sorted(points, key=lambda r: r["mean_policy_tokens"])
-    for a, b in zip(pts, pts[1:]):
-        if a["mean_policy_tokens"] <= tokens <= b["mean_policy_tokens"]:
-            la, lb = math.log(a["mean_policy_tokens"]), math.log(b["mean_policy_tokens"])
-            f = 0.0 if lb == la else (math.log(tokens) - la) / (lb - la)
-            return a["accuracy"] + f * (b["accuracy"] - a["accuracy"])
-    return None
 
 
 def plot(path: Path, res: dict) -> None:
@@ -249,9 +165,9 @@ def main(argv=None) -> int:
         t = time.time()
         pol = policy(temp)
         pools = draw_pool(pol, problems, args.n_max)
-        score_pool(pol, problems, pools, prm, orm)
-        res["pool"][str(temp)] = pool_curves(pools, n_values)
-        res["pool_subset"][str(temp)] = pool_curves(pools[:len(search_problems)], n_values)
+        score_pool(pol, problems, pools, prm=prm, orm=orm)
+        res["pool"][str(temp)] = pool_curves(pools, n_values, POOL_RULES)
+        res["pool_subset"][str(temp)] = pool_curves(pools[:len(search_problems)], n_values, POOL_RULES)
         res[f"sample_pass_rate_T{temp}"] = sum(s["correct"] for pl in pools for s in pl) / sum(map(len, pools))
         timings[f"pool_T{temp}_s"] = round(time.time() - t, 1)
         print(f"T={temp}", json.dumps({k: [round(p["accuracy"], 3) for p in v] for k, v in res["pool"][str(temp)].items()}),

@@ -59,6 +59,13 @@ def cmd_quickstart(ns) -> int:
                   f"{best['accuracy']:.1%} at {best['mean_tokens']:.0f} tokens/question; "
                   + (f"router {within['accuracy']:.1%} at {within['mean_tokens']:.0f} ({within['label']})" if within
                      else "no router setting within 1 point") + f"; plot {cfg.out}/route.png")
+        if "search" in summary:
+            sr = summary["search"]
+            g, best = sr["greedy"], sr["best"]
+            print(f"test-time compute (level {sr['level']}, {sr['problems']} held-out problems): System-2 greedy "
+                  f"{g['accuracy']:.1%} at {g['mean_policy_tokens']:.0f} tokens/question; best {best['strategy']}@"
+                  f"{best['n']} {best['accuracy']:.1%} at {best['mean_policy_tokens']:.0f} ({sr['gain_points']:+.1f} "
+                  f"points); pass@{sr['ns'][-1]} ceiling {sr['ceiling']:.1%}; plot {cfg.out}/search.png")
         print(f"report: {cfg.out}/report.md   model: {cfg.out}/model")
     return 0
 

@@ -5,11 +5,14 @@
     rl      GRPO from the SFT model on the hardest level (the edge of its competence): before/after
     route   train the System-1/System-2 router (reasoning_effort=auto) and its Pareto plot: accuracy
             against tokens for every fixed setting and for the router
+    search  test-time compute on the hardest level: System-2 greedy against self-consistency majority@n and a
+            confidence-weighted majority@n (one pool of samples per problem, slowthink.search.scaling), with
+            the pass@n ceiling; accuracy against policy tokens per question
     report  report.md, PNG plots, results.json; the table printed at the end
 
 Each stage reads what earlier stages wrote in the run folder, so any stage can run alone
-(``--stages eval,report``) and a killed quickstart picks up where it stopped. Later stages (search)
-plug in as further entries of ``STAGES``.
+(``--stages eval,report``) and a killed quickstart picks up where it stopped. Further stages plug in as
+entries of ``STAGES``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 from .config import arg, require, to_dict
 from .runlog import write_json
 
-STAGE_NAMES = ("sft", "eval", "rl", "route", "report")
+STAGE_NAMES = ("sft", "eval", "rl", "route", "search", "report")
 
 
 @dataclass
@@ -53,9 +56,15 @@ class QuickstartConfig:
     rl_eval_every: int = arg(25, "held-out evaluation during RL (steps)")
     route_per_level: int = arg(60, "route stage: training problems per level (train split) for the router")
     route_majority_ns: list[int] = arg([4, 8], "route stage: self-consistency arms (samples per question)")
+    search_level: int = arg(0, "search stage: level of its held-out problems (0: the hardest of levels)")
+    search_problems: int = arg(60, "search stage: held-out problems")
+    search_ns: list[int] = arg([1, 2, 4, 8, 16], "search stage: samples per question (n) of majority@n and "
+                               "confidence-weighted majority@n, all from one pool of max(n) samples per problem")
+    search_temperature: float = arg(0.7, "search stage: sampling temperature of the pool")
     seed: int = arg(0, "seed")
     threads: int = arg(0, "torch threads (0: all cores)")
-    stages: list[str] = arg(["sft", "eval", "route", "report"], f"stages to run, in order, from: {', '.join(STAGE_NAMES)} "
+    stages: list[str] = arg(["sft", "eval", "route", "search", "report"],
+                            f"stages to run, in order, from: {', '.join(STAGE_NAMES)} "
                             "(rl is opt-in: recipes/quickstart_rl.yaml)")
     progress: bool = arg(True, "progress bars")
 
@@ -66,10 +75,20 @@ class QuickstartConfig:
         require(self.k >= 1, "k", "must be >= 1")
         require(self.rl_level == 0 or self.rl_level in self.levels, "rl_level",
                 f"must be 0 (the hardest) or one of levels {self.levels}")
+        require(self.search_level >= 0, "search_level", "must be 0 (the hardest of levels) or a level")
+        require(self.search_problems > 0, "search_problems", "must be > 0")
+        ns = self.search_ns
+        require(bool(ns) and min(ns) >= 1 and ns == sorted(set(ns)), "search_ns",
+                f"must be increasing sample counts >= 1, got {ns}")
+        require(self.search_temperature > 0, "search_temperature", "must be > 0 (the pool is sampled)")
 
     @property
     def hardest(self) -> int:
         return self.rl_level or max(self.levels)
+
+    @property
+    def search_at(self) -> int:
+        return self.search_level or max(self.levels)
 
 
 def stage_sft(cfg: QuickstartConfig, run: Path) -> None:
@@ -146,6 +165,54 @@ def stage_route(cfg: QuickstartConfig, run: Path) -> None:
     write_json(run / "route.json", {"training": metrics, **res})
 
 
+def stage_search(cfg: QuickstartConfig, run: Path) -> None:
+    """Test-time compute on held-out problems of one level (the hardest by default): System-2 greedy, then one
+    pool of max(search_ns) samples per problem, scored at every n on its first n samples: self-consistency
+    majority@n, confidence-weighted majority@n (each sample votes with exp(mean token logprob), no trained
+    verifier) and the pass@n ceiling, with exact mean policy tokens per question."""
+    from dataclasses import replace
+
+    import torch
+
+    from .engine import Engine
+    from .models import load_model
+    from .search import Policy
+    from .search.scaling import CEILING, best_point, draw_pool, pool_curves
+    from .tasks import get_task
+
+    model_dir = run / "model"
+    if not model_dir.exists():
+        raise FileNotFoundError(f"{model_dir} is missing: run the 'sft' stage first")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    t0 = time.time()
+    model, tok = load_model(model_dir)
+    task = get_task(cfg.task, **cfg.task_args)
+    level = cfg.search_at
+    # The eval stage's held-out draw (same seed): the first problems of this level are the ones it scored.
+    problems = task.heldout_set(cfg.search_problems, (level,), seed=cfg.seed + 1000)
+    policy = Policy(Engine(model, tok), task, "system2", temperature=cfg.search_temperature,
+                    max_tokens=cfg.max_new_tokens, seed=cfg.seed)
+    # Greedy (the search "greedy" strategy's rule: one completion at T=0), all problems in one batched run.
+    g = [pool[0] for pool in draw_pool(replace(policy, temperature=0.0), problems, 1, chunk=len(problems))]
+    greedy = {"accuracy": sum(s["correct"] for s in g) / len(g),
+              "mean_policy_tokens": sum(s["tokens"] for s in g) / len(g)}
+    t_greedy = time.time() - t0
+    pools = draw_pool(policy, problems, max(cfg.search_ns))
+    curves = pool_curves(pools, cfg.search_ns, ("majority", "confidence_majority", CEILING))
+    samples = [s for pool in pools for s in pool]
+    best = best_point(curves)
+    write_json(run / "search.json", {
+        "level": level, "problems": len(problems), "temperature": cfg.search_temperature, "ns": cfg.search_ns,
+        "max_new_tokens": cfg.max_new_tokens, "greedy": greedy, "curves": curves,
+        "sampled_accuracy": sum(s["correct"] for s in samples) / len(samples),
+        "mean_sample_tokens": sum(s["tokens"] for s in samples) / len(samples),
+        "best": {k: best[k] for k in ("strategy", "n", "accuracy", "mean_policy_tokens")},
+        "gain_points": round(100 * (best["accuracy"] - greedy["accuracy"]), 1),
+        "ceiling": curves[CEILING][-1]["accuracy"],
+        "seconds": round(time.time() - t0, 1), "greedy_seconds": round(t_greedy, 1)})
+
+
 def stage_report(cfg: QuickstartConfig, run: Path) -> None:
     from .report import (TABLE_HEADER, markdown_table, plot_accuracy_by_level, plot_pareto, plot_rl, plot_training,
                          results_table)
@@ -199,6 +266,11 @@ to do about as well as the best. On the held-out problems of all levels, {verdic
 {markdown_table(["setting", "accuracy", "tokens/question"], rows)}
 
 ![routing](route.png)"""
+    search_section = ""
+    if (run / "search.json").exists():
+        sr = json.loads((run / "search.json").read_text())
+        summary["search"] = sr
+        search_section = search_report(sr, run)
     write_json(run / "results.json", summary)
     table = markdown_table(TABLE_HEADER, results_table(res))
     k = ev["k"]
@@ -220,7 +292,7 @@ Held-out: {ev['per_level']} problems per level, disjoint from training by constr
 
 ![training](training.png)
 
-![accuracy by level](accuracy_by_level.png){rl_section}{route_section}
+![accuracy by level](accuracy_by_level.png){rl_section}{route_section}{search_section}
 
 Stage wall times (s): {json.dumps(timings)}
 
@@ -228,7 +300,52 @@ The model is in `model/` (Hugging Face format): `AutoModelForCausalLM.from_pretr
 """)
 
 
-STAGES = {"sft": stage_sft, "eval": stage_eval, "rl": stage_rl, "route": stage_route, "report": stage_report}
+SEARCH_LABEL = {"majority": "majority", "confidence_majority": "confidence-weighted majority"}
+
+
+def search_report(sr: dict, run: Path) -> str:
+    """The report's "Test-time compute" section (and ``search.png``) from ``search.json``."""
+    from .report import markdown_table, plot_scaling
+
+    plot_scaling(sr, run / "search.png", f"Test-time compute: {sr['problems']} held-out level-{sr['level']} problems, "
+                 f"T={sr['temperature']:g}")
+    g, best, cv = sr["greedy"], sr["best"], sr["curves"]
+    rows = [["greedy (T=0)", "1", f"{g['mean_policy_tokens']:.0f}", f"{g['accuracy']:.1%}", "", "", ""]]
+    for i, n in enumerate(sr["ns"]):
+        rows.append([f"T={sr['temperature']:g}", str(n), f"{cv['majority'][i]['mean_policy_tokens']:.0f}", "",
+                     f"{cv['majority'][i]['accuracy']:.1%}", f"{cv['confidence_majority'][i]['accuracy']:.1%}",
+                     f"{cv['pass_at_n_ceiling'][i]['accuracy']:.1%}"])
+    label = f"{SEARCH_LABEL.get(best['strategy'], best['strategy'])}@{best['n']}"
+    if sr["gain_points"] > 0:
+        verdict = (f"the best strategy, **{label}, is right on {best['accuracy']:.1%} vs greedy's "
+                   f"{g['accuracy']:.1%} ({sr['gain_points']:+.1f} points)** at {best['mean_policy_tokens']:.0f} "
+                   "policy tokens per question "
+                   f"({best['mean_policy_tokens'] / max(g['mean_policy_tokens'], 1e-9):.1f}x greedy's)")
+    else:
+        verdict = (f"**no sampling strategy beats System-2 greedy ({g['accuracy']:.1%})**: the best, {label}, is right "
+                   f"on {best['accuracy']:.1%} ({sr['gain_points']:+.1f} points) at {best['mean_policy_tokens']:.0f} "
+                   "policy tokens per question")
+    nmax = sr["ns"][-1]
+    return f"""
+
+## Test-time compute: spending more tokens per question on level {sr['level']}
+
+On {sr['problems']} held-out level-{sr['level']} problems, {verdict}
+(one problem is {100 / sr['problems']:.1f} points).
+Self-consistency takes the most common answer of n samples (T={sr['temperature']:g}); the confidence-weighted
+majority lets each sample vote with its own confidence, exp(mean token log-prob), so it needs no trained
+verifier (after DeepConf). All n share one pool of {nmax} samples per problem; tokens are the policy tokens
+generated per question, every sample counted. pass@{nmax} ({sr['ceiling']:.1%}) is a ceiling, not a strategy:
+the share of problems with a right answer among the samples, which a perfect picker would reach.
+
+{markdown_table(["setting", "n", "tokens/question", "greedy", "majority@n", "confidence-weighted@n", "pass@n ceiling"],
+                rows)}
+
+![test-time compute](search.png)"""
+
+
+STAGES = {"sft": stage_sft, "eval": stage_eval, "rl": stage_rl, "route": stage_route, "search": stage_search,
+          "report": stage_report}
 
 
 def run_quickstart(cfg: QuickstartConfig) -> dict:

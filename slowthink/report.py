@@ -130,6 +130,47 @@ def plot_pareto(routing: dict, path: str | Path, title: str, others: dict | None
     return Path(path)
 
 
+SCALING_STYLE = {"majority": ("tab:blue", "o", "-", "self-consistency majority@n"),
+                 "confidence_majority": ("tab:orange", "^", "-", "confidence-weighted majority@n (no verifier)"),
+                 "pass_at_n_ceiling": ("tab:gray", "s", "--", "pass@n ceiling (any of n samples right)")}
+
+
+def plot_scaling(search: dict, path: str | Path, title: str) -> Path:
+    """Accuracy against mean policy tokens per question (log x): one line per pool strategy (points at
+    n = 1, 2, 4, ...), the pass@n ceiling dashed, System-2 greedy as a star."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for name, pts in search["curves"].items():
+        color, marker, ls, label = SCALING_STYLE.get(name, (None, "o", "-", name))
+        xs, ys = [p["mean_policy_tokens"] for p in pts], [100 * p["accuracy"] for p in pts]
+        ax.plot(xs, ys, ls=ls, marker=marker, color=color, label=label)
+        if name == "majority":
+            for p, x, y in zip(pts, xs, ys):
+                ax.annotate(f"n={p['n']}", (x, y), textcoords="offset points", xytext=(0, -13), ha="center",
+                            fontsize=7, color=color)
+    g = search["greedy"]
+    ax.scatter(g["mean_policy_tokens"], 100 * g["accuracy"], marker="*", s=200, color="black", zorder=4,
+               label=f"System-2 greedy ({g['accuracy']:.1%})")
+    ax.set_xscale("log")
+    ticks = sorted({round(p["mean_policy_tokens"]) for p in search["curves"].get("majority", [])})
+    if ticks:  # plain numbers at the majority@n points instead of powers of ten
+        from matplotlib.ticker import NullFormatter
+
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("mean policy tokens per question (log)")
+    ax.set_ylabel("held-out accuracy (%)")
+    ys = [100 * g["accuracy"]] + [100 * p["accuracy"] for pts in search["curves"].values() for p in pts]
+    ax.set_ylim(max(0.0, min(ys) - 8), min(102.0, max(ys) + 8))
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
 def results_table(results: dict) -> list[list[str]]:
     """Rows of (level, S1 acc, S2 acc, S2 mean tokens) with an overall row last."""
     s1, s2 = results.get("system1"), results.get("system2")

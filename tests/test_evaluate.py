@@ -33,12 +33,12 @@ def test_quickstart_pipeline_writes_report_and_stages_run_alone(tmp_path):
     cfg = QuickstartConfig(out=str(out), model="tiny", levels=[1, 2], level_weights=[1, 1], steps=12,
                            batch_size=8, eval_every=6, eval_per_level=3, k=2, max_new_tokens=40,
                            rl_steps=2, rl_prompts_per_step=2, rl_group_size=2, route_per_level=6,
-                           route_majority_ns=[2], progress=False, threads=1,
-                           stages=["sft", "eval", "rl", "route", "report"])
+                           route_majority_ns=[2], search_problems=3, search_ns=[1, 2, 4], progress=False, threads=1,
+                           stages=["sft", "eval", "rl", "route", "search", "report"])
     summary = run_quickstart(cfg)
     for f in ("report.md", "training.png", "accuracy_by_level.png", "results.json", "eval.json",
               "model/config.json", "sft/metrics.jsonl", "rl.png", "rl/model/config.json", "route.json", "route.png",
-              "model/router/router.json"):
+              "model/router/router.json", "search.json", "search.png"):
         assert (out / f).exists(), f
     assert set(summary["eval"]) == {"system1", "system2"}
     assert set(summary["eval"]["system2"]["by_level"]) == {"1", "2"}
@@ -48,17 +48,41 @@ def test_quickstart_pipeline_writes_report_and_stages_run_alone(tmp_path):
     assert "GRPO on level 2" in (out / "report.md").read_text()
     assert "## Routing" in (out / "report.md").read_text()
     assert summary["route"]["best_fixed"]["name"] in {"s1", "s2", "s2_maj2"}
+    # The search stage: greedy vs majority@n / confidence-weighted majority@n from one pool, on the hardest level.
+    sr = json.loads((out / "search.json").read_text())
+    assert sr.keys() >= {"level", "problems", "temperature", "ns", "greedy", "curves", "best", "gain_points", "ceiling",
+                         "mean_sample_tokens", "sampled_accuracy", "seconds"}
+    assert (sr["level"], sr["problems"], sr["ns"]) == (2, 3, [1, 2, 4]) and summary["search"] == sr
+    assert set(sr["curves"]) == {"majority", "confidence_majority", "pass_at_n_ceiling"}
+    for name, pts in sr["curves"].items():
+        assert [p["n"] for p in pts] == [1, 2, 4]
+        assert all(0 <= p["accuracy"] <= 1 for p in pts)
+        # Policy tokens: the first n samples of every pool, so about n x the mean sample (exact at the pool size).
+        assert pts[-1]["mean_policy_tokens"] == pytest.approx(4 * sr["mean_sample_tokens"])
+        assert all(p["mean_policy_tokens"] == pytest.approx(p["n"] * sr["mean_sample_tokens"], rel=0.5) for p in pts)
+    ceil = [p["accuracy"] for p in sr["curves"]["pass_at_n_ceiling"]]
+    assert ceil == sorted(ceil) and all(m["accuracy"] <= c for m, c in zip(sr["curves"]["majority"], ceil))
+    assert 0 < sr["greedy"]["mean_policy_tokens"] <= 40 and sr["best"]["strategy"] != "pass_at_n_ceiling"
+    assert sr["gain_points"] == pytest.approx(100 * (sr["best"]["accuracy"] - sr["greedy"]["accuracy"]), abs=0.06)
+    assert (out / "search.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    assert matplotlib.image.imread(out / "search.png").shape[:2] == (600, 900)  # decodes: 7.5 x 5 in at 120 dpi
+    assert "## Test-time compute" in (out / "report.md").read_text() and "search.png" in (out / "report.md").read_text()
     first = (out / "eval.json").stat().st_mtime_ns
     # Any stage alone, reading what earlier stages wrote.
     run_quickstart(QuickstartConfig(**{**cfg.__dict__, "stages": ["eval", "report"]}))
     assert (out / "eval.json").stat().st_mtime_ns > first
-    assert json.loads((out / "timings.json").read_text()).keys() >= {"sft", "eval", "rl", "route", "report"}
+    assert json.loads((out / "timings.json").read_text()).keys() >= {"sft", "eval", "rl", "route", "search", "report"}
 
 
 def test_quickstart_stage_without_its_inputs_fails_clearly(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, "-m", "slowthink.cli", "quickstart", "--out", str(tmp_path / "q"),
                         "--stages", "eval"], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "run the 'sft' stage first" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "slowthink.cli", "quickstart", "--out", str(tmp_path / "q"),
+                        "--stages", "search"], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "run the 'sft' stage first" in r.stderr
     r = subprocess.run([sys.executable, "-m", "slowthink.cli", "quickstart", "--stages", "sft,nope"],
                        env=env, capture_output=True, text=True, timeout=120)
