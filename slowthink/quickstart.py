@@ -218,6 +218,8 @@ def stage_report(cfg: QuickstartConfig, run: Path) -> None:
                          results_table)
     from .runlog import read_metrics
 
+    if not (run / "eval.json").exists():
+        raise FileNotFoundError(f"{run / 'eval.json'} is missing: run the 'eval' stage first")
     ev = json.loads((run / "eval.json").read_text())
     res = ev["results"]
     plot_training(read_metrics(run / "sft"), run / "training.png", title="SFT on both modes")
@@ -325,13 +327,16 @@ def search_report(sr: dict, run: Path) -> str:
         verdict = (f"**no sampling strategy beats System-2 greedy ({g['accuracy']:.1%})**: the best, {label}, is right "
                    f"on {best['accuracy']:.1%} ({sr['gain_points']:+.1f} points) at {best['mean_policy_tokens']:.0f} "
                    "policy tokens per question")
+    if g["accuracy"] == 1.0:
+        verdict += (". Greedy already solves every problem, so extra samples have nothing to add here; a harder level "
+                    "(`search_level`, or `recipes/quickstart_3digit.yaml`) leaves them room")
     nmax = sr["ns"][-1]
     return f"""
 
 ## Test-time compute: spending more tokens per question on level {sr['level']}
 
-On {sr['problems']} held-out level-{sr['level']} problems, {verdict}
-(one problem is {100 / sr['problems']:.1f} points).
+On {sr['problems']} held-out level-{sr['level']} problems (one problem is {100 / sr['problems']:.1f} points),
+{verdict}.
 Self-consistency takes the most common answer of n samples (T={sr['temperature']:g}); the confidence-weighted
 majority lets each sample vote with its own confidence, exp(mean token log-prob), so it needs no trained
 verifier (after DeepConf). All n share one pool of {nmax} samples per problem; tokens are the policy tokens

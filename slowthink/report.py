@@ -130,9 +130,11 @@ def plot_pareto(routing: dict, path: str | Path, title: str, others: dict | None
     return Path(path)
 
 
-SCALING_STYLE = {"majority": ("tab:blue", "o", "-", "self-consistency majority@n"),
-                 "confidence_majority": ("tab:orange", "^", "-", "confidence-weighted majority@n (no verifier)"),
-                 "pass_at_n_ceiling": ("tab:gray", "s", "--", "pass@n ceiling (any of n samples right)")}
+# name -> color, marker, marker size, line style, z-order, label: where curves coincide, the ceiling lies beneath
+# and the smaller markers on top, so every curve stays visible.
+SCALING_STYLE = {"majority": ("tab:blue", "o", 9, "-", 3, "self-consistency majority@n"),
+                 "confidence_majority": ("tab:orange", "^", 5, "-", 4, "confidence-weighted majority@n (no verifier)"),
+                 "pass_at_n_ceiling": ("tab:gray", "s", 12, "--", 2, "pass@n ceiling (any of n samples right)")}
 
 
 def plot_scaling(search: dict, path: str | Path, title: str) -> Path:
@@ -141,15 +143,15 @@ def plot_scaling(search: dict, path: str | Path, title: str) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 5))
     for name, pts in search["curves"].items():
-        color, marker, ls, label = SCALING_STYLE.get(name, (None, "o", "-", name))
+        color, marker, ms, ls, z, label = SCALING_STYLE.get(name, (None, "o", 6, "-", 3, name))
         xs, ys = [p["mean_policy_tokens"] for p in pts], [100 * p["accuracy"] for p in pts]
-        ax.plot(xs, ys, ls=ls, marker=marker, color=color, label=label)
+        ax.plot(xs, ys, ls=ls, marker=marker, ms=ms, color=color, zorder=z, label=label)
         if name == "majority":
             for p, x, y in zip(pts, xs, ys):
                 ax.annotate(f"n={p['n']}", (x, y), textcoords="offset points", xytext=(0, -13), ha="center",
                             fontsize=7, color=color)
     g = search["greedy"]
-    ax.scatter(g["mean_policy_tokens"], 100 * g["accuracy"], marker="*", s=200, color="black", zorder=4,
+    ax.scatter(g["mean_policy_tokens"], 100 * g["accuracy"], marker="*", s=200, color="black", zorder=5,
                label=f"System-2 greedy ({g['accuracy']:.1%})")
     ax.set_xscale("log")
     ticks = sorted({round(p["mean_policy_tokens"]) for p in search["curves"].get("majority", [])})

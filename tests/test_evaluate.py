@@ -84,6 +84,9 @@ def test_quickstart_stage_without_its_inputs_fails_clearly(tmp_path):
     r = subprocess.run([sys.executable, "-m", "slowthink.cli", "quickstart", "--out", str(tmp_path / "q"),
                         "--stages", "search"], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "run the 'sft' stage first" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "slowthink.cli", "quickstart", "--out", str(tmp_path / "q"),
+                        "--stages", "report"], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "run the 'eval' stage first" in r.stderr
     r = subprocess.run([sys.executable, "-m", "slowthink.cli", "quickstart", "--stages", "sft,nope"],
                        env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "unknown stage" in r.stderr
