@@ -310,7 +310,8 @@ def _search_arguments(p, strategy_default: str | None) -> None:
     p.add_argument("--budget", type=int, default=None, help="most policy tokens per problem (default: no limit)")
     p.add_argument("--verifier", default="none",
                    help="none; oracle: ground-truth step labels; outcome-oracle: ground-truth answer check (both not "
-                        "learned); or the folder of a learned critic (RUN/critic from slowthink train prm|orm)")
+                        "learned); the folder of a learned critic (RUN/critic from slowthink train prm|orm); or "
+                        "gen:MODEL_DIR: a generative verifier (each step scored by that model's likelihood of it)")
     p.add_argument("--strategy-args", default="", help="other strategy options, e.g. beam_width=2,agg=min or "
                                                        "max_thinking=64,min_thinking=0,max_waits=1")
     from .effort import EFFORTS

@@ -53,9 +53,14 @@ VERIFIERS = {"oracle": TaskStepOracle, "outcome-oracle": TaskOutcomeOracle}
 
 def make_verifier(name: str | None, task, mode: str = "system2"):
     """``None``/"none" -> None; "oracle" -> TaskStepOracle; "outcome-oracle" -> TaskOutcomeOracle; a folder
-    saved by ``slowthink train prm|orm`` (``RUN/critic``, or the run folder itself) -> that learned critic."""
+    saved by ``slowthink train prm|orm`` (``RUN/critic``, or the run folder itself) -> that learned critic;
+    "gen:MODEL_DIR" -> a generative verifier reading with that model (``slowthink.critics.generative``)."""
     if name in (None, "", "none"):
         return None
+    from ..critics.generative import PREFIX, GenerativeVerifier
+
+    if name.startswith(PREFIX):
+        return GenerativeVerifier.load(name[len(PREFIX):], task, mode)
     if name == "oracle":
         return TaskStepOracle(task)
     if name == "outcome-oracle":
@@ -68,5 +73,5 @@ def make_verifier(name: str | None, task, mode: str = "system2"):
             if critic.mode != mode:
                 raise ValueError(f"critic {path} was trained on {critic.mode} completions, not {mode}")
             return critic
-    raise ValueError(f"verifier must be one of none, {', '.join(VERIFIERS)} or the folder of a critic trained with "
-                     f"`slowthink train prm|orm` (RUN/critic), got {name!r}")
+    raise ValueError(f"verifier must be one of none, {', '.join(VERIFIERS)} the folder of a critic trained with "
+                     f"`slowthink train prm|orm` (RUN/critic), or gen:MODEL_DIR, got {name!r}")
