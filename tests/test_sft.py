@@ -25,8 +25,14 @@ def test_sft_changes_parameters_and_lowers_loss(tmp_path, tok):
     model = build_model("tiny", tok, seed=0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     cfg = SFTConfig(out=str(tmp_path / "run"), levels=[1], steps=40, batch_size=16, lr=3e-3, warmup_steps=5,
-                    eval_every=0, checkpoint_every=20, **FAST)
+                    eval_every=0, checkpoint_every=20, snapshot_every=20, **FAST)
     run = train(cfg, task=Arithmetic(op="mul", max_level=2), model=model, tok=tok)
+    # snapshots: the model of steps 20 and 40; the last one is the final model
+    assert sorted(p.name for p in (run / "snapshots").iterdir()) == ["step_20", "step_40"]
+    snap = lambda step: load_file(str(next((run / "snapshots" / step).glob("*.safetensors"))))  # noqa: E731
+    final, mid = _weights(run), snap("step_20")
+    assert all(torch.equal(final[k], v) for k, v in snap("step_40").items())
+    assert any(not torch.equal(final[k], v) for k, v in mid.items())
     changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
     assert len(changed) == len(before)
     losses = [r["loss"] for r in read_metrics(run) if "loss" in r]

@@ -50,6 +50,8 @@ class SFTConfig:
     eval_per_level: int = arg(32, "held-out problems per level for the periodic evaluation")
     max_new_tokens: int = arg(160, "generation limit during evaluation")
     checkpoint_every: int = arg(100, "write a resumable checkpoint every N steps")
+    snapshot_every: int = arg(0, "also keep the model of every N-th step in snapshots/step_N (0: none); "
+                                 "the intermediate models that search and critic experiments start from")
     log_every: int = arg(10, "log training metrics every N steps")
     threads: int = arg(0, "torch threads (0: all cores)")
     device: str = arg("cpu", "torch device to train on (cpu, cuda, cuda:1, ...)")
@@ -69,6 +71,7 @@ class SFTConfig:
                 "level_weights", "one non-negative weight per level, not all zero")
         require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "two values in [0, 1)")
         require(self.checkpoint_every > 0, "checkpoint_every", "must be > 0")
+        require(self.snapshot_every >= 0, "snapshot_every", "must be >= 0")
         require(self.grad_clip >= 0, "grad_clip", "must be >= 0")
         require(1 <= self.micro_batches <= self.batch_size, "micro_batches", "must be in 1..batch_size")
 
@@ -164,6 +167,8 @@ def train(cfg: SFTConfig, task=None, model=None, tok=None) -> Path:
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             ckpt = save_checkpoint(run, model, tok, {"step": done, "optimizer": opt.state_dict(),
                                                      "config": to_dict(cfg)})
+        if cfg.snapshot_every and done % cfg.snapshot_every == 0:
+            save(model, tok, run / "snapshots" / f"step_{done}")
     bar.close()
     log.close()
     save(model, tok, run / "model")

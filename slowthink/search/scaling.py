@@ -69,10 +69,12 @@ def draw_pool(policy: Policy, problems, n: int, chunk: int = 16) -> list[Pool]:
     return pools
 
 
-def score_pool(policy: Policy, problems, pools: list[Pool], prm=None, orm=None) -> None:
+def score_pool(policy: Policy, problems, pools: list[Pool], prm=None, orm=None, **step_verifiers) -> None:
     """Adds to each well-formed sample its PRM score (step scores of the reasoning, ``min``-aggregated, the
     strategies' default; 0.0 with no step) as ``prm`` and/or its ORM score as ``orm``, and the tokens each
-    critic reads for it (``prm_tokens``, ``orm_tokens``). Critics: ``slowthink.critics`` models (batched)."""
+    critic reads for it (``prm_tokens``, ``orm_tokens``). Critics: ``slowthink.critics`` models (batched).
+    Further process verifiers (``score_steps_batch`` + ``encode_sample``, e.g. ``GenerativeVerifier``) are
+    scored like the PRM under the keyword they are passed with (``gen=...`` -> ``gen``, ``gen_tokens``)."""
     items_p, items_o, where = [], [], []
     for p, pool in zip(problems, pools):
         for s in pool:
@@ -80,10 +82,11 @@ def score_pool(policy: Policy, problems, pools: list[Pool], prm=None, orm=None) 
                 items_p.append((p, reasoning_steps(policy, s["text"])))
                 items_o.append((p, s["text"]))
                 where.append(s)
-    if prm is not None:
-        for s, (p, steps), ps in zip(where, items_p, prm.score_steps_batch(items_p)):
-            s["prm"] = min(ps) if ps else 0.0
-            s["prm_tokens"] = len(prm.encode_sample(p, steps)[0]) if steps else 0
+    steps_critics = ({"prm": prm} if prm is not None else {}) | step_verifiers
+    for key, critic in steps_critics.items():
+        for s, (p, steps), ps in zip(where, items_p, critic.score_steps_batch(items_p)):
+            s[key] = min(ps) if ps else 0.0
+            s[f"{key}_tokens"] = len(critic.encode_sample(p, steps)[0]) if steps else 0
     if orm is not None:
         for s, (p, text), osc in zip(where, items_o, orm.score_batch(items_o)):
             s["orm"] = float(osc)
