@@ -1,13 +1,25 @@
 """Test-time scaling: held-out accuracy against policy (thinking) tokens spent, for every search strategy.
 
-    python benchmarks/test_time_scaling.py                      # the committed run (~18 min on 2 cores, 2 torch threads)
+    python benchmarks/test_time_scaling.py                      # the committed run (~20 min on 2 cores, 1 torch thread)
     python benchmarks/test_time_scaling.py --problems 10 --search-problems 5 --out /tmp/tts   # a quick look
 
-Setting: policy ``runs/rl_start/model`` (``small`` preset after 350 SFT steps, made by benchmarks/rl_gain.py), task
-``arithmetic`` (op=mul, cot=cells), System-2 mode, held-out level-2 problems (``task.heldout_set(P, (2,),
-seed=1234)``), where greedy pass@1 is about a third. Verifiers: the learned PRM ``runs/prm_quality/prm/critic``
-and ORM ``runs/prm_quality/orm/critic`` of benchmarks/prm_quality.py (no ground-truth oracle guides any
-strategy; pass@N is reported only as a ceiling).
+Models (made first; all under runs/, git-ignored):
+* policy and verifier models: one SFT run of the 3-digit recipe that keeps a snapshot every 100 steps,
+  ``slowthink train sft --task-args op=mul,cot=cells --levels 1,2,3 --level-weights 1,1,1 --model small
+  --steps 1500 --batch-size 64 --lr 1e-3 --warmup-steps 30 --system2-fraction 0.5 --eval-every 100
+  --eval-per-level 50 --snapshot-every 100 --out runs/l123`` (~45 min on the 2-core box). The **policy** is
+  ``runs/l123/snapshots/step_600`` (level 2: 45% greedy on these problems, in the issue's 20-60% band).
+* learned critics: ``python benchmarks/prm_quality.py --policy runs/l123/snapshots/step_600 --completer
+  runs/l123/snapshots/step_1200 --backbone completer --out benchmarks/results/prm_quality_l123 --run-dir
+  runs/prm_l123`` (Math-Shepherd MC labels rolled out by the step-1200 snapshot of the same run, PRM and ORM
+  on its backbone). No ground-truth oracle guides any strategy; pass@N is reported only as a ceiling.
+* generative verifier (``--gen-verifier``): the same step-1200 snapshot read as a language model
+  (``slowthink.critics.generative``): each step scores its least likely token. It is a stronger model than
+  the policy, so its own greedy accuracy on the same problems is recorded beside every number it drives,
+  and bar 1 is reported both with and without it.
+
+Task ``arithmetic`` (op=mul, cot=cells), System-2, held-out level-2 problems (``task.heldout_set(P, (2,),
+seed=1234)``).
 
 What runs how:
 * greedy, beam (PRM), mcts (PRM), budget_forcing: through their real ``solve`` functions via
@@ -52,28 +64,32 @@ from slowthink.search.evaluate import evaluate_strategy  # noqa: E402
 from slowthink.search.scaling import draw_pool, interp_log, pool_curves, score_pool  # noqa: E402
 
 # The pool strategies of this benchmark (slowthink.search.scaling rules), in the order they are plotted.
-POOL_RULES = ("majority", "best_of_n_prm", "best_of_n_orm", "weighted_majority_prm", "weighted_majority_orm",
-              "pass_at_n_ceiling")
+POOL_RULES = ("majority", "confidence_majority", "best_of_n_prm", "best_of_n_orm", "weighted_majority_prm",
+              "weighted_majority_orm", "pass_at_n_ceiling")
+GEN_RULES = ("best_of_n_gen", "weighted_majority_gen")  # with --gen-verifier
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--policy", default=str(ROOT / "runs/rl_start/model"))
-    p.add_argument("--prm", default=str(ROOT / "runs/prm_quality/prm/critic"))
-    p.add_argument("--orm", default=str(ROOT / "runs/prm_quality/orm/critic"))
+    p.add_argument("--policy", default=str(ROOT / "runs/l123/snapshots/step_600"))
+    p.add_argument("--prm", default=str(ROOT / "runs/prm_l123/prm/critic"))
+    p.add_argument("--orm", default=str(ROOT / "runs/prm_l123/orm/critic"))
+    p.add_argument("--gen-verifier", default=str(ROOT / "runs/l123/snapshots/step_1200"), help="also rank with a generative verifier reading with this model "
+                   "(slowthink.critics.generative; the PRM's completer); its own greedy accuracy is recorded; '' = none")
+    p.add_argument("--gen-beam", default="4:2,16:4,64:8", help="beam settings n:beam_width guided by the generative verifier")
     p.add_argument("--level", type=int, default=2)
     p.add_argument("--problems", type=int, default=100, help="held-out problems (greedy and the sample pools)")
     p.add_argument("--n-max", type=int, default=64, help="largest N of the sampling strategies")
-    p.add_argument("--temperatures", default="1.0,0.7", help="sampling temperatures of the pool strategies")
+    p.add_argument("--temperatures", default="0.7,1.0", help="sampling temperatures of the pool strategies")
     p.add_argument("--search-temperature", type=float, default=1.0, help="sampling temperature of beam and mcts")
     p.add_argument("--search-problems", type=int, default=100, help="first problems for beam, mcts, budget forcing")
-    p.add_argument("--beam", default="4:2,8:2,16:4,32:4,64:8", help="beam settings n:beam_width")
-    p.add_argument("--mcts", default="4,8,16,32", help="MCTS simulation counts (expand 4)")
+    p.add_argument("--beam", default="4:2,16:4,64:8", help="beam settings n:beam_width (PRM)")
+    p.add_argument("--mcts", default="4,16", help="MCTS simulation counts (expand 4)")
     p.add_argument("--mcts-expand", type=int, default=4)
-    p.add_argument("--forcing", default="80,120", help="budget_forcing min_thinking values (T=0, max_waits 2)")
+    p.add_argument("--forcing", default="80", help="budget_forcing min_thinking values (T=0, max_waits 2)")
     p.add_argument("--check-n", default="4,16", help="N of the library check (real solve functions)")
     p.add_argument("--max-tokens", type=int, default=160, help="longest completion (as the critics' samples)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/test_time_scaling"))
     return p.parse_args(argv)
@@ -112,15 +128,18 @@ def plot(path: Path, res: dict) -> None:
             style = ":" if name == "pass_at_n_ceiling" else ls
             ax.plot([p["mean_policy_tokens"] for p in pts], [p["accuracy"] for p in pts], style,
                     marker=markers[j % len(markers)], ms=4, label=f"{name} T={temp}")
-    for name in ("beam", "mcts", "budget_forcing"):
-        pts = sorted(res[name], key=lambda r: r["mean_policy_tokens"])
+    groups = [("beam (PRM)", [r for r in res["beam"] if r["verifier"] == "prm"]),
+              ("beam (gen)", [r for r in res["beam"] if r["verifier"] == "gen"]),
+              ("mcts (PRM)", res["mcts"]), ("budget_forcing T=0", res["budget_forcing"])]
+    for label, rows in groups:
+        pts = sorted(rows, key=lambda r: r["mean_policy_tokens"])
         if pts:
             ax.plot([p["mean_policy_tokens"] for p in pts], [p["accuracy"] for p in pts], "-", marker="P", lw=2,
-                    label=f"{name} (PRM)" if name != "budget_forcing" else "budget_forcing T=0")
+                    label=label)
     ax.set_xscale("log")
     ax.set_xlabel("mean policy tokens per problem (log)")
     ax.set_ylabel("held-out accuracy")
-    ax.set_title(f"Test-time scaling, {res['problems']} held-out level-{res['level']} 2x2 multiplications")
+    ax.set_title(f"Test-time scaling, {res['problems']} held-out level-{res['level']} multiplications")
     ax.legend(fontsize=6.5, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -142,6 +161,8 @@ def main(argv=None) -> int:
     engine = Engine(model, tok)
     prm = make_verifier(args.prm, task, "system2")
     orm = make_verifier(args.orm, task, "system2")
+    gen = make_verifier(f"gen:{args.gen_verifier}", task, "system2") if args.gen_verifier else None
+    rules = POOL_RULES + (GEN_RULES if gen is not None else ())
     problems = task.heldout_set(args.problems, (args.level,), seed=1234)
     search_problems = problems[:args.search_problems]
     n_values = [n for n in (1, 2, 4, 8, 16, 32, 64, 128) if n <= args.n_max]
@@ -159,15 +180,20 @@ def main(argv=None) -> int:
                                       strategy="greedy")
     timings["greedy_s"] = round(time.time() - t, 1)
     print("greedy", res["greedy"], flush=True)
+    if gen is not None:  # how strong the verifier's model is on its own: the caveat every gen number carries
+        alone = Policy(Engine(gen.model, gen.tokenizer), task, "system2", temperature=0.0, max_tokens=args.max_tokens)
+        res["gen_verifier"] = {"model": args.gen_verifier, "its_own_greedy": row(
+            evaluate_strategy(get_strategy("greedy"), alone, None, problems), strategy="greedy")}
+        print("gen verifier alone", res["gen_verifier"], flush=True)
 
     res["pool"], res["pool_subset"], res["library_check"] = {}, {}, []
     for temp in [float(x) for x in args.temperatures.split(",") if x]:
         t = time.time()
         pol = policy(temp)
         pools = draw_pool(pol, problems, args.n_max)
-        score_pool(pol, problems, pools, prm=prm, orm=orm)
-        res["pool"][str(temp)] = pool_curves(pools, n_values, POOL_RULES)
-        res["pool_subset"][str(temp)] = pool_curves(pools[:len(search_problems)], n_values, POOL_RULES)
+        score_pool(pol, problems, pools, prm=prm, orm=orm, **({"gen": gen} if gen is not None else {}))
+        res["pool"][str(temp)] = pool_curves(pools, n_values, rules)
+        res["pool_subset"][str(temp)] = pool_curves(pools[:len(search_problems)], n_values, rules)
         res[f"sample_pass_rate_T{temp}"] = sum(s["correct"] for pl in pools for s in pl) / sum(map(len, pools))
         timings[f"pool_T{temp}_s"] = round(time.time() - t, 1)
         print(f"T={temp}", json.dumps({k: [round(p["accuracy"], 3) for p in v] for k, v in res["pool"][str(temp)].items()}),
@@ -191,6 +217,13 @@ def main(argv=None) -> int:
                 strategy="beam", n=n, beam_width=bw, temperature=st, verifier="prm", agg="last")
         res["beam"].append(r)
         print("beam", r, flush=True)
+    for spec in [s for s in args.gen_beam.split(",") if s and gen is not None]:
+        n, bw = (int(x) for x in spec.split(":"))
+        r = row(evaluate_strategy(get_strategy("beam", n=n, beam_width=bw, agg="min"), policy(st), gen,
+                                  search_problems),
+                strategy="beam", n=n, beam_width=bw, temperature=st, verifier="gen", agg="min")
+        res["beam"].append(r)
+        print("beam (gen)", r, flush=True)
     timings["beam_s"] = round(time.time() - t, 1)
     t = time.time()
     for sims in [int(x) for x in args.mcts.split(",") if x]:
@@ -220,22 +253,30 @@ def main(argv=None) -> int:
     cands += res["beam"] + res["mcts"] + res["budget_forcing"]
     within = [c for c in cands if c["mean_policy_tokens"] <= cap]
     best = max(within, key=lambda c: c["accuracy"])
+    uses_gen = lambda c: c.get("verifier") == "gen" or c.get("strategy", "").endswith("_gen")  # noqa: E731
+    own = max((c for c in within if not uses_gen(c)), key=lambda c: c["accuracy"])
     res["bar1"] = {"greedy_accuracy": g["accuracy"], "greedy_mean_policy_tokens": g["mean_policy_tokens"],
                    "token_cap_64x": cap, "best_within_cap": best, "gain_points": 100 * (best["accuracy"] - g["accuracy"]),
+                   "best_uses_generative_verifier": uses_gen(best),
+                   "best_without_generative_verifier": own,
+                   "gain_points_without_generative_verifier": 100 * (own["accuracy"] - g["accuracy"]),
                    "note": "beam/mcts/budget_forcing rows are on the first search_problems problems; compare their "
                            "greedy via greedy_search_subset",
                    "met": best["accuracy"] - g["accuracy"] >= 0.25}
-    wm = {}
-    for temp, curves in res["pool"].items():
-        pairs = [(m, w) for m, w in zip(curves["majority"], curves["weighted_majority_prm"]) if m["n"] >= 2]
-        wm[temp] = {"budgets": len(pairs), "wins": sum(w["accuracy"] > m["accuracy"] for m, w in pairs),
-                    "ties": sum(w["accuracy"] == m["accuracy"] for m, w in pairs),
-                    "per_n": [{"n": m["n"], "majority": m["accuracy"], "weighted_majority_prm": w["accuracy"]}
-                              for m, w in pairs]}
-        wm[temp]["met"] = wm[temp]["wins"] > wm[temp]["budgets"] / 2
+    def vs_majority(key: str) -> dict:
+        out = {}
+        for temp, curves in res["pool"].items():
+            pairs = [(m, w) for m, w in zip(curves["majority"], curves[key]) if m["n"] >= 2]
+            out[temp] = {"budgets": len(pairs), "wins": sum(w["accuracy"] > m["accuracy"] for m, w in pairs),
+                         "ties": sum(w["accuracy"] == m["accuracy"] for m, w in pairs),
+                         "per_n": [{"n": m["n"], "majority": m["accuracy"], key: w["accuracy"]} for m, w in pairs]}
+            out[temp]["met"] = out[temp]["wins"] > out[temp]["budgets"] / 2
+        return out
+
+    wm = vs_majority("weighted_majority_prm")
     beam_cmp = []
     maj_sub = res["pool_subset"][str(st)]["majority"] if str(st) in res["pool_subset"] else None
-    for b in res["beam"]:
+    for b in [b for b in res["beam"] if b["verifier"] == "prm"]:
         m = interp_log(maj_sub, b["mean_policy_tokens"]) if maj_sub else None
         beam_cmp.append({"n": b["n"], "beam_width": b["beam_width"], "tokens": b["mean_policy_tokens"],
                          "beam": b["accuracy"], "majority_interp": m})
@@ -244,6 +285,8 @@ def main(argv=None) -> int:
         beam_cmp_valid) / 2
     res["bar2"] = {"weighted_majority_prm_vs_majority": wm, "beam_vs_majority": beam_cmp, "beam_met": beam_met,
                    "met": beam_met or any(v["met"] for v in wm.values())}
+    if gen is not None:  # the generative verifier is a process verifier too; reported beside, not in "met"
+        res["bar2"]["weighted_majority_gen_vs_majority"] = vs_majority("weighted_majority_gen")
     timings["total_s"] = round(time.time() - t0, 1)
     res["timings"] = timings
 
