@@ -35,8 +35,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -67,7 +65,7 @@ from slowthink.critics.train import (  # noqa: E402
     training_problems,
 )
 from slowthink.evaluate import majority  # noqa: E402
-from slowthink.runlog import write_json  # noqa: E402
+from slowthink.runlog import machine_info, write_json  # noqa: E402
 from slowthink.search import Meter, Policy, aggregate  # noqa: E402
 from slowthink.search.weighted_majority import weighted_vote  # noqa: E402
 
@@ -116,14 +114,6 @@ def make_completer(policy: str, out: Path, steps: int, threads: int) -> float:
                     system2_fraction=1.0, eval_every=100, eval_per_level=50, threads=threads, checkpoint_every=1000,
                     progress=False))
     return time.time() - t
-
-
-def machine_info(threads: int) -> dict:
-    import transformers
-
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch_threads": threads,
-            "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version(), "load_avg_at_start": os.getloadavg()}
 
 
 def best_of_n_table(problems, groups, prm_scores, orm_scores, step_truth, n_values) -> dict:

@@ -34,8 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -82,14 +80,6 @@ def parse_args(argv=None):
                    help="reuse a model's measurements from OUT.json when its folder and measurement args match "
                         "(the JSON is written after each model, so one model can be measured while the other trains)")
     return p.parse_args(argv)
-
-
-def machine_info(threads: int) -> dict:
-    import transformers
-
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch_threads": threads,
-            "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version(), "load_avg_at_start": os.getloadavg()}
 
 
 def train(preset: str, args) -> Path:
@@ -281,7 +271,7 @@ def plot(path: Path, res: dict) -> None:
 
 
 def main(argv=None) -> int:
-    from slowthink.runlog import write_json
+    from slowthink.runlog import machine_info, write_json
     from slowthink.tasks import get_task
 
     args = parse_args(argv)

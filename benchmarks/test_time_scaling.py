@@ -48,8 +48,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -93,14 +91,6 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/test_time_scaling"))
     return p.parse_args(argv)
-
-
-def machine_info(threads: int) -> dict:
-    import transformers
-
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch_threads": threads,
-            "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version(), "load_avg_at_start": os.getloadavg()}
 
 
 def row(res: dict, **setting) -> dict:
@@ -148,7 +138,7 @@ def plot(path: Path, res: dict) -> None:
 def main(argv=None) -> int:
     from slowthink.engine import Engine
     from slowthink.models import load_model
-    from slowthink.runlog import write_json
+    from slowthink.runlog import machine_info, write_json
     from slowthink.tasks import get_task
 
     args = parse_args(argv)

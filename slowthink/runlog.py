@@ -79,6 +79,21 @@ def write_json(path: str | Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def machine_info(threads: int | None = None, **extra) -> dict:
+    """What a measurement ran on, for results files: CPU model, cores, torch threads, versions, load average."""
+    import platform
+
+    import transformers
+
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or platform.machine()
+    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "torch_threads": threads or torch.get_num_threads(),
+            "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
+            "load_avg_at_start": [round(v, 2) for v in os.getloadavg()], **extra}
+
+
 def rng_state() -> dict:
     return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
 

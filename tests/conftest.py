@@ -61,3 +61,24 @@ def sft_model(tmp_path_factory, tok) -> str:
 def plugins_dir() -> Path:
     """Folder of example plugin task files (good and deliberately broken ones)."""
     return PLUGINS
+
+
+@pytest.fixture(scope="session")
+def s2_model(tmp_path_factory, tok) -> str:
+    """A tiny model after 40 SFT steps on worked 1-digit additions (System-2 only, ~5 s): it writes lines,
+    closes the think block and answers, but gets the digits mostly wrong, so samples differ; it has never
+    seen the revise cue. The search and reflect tests share it (read-only)."""
+    import torch
+
+    from slowthink.models import build_model
+    from slowthink.rl.sft import SFTConfig, train
+    from slowthink.tasks import Arithmetic
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("s2_sft")
+    cfg = SFTConfig(out=str(out), levels=[1], steps=40, batch_size=32, lr=3e-3, warmup_steps=5, system2_fraction=1.0,
+                    micro_batches=1, eval_every=0, eval_per_level=0, checkpoint_every=1000, threads=1, progress=False)
+    train(cfg, task=Arithmetic(op="add", max_level=2), model=build_model("tiny", tok, seed=0), tok=tok)
+    torch.set_num_threads(threads)
+    return str(out / "model")

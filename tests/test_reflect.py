@@ -8,11 +8,10 @@ import json
 import random
 
 import pytest
-import torch
 
 from slowthink.config import ConfigError
 from slowthink.engine import Completion, Engine
-from slowthink.models import build_model, load_model
+from slowthink.models import load_model
 from slowthink.rl import revise
 from slowthink.rl.revise import ReviseConfig, reflect_metrics, revision_completion, revision_traces
 from slowthink.rl.rewards import RewardFn
@@ -22,41 +21,11 @@ from slowthink.search import STRATEGIES, Policy
 from slowthink.search.reflect import REVISE_CUE, thinking_of, with_cue
 from slowthink.tasks import Arithmetic, Problem
 from slowthink.tasks.base import THINK_CLOSE
+from search_helpers import SpyEngine
 
 TASK = Arithmetic(op="add", max_level=2)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def s2_model(tmp_path_factory, tok):
-    """A tiny model after 40 SFT steps on worked 1-digit additions (System-2 only, ~5 s): it writes the
-    format but gets digits wrong, and has never seen the cue."""
-    from slowthink.rl.sft import SFTConfig
-    from slowthink.rl.sft import train as sft_train
-
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("reflect_sft")
-    cfg = SFTConfig(out=str(out), levels=[1], steps=40, batch_size=32, lr=3e-3, warmup_steps=5, system2_fraction=1.0,
-                    micro_batches=1, eval_every=0, eval_per_level=0, checkpoint_every=1000, threads=1, progress=False)
-    sft_train(cfg, task=TASK, model=build_model("tiny", tok, seed=0), tok=tok)
-    return str(out / "model")
-
-
-class SpyEngine(Engine):
-    """Records every request, so generated tokens can be counted independently of the strategy's meter."""
-
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.requests = []
-
-    def add(self, prompt_ids, n=1, sampling=None):
-        req = super().add(prompt_ids, n, sampling)
-        self.requests.append(req)
-        return req
-
-    def generated(self) -> int:
-        return sum(len(c.token_ids) for r in self.requests for c in r.completions)
 
 
 def _problem(a=3, b=4) -> Problem:

@@ -11,10 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from slowthink.engine import Completion, Engine
-from slowthink.models import build_model, load_model
+from slowthink.engine import Completion
+from slowthink.models import load_model
 from slowthink.search import (
     NEEDS_VERIFIER,
     STRATEGIES,
@@ -31,46 +30,13 @@ from slowthink.search.base import Meter
 from slowthink.search.weighted_majority import weighted_vote
 from slowthink.tasks import Arithmetic, Problem, Score
 from slowthink.tasks.base import THINK_CLOSE, split_completion
+from search_helpers import SpyEngine
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = Arithmetic(op="add", max_level=2)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def s2_model(tmp_path_factory, tok):
-    """A tiny model after 40 SFT steps on worked 1-digit additions (System-2 only, ~5 s): it writes lines,
-    closes the think block and answers, but gets the digits mostly wrong, so samples differ."""
-    from slowthink.rl.sft import SFTConfig
-    from slowthink.rl.sft import train as sft_train
-
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("search_sft")
-    cfg = SFTConfig(out=str(out), levels=[1], steps=40, batch_size=32, lr=3e-3, warmup_steps=5, system2_fraction=1.0,
-                    micro_batches=1, eval_every=0, eval_per_level=0, checkpoint_every=1000, threads=1, progress=False)
-    sft_train(cfg, task=TASK, model=build_model("tiny", tok, seed=0), tok=tok)
-    return str(out / "model")
-
-
-class SpyEngine(Engine):
-    """Records every request, so tokens can be counted independently of the strategies' meters."""
-
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.requests = []
-
-    def add(self, prompt_ids, n=1, sampling=None):
-        req = super().add(prompt_ids, n, sampling)
-        self.requests.append(req)
-        return req
-
-    def generated(self) -> int:
-        return sum(len(c.token_ids) for r in self.requests for c in r.completions)
-
-    def completions(self) -> int:
-        return sum(r.n for r in self.requests)
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ import torch
 
 from ..tasks.base import Problem
 from ..tokenizer import render_prompt
-from .segment import encode_steps
+from .segment import encode_steps, right_pad
 
 PREFIX = "gen:"  # --verifier gen:MODEL_DIR
 
@@ -52,13 +52,7 @@ class GenerativeVerifier:
     def _token_probs(self, seqs: list[list[int]]) -> list[torch.Tensor]:
         """Probability of each token given the ones before it (index t: token t; index 0 is undefined)."""
         device = next(self.model.parameters()).device
-        width = max(len(s) for s in seqs)
-        pad = self.tokenizer.pad_token_id or 0
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        attn = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, :len(s)] = torch.tensor(s)
-            attn[i, :len(s)] = 1
+        ids, attn = right_pad(seqs, self.tokenizer.pad_token_id or 0)
         logits = self.model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits.float()
         logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
         self.tokens += sum(len(s) for s in seqs)

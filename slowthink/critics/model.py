@@ -21,7 +21,7 @@ from torch import nn
 
 from ..tasks.base import Problem
 from ..tokenizer import render_prompt
-from .segment import encode_steps
+from .segment import encode_steps, right_pad
 
 CRITIC_FILE = "critic.json"
 KINDS = ("prm", "orm")
@@ -54,13 +54,7 @@ class Critic(nn.Module):
     def logits_at(self, seqs: list[list[int]], positions: list[list[int]]) -> list[torch.Tensor]:
         """Head logits at the given positions of each sequence (one right-padded forward)."""
         device = self.head.weight.device
-        width = max(len(s) for s in seqs)
-        pad = self.tokenizer.pad_token_id or 0
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        attn = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, :len(s)] = torch.tensor(s)
-            attn[i, :len(s)] = 1
+        ids, attn = right_pad(seqs, self.tokenizer.pad_token_id or 0)
         base = getattr(self.backbone, self.backbone.base_model_prefix)
         hidden = base(input_ids=ids.to(device), attention_mask=attn.to(device)).last_hidden_state
         self.tokens += sum(len(s) for s in seqs)

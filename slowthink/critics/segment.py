@@ -34,6 +34,19 @@ def encode_steps(encode: Callable[[str], list[int]], prompt_ids: list[int],
     return ids, ends
 
 
+def right_pad(seqs: list[list[int]], pad_id: int):
+    """(input ids, attention mask) of token sequences right-padded to the longest: one batched forward."""
+    import torch
+
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(s)
+        attn[i, :len(s)] = 1
+    return ids, attn
+
+
 def first_false(labels: list[bool]) -> int | None:
     """Index of the first False (the first wrong step), None when there is none."""
     return next((i for i, ok in enumerate(labels) if not ok), None)
