@@ -36,11 +36,8 @@ def tiny_model(tok):
     return build_model("tiny", tok)
 
 
-@pytest.fixture(scope="session")
-def sft_model(tmp_path_factory, tok) -> str:
-    """A tiny model after 20 SFT steps on 1-digit addition (System-1): it answers, but often malformed
-    (about half its samples at temperature 1) and mostly wrong, so rewards vary within groups. The RL
-    trainers' tests start from it (read-only: runs write to their own folders)."""
+def tiny_sft(out: Path, tok, steps: int, system2_fraction: float) -> str:
+    """A tiny model trained briefly on 1-digit additions, 1 thread; returns its model folder."""
     import torch
 
     from slowthink.models import build_model
@@ -49,12 +46,20 @@ def sft_model(tmp_path_factory, tok) -> str:
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("sft")
-    cfg = SFTConfig(out=str(out), levels=[1], steps=20, batch_size=32, lr=3e-3, warmup_steps=5, system2_fraction=0.0,
-                    micro_batches=1, eval_every=0, eval_per_level=0, checkpoint_every=1000, threads=1, progress=False)
+    cfg = SFTConfig(out=str(out), levels=[1], steps=steps, batch_size=32, lr=3e-3, warmup_steps=5,
+                    system2_fraction=system2_fraction, micro_batches=1, eval_every=0, eval_per_level=0,
+                    checkpoint_every=1000, threads=1, progress=False)
     train(cfg, task=Arithmetic(op="add", max_level=2), model=build_model("tiny", tok, seed=0), tok=tok)
     torch.set_num_threads(threads)
     return str(out / "model")
+
+
+@pytest.fixture(scope="session")
+def sft_model(tmp_path_factory, tok) -> str:
+    """A tiny model after 20 SFT steps on 1-digit addition (System-1): it answers, but often malformed
+    (about half its samples at temperature 1) and mostly wrong, so rewards vary within groups. The RL
+    trainers' tests start from it (read-only: runs write to their own folders)."""
+    return tiny_sft(tmp_path_factory.mktemp("sft"), tok, steps=20, system2_fraction=0.0)
 
 
 @pytest.fixture(scope="session")
@@ -68,17 +73,4 @@ def s2_model(tmp_path_factory, tok) -> str:
     """A tiny model after 40 SFT steps on worked 1-digit additions (System-2 only, ~5 s): it writes lines,
     closes the think block and answers, but gets the digits mostly wrong, so samples differ; it has never
     seen the revise cue. The search and reflect tests share it (read-only)."""
-    import torch
-
-    from slowthink.models import build_model
-    from slowthink.rl.sft import SFTConfig, train
-    from slowthink.tasks import Arithmetic
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("s2_sft")
-    cfg = SFTConfig(out=str(out), levels=[1], steps=40, batch_size=32, lr=3e-3, warmup_steps=5, system2_fraction=1.0,
-                    micro_batches=1, eval_every=0, eval_per_level=0, checkpoint_every=1000, threads=1, progress=False)
-    train(cfg, task=Arithmetic(op="add", max_level=2), model=build_model("tiny", tok, seed=0), tok=tok)
-    torch.set_num_threads(threads)
-    return str(out / "model")
+    return tiny_sft(tmp_path_factory.mktemp("s2_sft"), tok, steps=40, system2_fraction=1.0)
