@@ -3,13 +3,17 @@ with the right token boundaries, batched without changing any score, and usable 
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from slowthink.critics.generative import GenerativeVerifier
 from slowthink.critics.segment import encode_steps
 from slowthink.models import build_model
-from slowthink.search import get_strategy, make_verifier
+from slowthink.engine import Engine
+from slowthink.search import Policy, make_verifier
+from slowthink.search.base import score_completion
 from slowthink.tasks import Arithmetic, Problem
 from slowthink.tokenizer import render_prompt
 
@@ -98,4 +102,9 @@ def test_gen_prefix_loads_a_generative_verifier_for_the_strategies(model, tok, t
         GenerativeVerifier(model, tok, MUL).score_steps(problem, MUL.solution_lines(problem)), rel=1e-5)
     with pytest.raises(ValueError, match="gen:MODEL_DIR"):
         make_verifier(str(tmp_path / "missing"), MUL)
-    assert get_strategy("weighted_majority", n=2) is not None
+    # Through the search protocol: a completion's score is its steps' scores aggregated (no outcome score).
+    policy = Policy(Engine(model, tok), MUL, "system2", max_tokens=8)
+    completion = "\n".join(MUL.solution_lines(problem)) + f"\n</think>\n\n{problem.answer}"
+    steps = v.score_steps(problem, MUL.solution_lines(problem))
+    assert score_completion(v, policy, problem, completion, agg="min") == pytest.approx(min(steps))
+    assert score_completion(v, policy, problem, completion, agg="prod") == pytest.approx(math.prod(steps))

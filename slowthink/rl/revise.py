@@ -50,7 +50,7 @@ from ..tokenizer import render_example
 from .common import TrainingHalted, open_run, resolve_task
 from .rewards import RewardFn
 from .rollout import Group, LocalRolloutWorker
-from .star import fine_tune_rendered, iteration_problems
+from .star import check_fine_tune, fine_tune_rendered, iteration_problems
 
 
 @dataclass
@@ -108,13 +108,8 @@ class ReviseConfig:
             with_cue("", self.cue)
         except ValueError as e:
             raise ConfigError(f"cue: {e}") from None
-        require(self.steps_per_iteration > 0 or self.epochs > 0, "epochs", "must be > 0 when steps_per_iteration=0")
-        require(self.steps_per_iteration >= 0, "steps_per_iteration", "must be >= 0 (0: use epochs)")
-        require(self.lr > 0 and math.isfinite(self.lr), "lr", "must be > 0")
-        for name in ("warmup_steps", "weight_decay", "grad_clip", "eval_per_level"):
-            require(getattr(self, name) >= 0, name, "must be >= 0")
-        require(1 <= self.micro_batches <= self.batch_size, "micro_batches", "must be in 1..batch_size")
-        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "two values in [0, 1)")
+        check_fine_tune(self)
+        require(self.eval_per_level >= 0, "eval_per_level", "must be >= 0")
 
 
 # ----------------------------------------------------------------------------- revision traces

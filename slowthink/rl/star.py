@@ -113,13 +113,8 @@ class STaRConfig:
         require(self.temperature >= 0 and math.isfinite(self.temperature), "temperature", "must be >= 0")
         require(self.temperature > 0 or self.samples_per_problem == 1, "temperature",
                 "greedy decoding (0) gives k identical samples; use temperature > 0 or samples_per_problem=1")
-        require(self.steps_per_iteration > 0 or self.epochs > 0, "epochs", "must be > 0 when steps_per_iteration=0")
-        require(self.steps_per_iteration >= 0, "steps_per_iteration", "must be >= 0 (0: use epochs)")
-        require(self.lr > 0, "lr", "must be > 0")
-        for name in ("warmup_steps", "weight_decay", "grad_clip", "eval_per_level"):
-            require(getattr(self, name) >= 0, name, "must be >= 0")
-        require(1 <= self.micro_batches <= self.batch_size, "micro_batches", "must be in 1..batch_size")
-        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "two values in [0, 1)")
+        check_fine_tune(self)
+        require(self.eval_per_level >= 0, "eval_per_level", "must be >= 0")
         require("{answer}" in self.hint and _formats(self.hint), "hint",
                 f"a format string with {{answer}} and optionally {{question}}, e.g. {DEFAULT_HINT!r}")
 
@@ -232,6 +227,17 @@ def fine_tune(model, tok, task, traces: list[Trace], cfg: STaRConfig, iteration:
 
         rendered += traces_to_examples(cfg.from_traces, tok, task, mode=cfg.mode)
     return fine_tune_rendered(model, tok, rendered, cfg, iteration)
+
+
+def check_fine_tune(cfg) -> None:
+    """Validate the fields :func:`fine_tune_rendered` reads (STaR's and revise's configs both carry them)."""
+    require(cfg.steps_per_iteration > 0 or cfg.epochs > 0, "epochs", "must be > 0 when steps_per_iteration=0")
+    require(cfg.steps_per_iteration >= 0, "steps_per_iteration", "must be >= 0 (0: use epochs)")
+    require(cfg.lr > 0 and math.isfinite(cfg.lr), "lr", "must be > 0")
+    for name in ("warmup_steps", "weight_decay", "grad_clip"):
+        require(getattr(cfg, name) >= 0, name, "must be >= 0")
+    require(1 <= cfg.micro_batches <= cfg.batch_size, "micro_batches", "must be in 1..batch_size")
+    require(len(cfg.betas) == 2 and all(0 <= b < 1 for b in cfg.betas), "betas", "two values in [0, 1)")
 
 
 def fine_tune_rendered(model, tok, rendered: list[Rendered], cfg, iteration: int, tag: str = "star") -> dict:
