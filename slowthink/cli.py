@@ -108,7 +108,7 @@ def cmd_eval(ns) -> int:
 
     task = get_task(ns.task, **parse_mapping(ns.task_args))
     levels = tuple(int(x) for x in ns.levels.split(",")) if ns.levels else tuple(task.levels)
-    model, tok = load_model(ns.model)
+    model, tok = load_model(ns.model, device=ns.device)
     problems = task.heldout_set(ns.per_level, levels, seed=ns.seed + 1000)
     if ns.reasoning_effort:
         return _eval_effort(ns, task, levels, problems)
@@ -144,7 +144,7 @@ def _strategy(ns, task, mode: str):
             raise ValueError(f"strategy {name!r} takes no --n (its options: {strategy_options(name) or 'none'})")
         options["n"] = ns.n
     solve = get_strategy(name, **options)
-    verifier = make_verifier(ns.verifier, task, mode)
+    verifier = make_verifier(ns.verifier, task, mode, device=ns.device)
     if name in NEEDS_VERIFIER and verifier is None:
         raise ValueError(f"strategy {name!r} needs a verifier: --verifier oracle (ground-truth step labels) or "
                          "outcome-oracle (ground-truth answer check), or RUN/critic (slowthink train prm|orm)")
@@ -189,9 +189,9 @@ def _effort_setup(ns):
 
     router = Router.load(ns.router) if ns.router else find_router(ns.model)
     if router is not None and "fast" in router.models:
-        engines, _ = load_engines(router.models["slow"], router.models["fast"])
+        engines, _ = load_engines(router.models["slow"], router.models["fast"], device=ns.device)
     else:
-        engines, _ = load_engines(ns.model)
+        engines, _ = load_engines(ns.model, device=ns.device)
     if ns.reasoning_effort == "auto" and router is None:
         print(f"note: no router in {ns.model}/router: auto runs medium (train one: slowthink train router "
               f"--model {ns.model})", file=sys.stderr)
@@ -276,7 +276,7 @@ def cmd_solve(ns) -> int:
     if ns.reasoning_effort:
         return _solve_effort(ns, task, problem)
     solve, verifier = _strategy(ns, task, ns.mode)
-    model, tok = load_model(ns.model)
+    model, tok = load_model(ns.model, device=ns.device)
     policy = Policy(Engine(model, tok), task, ns.mode, temperature=ns.temperature, max_tokens=ns.max_new_tokens,
                     seed=ns.seed)
     sol = solve(problem, policy, verifier, ns.budget)
@@ -320,6 +320,8 @@ def _search_arguments(p, strategy_default: str | None) -> None:
                    help="instead of --strategy: a named effort (slowthink/effort.py); auto: the router saved "
                         "beside the model picks per question and says why")
     p.add_argument("--router", default="", help="router folder for auto (default: MODEL/router)")
+    p.add_argument("--device", default="cpu", help="torch device of the model and learned verifiers (cpu, cuda, "
+                                                   "cuda:1, ...)")
 
 
 def cmd_serve(ns) -> int:
@@ -335,7 +337,7 @@ def cmd_serve(ns) -> int:
     return serve_main(ns.model, ns.host, ns.port, ns.api_key, ns.max_batch, model_name=ns.served_model_name,
                       traces=db(ns.traces), jobs=db(ns.jobs), job_concurrency=ns.job_concurrency,
                       backend=ns.backend, base_url=ns.base_url, remote_api_key=ns.remote_api_key,
-                      remote_timeout=ns.remote_timeout, remote_logprobs=ns.remote_logprobs) or 0
+                      remote_timeout=ns.remote_timeout, remote_logprobs=ns.remote_logprobs, device=ns.device) or 0
 
 
 def cmd_traces(ns) -> int:
@@ -463,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--api-key", default=os.environ.get("SLOWTHINK_API_KEY"),
                     help="require 'Authorization: Bearer KEY' (default: $SLOWTHINK_API_KEY; none if unset)")
     sv.add_argument("--max-batch", type=int, default=64, help="sequences decoded together")
+    sv.add_argument("--device", default="cpu", help="torch device of the local model (cpu, cuda, cuda:1, ...)")
     sv.add_argument("--traces", default=None, metavar="PATH",
                     help="SQLite trace database: every returned completion is stored there (default: traces.db "
                          "in the folder above --model, e.g. runs/x/traces.db for runs/x/model; ./traces.db with "

@@ -33,6 +33,26 @@ def require(cond: bool, name: str, message: str) -> None:
         raise ConfigError(f"config field '{name}': {message}")
 
 
+def check_device(name: str, field: str = "device") -> None:
+    """A clear error for a torch device string that does not parse or names a device this machine lacks, before
+    any work starts (torch's own error comes later, mid-run, and reads 'Torch not compiled with CUDA enabled')."""
+    import torch
+
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"config field '{field}': {name!r} is not a torch device (cpu, cuda, cuda:1, mps): {e}")
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"config field '{field}': {name!r} asked for, but no CUDA device is visible here "
+                              f"(torch {torch.__version__}); use cpu")
+        if dev.index is not None and dev.index >= count:
+            raise ConfigError(f"config field '{field}': {name!r} asked for, but only {count} CUDA device(s) exist")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"config field '{field}': 'mps' asked for, but MPS is not available here")
+
+
 def _field_types(cls) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 

@@ -67,6 +67,9 @@ def load_model(path: str | os.PathLike, dtype: torch.dtype = torch.float32, devi
     """Any Hugging Face causal LM and its tokenizer from a local folder (no downloads)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .config import check_device
+
+    check_device(device)
     if not is_model_dir(path):
         raise FileNotFoundError(f"{path}: not a model folder (no config.json). Give a folder written by "
                                 "save_pretrained, e.g. RUN_DIR/model")

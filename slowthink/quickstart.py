@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import arg, require, to_dict
+from .config import arg, check_device, require, to_dict
 from .runlog import write_json
 
 STAGE_NAMES = ("sft", "eval", "rl", "route", "search", "report")
@@ -63,12 +63,14 @@ class QuickstartConfig:
     search_temperature: float = arg(0.7, "search stage: sampling temperature of the pool")
     seed: int = arg(0, "seed")
     threads: int = arg(0, "torch threads (0: all cores)")
+    device: str = arg("cpu", "torch device of every stage (cpu, cuda, cuda:1, ...)")
     stages: list[str] = arg(["sft", "eval", "route", "search", "report"],
                             f"stages to run, in order, from: {', '.join(STAGE_NAMES)} "
                             "(rl is opt-in: recipes/quickstart_rl.yaml)")
     progress: bool = arg(True, "progress bars")
 
     def __post_init__(self):
+        check_device(self.device)
         bad = [s for s in self.stages if s not in STAGE_NAMES]
         require(not bad, "stages", f"unknown stage(s) {bad}; choose from {list(STAGE_NAMES)}")
         require(self.eval_per_level > 0, "eval_per_level", "must be > 0")
@@ -99,7 +101,7 @@ def stage_sft(cfg: QuickstartConfig, run: Path) -> None:
                     system2_fraction=cfg.system2_fraction, model=cfg.model, steps=cfg.steps,
                     batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=cfg.warmup_steps, seed=cfg.seed,
                     eval_every=cfg.eval_every, max_new_tokens=cfg.max_new_tokens, threads=cfg.threads,
-                    progress=cfg.progress)
+                    device=cfg.device, progress=cfg.progress)
     train(sft)
     shutil.rmtree(run / "model", ignore_errors=True)
     shutil.copytree(run / "sft" / "model", run / "model")
@@ -114,7 +116,7 @@ def stage_eval(cfg: QuickstartConfig, run: Path) -> None:
     model_dir = run / "model"
     if not model_dir.exists():
         raise FileNotFoundError(f"{model_dir} is missing: run the 'sft' stage first")
-    model, tok = load_model(model_dir)
+    model, tok = load_model(model_dir, device=cfg.device)
     task = get_task(cfg.task, **cfg.task_args)
     problems = task.heldout_set(cfg.eval_per_level, tuple(cfg.levels), seed=cfg.seed + 1000)
     t0 = time.time()
@@ -136,7 +138,7 @@ def stage_rl(cfg: QuickstartConfig, run: Path) -> None:
                     levels=[cfg.hardest], steps=cfg.rl_steps, time_budget_s=cfg.rl_time_budget_s, lr=cfg.rl_lr,
                     prompts_per_step=cfg.rl_prompts_per_step, group_size=cfg.rl_group_size,
                     max_new_tokens=cfg.max_new_tokens, eval_every=cfg.rl_eval_every,
-                    eval_per_level=cfg.eval_per_level, seed=cfg.seed, threads=cfg.threads, progress=cfg.progress)
+                    eval_per_level=cfg.eval_per_level, seed=cfg.seed, threads=cfg.threads, device=cfg.device, progress=cfg.progress)
     train(rl)
     evals = [r for r in read_metrics(run / "rl") if "eval/system2_pass@1" in r]
     write_json(run / "rl.json", {"level": cfg.hardest, "per_level": cfg.eval_per_level,
@@ -157,7 +159,7 @@ def stage_route(cfg: QuickstartConfig, run: Path) -> None:
                       per_level=cfg.route_per_level, majority_ns=cfg.route_majority_ns, max_tokens=cfg.max_new_tokens,
                       seed=cfg.seed, progress=cfg.progress)
     task = get_task(cfg.task, **cfg.task_args)
-    engines, names = load_engines(rc.model)
+    engines, names = load_engines(rc.model, device=cfg.device)
     router, metrics = fit_router(rc, task, engines, names, training_problems(task, cfg.levels, rc.per_level, cfg.seed))
     router.save(run / "model" / "router")
     heldout = task.heldout_set(cfg.eval_per_level, tuple(cfg.levels), seed=cfg.seed + 1000)
@@ -186,7 +188,7 @@ def stage_search(cfg: QuickstartConfig, run: Path) -> None:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     t0 = time.time()
-    model, tok = load_model(model_dir)
+    model, tok = load_model(model_dir, device=cfg.device)
     task = get_task(cfg.task, **cfg.task_args)
     level = cfg.search_at
     # The eval stage's held-out draw (same seed): the first problems of this level are the ones it scored.

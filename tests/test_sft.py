@@ -103,6 +103,11 @@ def test_config_yaml_overrides_and_errors(tmp_path):
         build(SFTConfig, {"stepz": 3})
     with pytest.raises(ConfigError, match="system2_fraction"):
         build(SFTConfig, {"system2_fraction": 1.5})
+    with pytest.raises(ConfigError, match="'device': 'gpu:0' is not a torch device"):
+        build(SFTConfig, {"device": "gpu:0"})
+    if not torch.cuda.is_available():  # asked-for hardware that is not there: refused before any work starts
+        with pytest.raises(ConfigError, match="no CUDA device is visible"):
+            build(SFTConfig, {"device": "cuda"})
     y.write_text("steps: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(SFTConfig, y)
@@ -117,6 +122,9 @@ def test_cli_reports_bad_config_clearly(tmp_path):
                         "--out", str(tmp_path / "y"), "--steps", "1"], env=env, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2 and "nope.py" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "slowthink.cli", "eval", "--model", str(tmp_path), "--device", "tpu:9"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "not a torch device" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_any_hf_causal_lm_by_path_trains_and_evaluates(tmp_path, tok):

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..config import arg, require
+from ..config import arg, check_device, require
 from .mc_labels import Sample, StepLabels
 from .metrics import auroc
 from .model import KINDS, Critic
@@ -66,6 +66,7 @@ class CriticConfig:
     progress: bool = arg(True, "show progress bars")
 
     def __post_init__(self):
+        check_device(self.device)
         require(self.kind in KINDS, "kind", f"must be one of {KINDS}")
         require(self.mode in ("system1", "system2"), "mode", "must be system1 or system2")
         require(self.kind == "orm" or self.mode == "system2", "mode", "a PRM scores reasoning steps: use system2")

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import ConfigError, arg, require, to_dict
+from ..config import ConfigError, arg, check_device, require, to_dict
 from ..engine import SamplingParams, derive_seed
 from ..evaluate import heldout_metrics
 from ..runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
@@ -80,6 +80,7 @@ class DPOConfig:
     progress: bool = arg(True, "show a progress bar")
 
     def __post_init__(self):
+        check_device(self.device)
         from ..models import is_model_dir
 
         require(bool(self.init), "init", "give the model folder to start from (it samples the pairs and is the "

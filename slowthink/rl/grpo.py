@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import ConfigError, arg, require, to_dict
+from ..config import ConfigError, arg, check_device, require, to_dict
 from ..runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
 from ..tasks.base import MODES
 from .losses import (approx_kl, clip_fraction, clipped_pg_token_losses, constant_normalizer_loss,
@@ -117,6 +117,7 @@ class GRPOConfig:
         return group_advantages(rewards, scale_by_std=self.scale_by_std)
 
     def __post_init__(self):
+        check_device(self.device)
         from ..models import is_model_dir
 
         require(bool(self.init), "init", "give the model folder to start from (GRPO fine-tunes a model that "

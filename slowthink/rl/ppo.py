@@ -36,7 +36,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..config import ConfigError, arg, require, to_dict
+from ..config import ConfigError, arg, check_device, require, to_dict
 from ..engine import derive_seed
 from ..runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
 from ..tasks.base import MODES
@@ -96,6 +96,7 @@ class PPOConfig:
     name: ClassVar[str] = "ppo"
 
     def __post_init__(self):
+        check_device(self.device)
         from ..models import is_model_dir
 
         require(bool(self.init), "init", "give the model folder to start from (PPO fine-tunes a model that "

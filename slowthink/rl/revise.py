@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import ConfigError, arg, require, to_dict
+from ..config import ConfigError, arg, check_device, require, to_dict
 from ..data import reference_example
 from ..engine import SamplingParams, derive_seed
 from ..evaluate import heldout_metrics
@@ -90,6 +90,7 @@ class ReviseConfig:
     progress: bool = arg(True, "show a progress bar")
 
     def __post_init__(self):
+        check_device(self.device)
         from ..models import is_model_dir
 
         require(bool(self.init), "init", "give the model folder to start from, e.g. init=runs/sft/model")

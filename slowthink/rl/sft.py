@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import arg, require, to_dict
+from ..config import arg, check_device, require, to_dict
 from ..data import collate, sample_examples
 from ..evaluate import heldout_metrics
 from .common import TrainingHalted, make_optimizer, open_run, resolve_task
@@ -59,6 +59,7 @@ class SFTConfig:
     progress: bool = arg(True, "show a progress bar")
 
     def __post_init__(self):
+        check_device(self.device)
         require(self.steps > 0, "steps", "must be > 0")
         require(self.batch_size > 0, "batch_size", "must be > 0")
         require(self.lr > 0, "lr", "must be > 0")

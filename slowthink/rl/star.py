@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import ConfigError, arg, require, to_dict
+from ..config import ConfigError, arg, check_device, require, to_dict
 from ..engine import SamplingParams, derive_seed
 from ..evaluate import heldout_metrics
 from ..runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
@@ -97,6 +97,7 @@ class STaRConfig:
     progress: bool = arg(True, "show a progress bar")
 
     def __post_init__(self):
+        check_device(self.device)
         from ..models import is_model_dir
 
         require(bool(self.init), "init", "give the model folder to start from (STaR needs a model that already "

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import arg, require, to_dict
+from ..config import arg, check_device, require, to_dict
 from ..tasks.base import Problem
 from .arms import ArmTable, arm_table, default_arms
 from .predictor import auroc, fit_predictor
@@ -49,9 +49,11 @@ class RouterConfig:
     tradeoff: float = arg(0.05, "default routing tradeoff: cheapest arm within this of the best predicted success")
     seed: int = arg(0, "seed for problems and sampling")
     threads: int = arg(0, "torch threads (0: all cores)")
+    device: str = arg("cpu", "torch device of the models (cpu, cuda, cuda:1, ...)")
     progress: bool = arg(True, "show progress bars")
 
     def __post_init__(self):
+        check_device(self.device)
         from ..models import is_model_dir
 
         require(bool(self.model) and is_model_dir(self.model), "model", f"{self.model!r} is not a model folder "
@@ -85,16 +87,16 @@ def training_problems(task, levels, per_level: int, seed: int) -> list[Problem]:
     return out
 
 
-def load_engines(model: str, fast_model: str = "") -> tuple[dict, dict]:
-    """Engines by name ("main", or "fast" + "slow") and the folders they came from."""
+def load_engines(model: str, fast_model: str = "", device: str = "cpu") -> tuple[dict, dict]:
+    """Engines by name ("main", or "fast" + "slow") and the folders they came from, on ``device``."""
     from ..engine import Engine
     from ..models import load_model
 
     if not fast_model:
-        m, tok = load_model(model)
+        m, tok = load_model(model, device=device)
         return {"main": Engine(m, tok)}, {"main": str(model)}
-    slow, stok = load_model(model)
-    fast, ftok = load_model(fast_model)
+    slow, stok = load_model(model, device=device)
+    fast, ftok = load_model(fast_model, device=device)
     return {"slow": Engine(slow, stok), "fast": Engine(fast, ftok)}, {"slow": str(model), "fast": str(fast_model)}
 
 
@@ -173,7 +175,7 @@ def train(cfg: RouterConfig) -> str:
         torch.set_num_threads(cfg.threads)
     t0 = time.time()
     task = resolve_task(cfg)
-    engines, names = load_engines(cfg.model, cfg.fast_model)
+    engines, names = load_engines(cfg.model, cfg.fast_model, device=cfg.device)
     problems = training_problems(task, cfg.levels, cfg.per_level, cfg.seed)
     router, metrics = fit_router(cfg, task, engines, names, problems)
     metrics["train_seconds"] = round(time.time() - t0, 1)

@@ -51,16 +51,17 @@ class TaskOutcomeOracle:
 VERIFIERS = {"oracle": TaskStepOracle, "outcome-oracle": TaskOutcomeOracle}
 
 
-def make_verifier(name: str | None, task, mode: str = "system2"):
+def make_verifier(name: str | None, task, mode: str = "system2", device: str = "cpu"):
     """``None``/"none" -> None; "oracle" -> TaskStepOracle; "outcome-oracle" -> TaskOutcomeOracle; a folder
     saved by ``slowthink train prm|orm`` (``RUN/critic``, or the run folder itself) -> that learned critic;
-    "gen:MODEL_DIR" -> a generative verifier reading with that model (``slowthink.critics.generative``)."""
+    "gen:MODEL_DIR" -> a generative verifier reading with that model (``slowthink.critics.generative``). Learned
+    and generative verifiers are loaded on ``device``."""
     if name in (None, "", "none"):
         return None
     from ..critics.generative import PREFIX, GenerativeVerifier
 
     if name.startswith(PREFIX):
-        return GenerativeVerifier.load(name[len(PREFIX):], task, mode)
+        return GenerativeVerifier.load(name[len(PREFIX):], task, mode, device=device)
     if name == "oracle":
         return TaskStepOracle(task)
     if name == "outcome-oracle":
@@ -69,7 +70,7 @@ def make_verifier(name: str | None, task, mode: str = "system2"):
 
     for path in (name, f"{name}/critic"):
         if is_critic_dir(path):
-            critic = load_critic(path, task)
+            critic = load_critic(path, task, device=device)
             if critic.mode != mode:
                 raise ValueError(f"critic {path} was trained on {critic.mode} completions, not {mode}")
             return critic

@@ -380,12 +380,12 @@ def serve_main(model_dir: str, host: str = "127.0.0.1", port: int = 8000, api_ke
                traces: str | Path | None = "default", jobs: str | Path | None = "default",
                job_concurrency: int = 8, backend: str = "local", base_url: str | None = None,
                remote_api_key: str | None = None, remote_timeout: float = 600.0,
-               remote_logprobs: bool = False) -> int:
+               remote_logprobs: bool = False, device: str = "cpu") -> int:
     """Load a model folder and serve it until interrupted (the ``slowthink serve`` command).
     ``traces``/``jobs``: database paths; "default" is ``<model dir>/../traces.db`` and ``jobs.db`` beside
     the trace database; None turns the trace store / jobs API off.
     ``backend="openai"``: ``model_dir`` is the remote model's name, generation goes to ``base_url`` (see
-    ``serve.remote``), and the default trace database is ``./traces.db``."""
+    ``serve.remote``), and the default trace database is ``./traces.db``. ``device``: where the local model runs."""
     import uvicorn
 
     from .jobs import default_jobs_path
@@ -403,7 +403,7 @@ def serve_main(model_dir: str, host: str = "127.0.0.1", port: int = 8000, api_ke
         from ..router import find_router
 
         remote = None
-        model, tok = load_model(model_dir)
+        model, tok = load_model(model_dir, device=device)
         model.eval()
         router = find_router(model_dir)
         name = model_name or Path(model_dir).resolve().name

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Every GPU check of the project in one run, for the few sessions that are lent a GPU machine for minutes.
+# Run from the repository root; results go to $OUT (default /tmp/gpu_check): log.txt plus the JSON/Markdown
+# each check writes. No install step: the GPU image's python3 has torch, transformers, tokenizers, safetensors,
+# pyyaml, tqdm, rich, tensorboard and matplotlib, which is all these checks import.
+#
+#   bash dev/gpu_check.sh                 # on the GPU machine (~6 min on one H200)
+#   DEVICE=cpu QUICK=1 bash dev/gpu_check.sh    # a dry run of the script itself on a CPU box (~3 min)
+#
+# Checks, each with its own time limit so that one failure does not cost the rest:
+#   1. pytest -m gpu: engine greedy output equal to HF generate on CUDA (llama, qwen3, gpt2), seeded sampling
+#      reproducible.
+#   2. dev/gpu_check.py: engine vs HF generate tokens/s, batch 64 x 96 tokens, presets tiny..large.
+#   3. the quickstart (sft, eval, route, search, report) with --device cuda: wall time and the S1/S2 table.
+#   4. a learned PRM trained on CUDA (Math-Shepherd labels) from the quickstart model, then eval with it.
+#   5. the RL recipe (recipes/quickstart_rl.yaml: SFT on levels 1-3, then GRPO on level 3) on CUDA.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+OUT="${OUT:-/tmp/gpu_check}"
+DEVICE="${DEVICE:-cuda}"
+QUICK="${QUICK:-0}"
+WORK="$(mktemp -d)"
+mkdir -p "$OUT"
+exec > >(tee "$OUT/log.txt") 2>&1
+
+st() { python3 -m slowthink.cli "$@"; }
+stamp() { echo; echo "=== $1  [$(date -u +%H:%M:%S), +$((SECONDS))s]"; }
+
+stamp "machine"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
+python3 -c "import torch, transformers, tokenizers; print('torch', torch.__version__, 'transformers',
+transformers.__version__, 'tokenizers', tokenizers.__version__, 'cuda', torch.cuda.is_available())"
+nproc
+
+if [ "$QUICK" = 1 ]; then
+  SFT_STEPS=20; RL_STEPS=3; PRESETS=tiny; QS_EXTRA=(--eval-per-level 10 --route-per-level 8 --search-problems 6 --max-new-tokens 40)
+else
+  SFT_STEPS=900; RL_STEPS=200; PRESETS=tiny,small,medium,large; QS_EXTRA=()
+fi
+
+stamp "1. pytest -m gpu"
+timeout 180 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_engine.py 2>&1 | tail -4
+
+stamp "2. engine vs HF generate ($PRESETS)"
+timeout 240 python3 dev/gpu_check.py --device "$DEVICE" --presets "$PRESETS" --json "$OUT/engine_gpu.json"
+
+stamp "3. quickstart --device $DEVICE"
+t=$SECONDS
+timeout 420 python3 -m slowthink.cli quickstart --device "$DEVICE" --out "$WORK/qs" --steps "$SFT_STEPS" \
+  --progress false "${QS_EXTRA[@]}" 2>&1 | grep -v "Writing model shards\|Loading weights" | tail -40
+echo "quickstart wall time: $((SECONDS - t)) s"
+cp "$WORK/qs/results.json" "$OUT/quickstart_results.json" 2>/dev/null
+cp "$WORK/qs/report.md" "$OUT/quickstart_report.md" 2>/dev/null
+
+stamp "4. PRM on $DEVICE from the quickstart model, then best-of-8 with it"
+t=$SECONDS
+timeout 240 python3 -m slowthink.cli train prm --init "$WORK/qs/model" --levels 2 --problems 64 \
+  --samples-per-problem 4 --rollouts 4 --epochs 2 --device "$DEVICE" --out "$WORK/prm" 2>&1 \
+  | grep -v "Writing model shards\|Loading weights" | tail -8
+timeout 120 python3 -m slowthink.cli eval --model "$WORK/qs/model" --levels 2 --per-level 40 --strategy best_of_n \
+  --modes system2 --n 8 --verifier "$WORK/prm/critic" --device "$DEVICE" --json-out "$OUT/prm_best_of_8.json" 2>&1 | tail -8
+echo "prm + eval wall time: $((SECONDS - t)) s"
+
+stamp "5. RL recipe on $DEVICE (SFT levels 1-3, GRPO on level 3)"
+t=$SECONDS
+timeout 420 python3 -m slowthink.cli quickstart --config recipes/quickstart_rl.yaml --device "$DEVICE" \
+  --out "$WORK/qs_rl" --steps "$SFT_STEPS" --rl-steps "$RL_STEPS" --rl-time-budget-s 150 --progress false \
+  "${QS_EXTRA[@]}" 2>&1 | grep -v "Writing model shards\|Loading weights" | tail -30
+echo "RL recipe wall time: $((SECONDS - t)) s"
+cp "$WORK/qs_rl/results.json" "$OUT/quickstart_rl_results.json" 2>/dev/null
+cp "$WORK/qs_rl/rl.json" "$OUT/quickstart_rl_rl.json" 2>/dev/null
+
+stamp "done"
