@@ -79,6 +79,8 @@ def parse_args(argv=None):
     p.add_argument("--backbone", default="completer",
                    help="what the PRM and ORM start from: policy, completer or a folder")
     p.add_argument("--completer-steps", type=int, default=300, help="SFT steps of make_completer beyond the policy")
+    p.add_argument("--task", default="arithmetic", help="task name or path/to/file.py:ClassName")
+    p.add_argument("--task-args", default="op=mul,cot=cells", help="task constructor arguments")
     p.add_argument("--level", type=int, default=2)
     p.add_argument("--train-problems", type=int, default=512)
     p.add_argument("--samples", type=int, default=4, help="policy samples per training problem")
@@ -195,7 +197,7 @@ def plot(path: Path, res: dict, roc: dict) -> None:
     a.set_xticks(ns, [str(n) for n in ns])
     a.set_xlabel("N (samples per problem)")
     a.set_ylabel("held-out accuracy")
-    a.set_title(f"best-of-N, {res['heldout_problems']} held-out 2x2 problems")
+    a.set_title(f"best-of-N, {res['heldout_problems']} held-out level-{res['level']} {res['task']} problems")
     a.legend(fontsize=8)
     for name, (xs, ys) in roc.items():
         b.plot(xs, ys, label=f"{name} (AUROC {res['auroc'][name]:.3f})")
@@ -214,14 +216,15 @@ def main(argv=None) -> int:
     from slowthink.runlog import RunLog
     from slowthink.search import best_of_n, get_strategy
     from slowthink.search.evaluate import evaluate_strategy
-    from slowthink.tasks import Arithmetic
+    from slowthink.config import parse_mapping
+    from slowthink.tasks import get_task
 
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     t_start = time.time()
     timings = {}
-    task = Arithmetic(op="mul", cot="cells")
+    task = get_task(args.task, **parse_mapping(args.task_args))
     run = Path(args.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     if args.policy == str(ROOT / "runs/rl_start/model") and not Path(args.policy, "config.json").exists():
@@ -235,7 +238,8 @@ def main(argv=None) -> int:
         timings["completer_build_s"] = round(make_completer(args.policy, Path(completer_path).parent,
                                                             args.completer_steps, args.threads), 1)
     backbone = {"policy": args.policy, "completer": completer_path or args.policy}.get(args.backbone, args.backbone)
-    cfg = CriticConfig(out=str(run), init=args.policy, levels=[args.level], problems=args.train_problems,
+    cfg = CriticConfig(out=str(run), init=args.policy, task=args.task, task_args=parse_mapping(args.task_args),
+                       levels=[args.level], problems=args.train_problems,
                        samples_per_problem=args.samples, rollouts=args.rollouts, label=args.label,
                        rollout_temperature=args.rollout_temperature, epochs=args.epochs,
                        lr=args.lr, batch_size=args.batch_size, seed=args.seed, threads=args.threads)
@@ -304,6 +308,7 @@ def main(argv=None) -> int:
     outcome = [s.correct for s in held]
     prm_min_all = [aggregate(sc, "min") if sc else 0.0 for sc in prm_scores]
     res = {
+        "task": args.task, "task_args": parse_mapping(args.task_args),
         "policy": args.policy, "completer": completer_path or "policy", "backbone": backbone, "level": args.level,
         "heldout_greedy_accuracy": heldout_completer, "args": vars(args), "machine": machine_info(args.threads),
         "train": {"problems": args.train_problems, "samples": len(samples),

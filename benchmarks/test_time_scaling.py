@@ -75,6 +75,8 @@ def parse_args(argv=None):
     p.add_argument("--gen-verifier", default=str(ROOT / "runs/l123/snapshots/step_1200"), help="also rank with a generative verifier reading with this model "
                    "(slowthink.critics.generative; the PRM's completer); its own greedy accuracy is recorded; '' = none")
     p.add_argument("--gen-beam", default="4:2,16:4,64:8", help="beam settings n:beam_width guided by the generative verifier")
+    p.add_argument("--task", default="arithmetic", help="task name or path/to/file.py:ClassName")
+    p.add_argument("--task-args", default="op=mul,cot=cells", help="task constructor arguments")
     p.add_argument("--level", type=int, default=2)
     p.add_argument("--problems", type=int, default=100, help="held-out problems (greedy and the sample pools)")
     p.add_argument("--n-max", type=int, default=64, help="largest N of the sampling strategies")
@@ -129,7 +131,7 @@ def plot(path: Path, res: dict) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("mean policy tokens per problem (log)")
     ax.set_ylabel("held-out accuracy")
-    ax.set_title(f"Test-time scaling, {res['problems']} held-out level-{res['level']} multiplications")
+    ax.set_title(f"Test-time scaling, {res['problems']} held-out level-{res['level']} {res['task']} problems")
     ax.legend(fontsize=6.5, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -139,6 +141,7 @@ def main(argv=None) -> int:
     from slowthink.engine import Engine
     from slowthink.models import load_model
     from slowthink.runlog import machine_info, write_json
+    from slowthink.config import parse_mapping
     from slowthink.tasks import get_task
 
     args = parse_args(argv)
@@ -146,7 +149,7 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     t0 = time.time()
     timings = {}
-    task = get_task("arithmetic", op="mul", cot="cells")
+    task = get_task(args.task, **parse_mapping(args.task_args))
     model, tok = load_model(args.policy)
     engine = Engine(model, tok)
     prm = make_verifier(args.prm, task, "system2")
@@ -162,7 +165,7 @@ def main(argv=None) -> int:
 
     res = {"command": "python " + " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
            "args": vars(args), "machine": machine_info(args.threads), "policy": args.policy, "prm": args.prm,
-           "orm": args.orm, "level": args.level, "problems": len(problems), "search_problems": len(search_problems)}
+           "orm": args.orm, "task": args.task, "task_args": parse_mapping(args.task_args), "level": args.level, "problems": len(problems), "search_problems": len(search_problems)}
 
     t = time.time()
     res["greedy"] = row(evaluate_strategy(get_strategy("greedy"), policy(1.0), None, problems), strategy="greedy")

@@ -171,7 +171,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = 
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, metavar="V",
-                            help=f"{f.metadata.get('help', '')} (default: {default!r})")
+                            help=f"{f.metadata.get('help', '')} (default: {default!r})".replace("%", "%%"))  # argparse formats help
 
 
 def overrides_from_args(ns: argparse.Namespace, cls) -> dict[str, Any]:

@@ -159,3 +159,22 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_no_bad_checkpoint(
     with pytest.raises(TrainingHalted, match="non-finite loss.*step 1"):
         train(cfg, task=Arithmetic(max_level=1), model=model, tok=tok)
     assert not (tmp_path / "run" / "ckpt").exists() and not (tmp_path / "run" / "model").exists()
+
+
+def test_every_command_and_trainer_help_renders():
+    """argparse %-formats help text: one stray '%' in a config field's help broke `train star --help`."""
+    import argparse
+
+    from slowthink.cli import build_parser
+
+    def walk(parser, name):
+        text = parser.format_help()
+        assert "usage:" in text, name
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    yield from walk(sub, f"{name} {sub_name}")
+        yield name
+
+    names = list(walk(build_parser(), "slowthink"))
+    assert {"slowthink train star", "slowthink train grpo", "slowthink quickstart", "slowthink serve"} <= set(names)
