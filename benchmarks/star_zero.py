@@ -86,6 +86,11 @@ def main() -> int:
     p.add_argument("--problems", type=int, default=256, help="train problems per STaR iteration")
     p.add_argument("--k", type=int, default=4, help="samples per problem")
     p.add_argument("--lr", type=float, default=3e-4, help="STaR fine-tune lr (the base is not converged on System-2)")
+    p.add_argument("--epochs", type=float, default=3.0, help="STaR inner fine-tune passes over the kept traces")
+    p.add_argument("--temperature", type=float, default=1.0, help="STaR sampling temperature")
+    p.add_argument("--rationalize", action="store_true", help="retry unsolved problems with the answer as a hint")
+    p.add_argument("--verify-steps", action="store_true", help="keep only traces whose every step is right "
+                   "(the task's step checker), not only the final answer")
     p.add_argument("--eval-per-level", type=int, default=50)
     p.add_argument("--r1-zero-s", type=float, default=-1, help="GRPO-alone wall time (-1: as long as STaR took)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -107,15 +112,19 @@ def main() -> int:
     t0 = time.time()
     star_train(STaRConfig(out=str(star_run), init=str(base), task="arithmetic", task_args=TASK_ARGS, levels=LEVELS,
                           mode="system2", iterations=args.iterations, problems_per_iteration=args.problems,
-                          samples_per_problem=args.k, temperature=1.0, max_new_tokens=64, rationalize=False,
-                          epochs=3.0, lr=args.lr, eval_per_level=args.eval_per_level, threads=args.threads))
+                          samples_per_problem=args.k, temperature=args.temperature, max_new_tokens=64,
+                          rationalize=args.rationalize, verify_steps=args.verify_steps, epochs=args.epochs,
+                          lr=args.lr, eval_per_level=args.eval_per_level, threads=args.threads))
     star_s = time.time() - t0
     rows = read_metrics(star_run)
-    iters = [{k: r[k] for k in ("step", "solved_direct", "sampled_pass_rate", "traces_kept", "train_set", "samples")
+    iters = [{k: r[k] for k in ("step", "solved_direct", "solved_rationalized", "sampled_pass_rate", "hinted_pass_rate",
+                                "traces_kept", "train_set", "samples")
               if k in r} for r in rows if "traces_kept" in r]
     star_curve = curve(star_run)
     result = {"benchmark": "star_zero", "command": " ".join(sys.argv), "task": {"name": "arithmetic", **TASK_ARGS},
-              "levels": LEVELS, "worked_examples": args.worked, "base_steps": args.base_steps, "base_s": round(base_s, 1),
+              "levels": LEVELS, "worked_examples": args.worked, "star_options": {
+                  k: getattr(args, k) for k in ("iterations", "problems", "k", "lr", "epochs", "temperature",
+                                                "rationalize", "verify_steps")}, "base_steps": args.base_steps, "base_s": round(base_s, 1),
               "star": {"curve": star_curve, "iterations": iters, "wall_s": round(star_s, 1),
                        "gain_points": round(100 * (star_curve[-1][1] - star_curve[0][1]), 1)}}
 

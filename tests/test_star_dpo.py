@@ -104,7 +104,7 @@ def test_star_resumes_after_interruption(sft_model, star_run, tmp_path, monkeypa
     assert [r["step"] for r in read_metrics(resumed) if "sampled_pass_rate" in r] == [1, 2, 3]
 
 
-def _scripted_worker(task, script: dict[str, list[str]], seen: list[str], finish="stop"):
+def _scripted_worker(task, script: dict[str, list[str]], seen: list[str], finish="stop", verify_steps=False):
     """Stands in for LocalRolloutWorker: returns the texts scripted for each user message, scored by
     ``task`` (a Hinted task scores against the real answer, like the real worker would)."""
 
@@ -116,7 +116,8 @@ def _scripted_worker(task, script: dict[str, list[str]], seen: list[str], finish
                 seen.append(message)
                 texts = script[message][:n]
                 comps = [Completion([1], [0.0], t, finish) for t in texts]
-                groups.append(Group(p, mode, [], comps, [RewardFn()(task, p, t, 1, mode) for t in texts]))
+                reward = RewardFn(verify_steps=verify_steps)
+                groups.append(Group(p, mode, [], comps, [reward(task, p, t, 1, mode) for t in texts]))
             return groups
 
     return Worker()
@@ -155,6 +156,21 @@ def test_rationalisation_keeps_verified_hinted_traces_with_the_unhinted_prompt(t
     traces, _ = collect(cut, workers[1], [solved], _cfg_stub(mode="system2", samples_per_problem=4,
                                                              rationalize=False), iteration=0)
     assert traces == []
+
+
+def test_verify_steps_drops_traces_that_copy_the_hint_through_wrong_steps():
+    """4+4 with a wrong cell (09) but the hinted answer 8: kept when only the answer is checked, dropped
+    when every step must be right; the right derivation is kept either way."""
+    p = _add(4, 4)
+    script = {"4+4": ["x"], "4+4\n(answer: 8)": ["4+4\n0900\n</think>\n\n8", "4+4\n0800\n</think>\n\n8"]}
+    cfg = _cfg_stub(mode="system2", samples_per_problem=2, rationalize=True, max_per_problem=2)
+    kept = {}
+    for verify in (False, True):
+        workers = (_scripted_worker(TASK, script, [], verify_steps=verify),
+                   _scripted_worker(Hinted(TASK), script, [], verify_steps=verify))
+        traces, _ = collect(*workers, [p], cfg, iteration=0)
+        kept[verify] = [t.completion.split("\n")[1] for t in traces]
+    assert kept == {False: ["0900", "0800"], True: ["0800"]}
 
 
 def _cfg_stub(**kw):

@@ -20,7 +20,9 @@ Departures from the paper:
   AdamW and linear warm-up then constant lr; its length is ``epochs`` over the training set (the paper
   grows a step budget by 20% per iteration) or a fixed ``steps_per_iteration``.
 - The verifier checks only the final answer, as in the paper: a rationalised trace may reach the right
-  answer by copying the hint through wrong reasoning, and is kept.
+  answer by copying the hint through wrong reasoning, and is kept. ``verify_steps`` (off by default)
+  also requires every worked step to be right by the task's own step checker (``step_labels``), so
+  that only real derivations are learned; it needs a task that can label steps.
 """
 
 from __future__ import annotations
@@ -76,6 +78,9 @@ class STaRConfig:
                     "{question} (a task may define hinted_prompt(problem, mode) instead)")
     from_traces: str = arg("", "JSONL of served traces (slowthink traces export --verified-only) added to every "
                                 "inner fine-tune: served traffic becomes training data")
+    verify_steps: bool = arg(False, "keep a trace only if every worked step is right by the task's step_labels, "
+                             "not only its final answer (a rationalised trace cannot copy the hint through wrong "
+                             "steps)")
     max_per_problem: int = arg(1, "distinct correct traces kept per problem and iteration (the paper: 1)")
     accumulate: bool = arg(True, "fine-tune on the traces of all iterations so far (false: this iteration's)")
     restart_from_init: bool = arg(True, "fine-tune from init every iteration (the paper) instead of continuing")
@@ -165,15 +170,20 @@ class Hinted:
     def score(self, problem: Problem, completion: str, mode="system2"):
         return self.task.score(problem, completion, mode)
 
+    def step_labels(self, problem: Problem, reasoning: str):
+        return self.task.step_labels(problem, reasoning)
+
 
 def verified_traces(groups: list[Group], source: str, iteration: int, max_per_problem: int) -> list[Trace]:
-    """Per group, up to ``max_per_problem`` distinct completions the verifier marks correct (and that
-    ended by themselves: a truncated prefix that happens to parse is not a solution)."""
+    """Per group, up to ``max_per_problem`` distinct completions the verifier marks correct (every step too,
+    when the reward verifies steps) and that ended by themselves (a truncated prefix that happens to parse is
+    not a solution)."""
     out = []
     for g in groups:
         kept: list[str] = []
-        for c, s in zip(g.completions, g.scores):
-            if s.correct and c.finish_reason == "stop" and c.text not in kept:
+        for c, r in zip(g.completions, g.rewards):
+            # r.steps_ok is False only when the run verifies steps and one is wrong
+            if r.score.correct and r.steps_ok is not False and c.finish_reason == "stop" and c.text not in kept:
                 kept.append(c.text)
         out += [Trace(g.problem, text, source, iteration) for text in kept[:max_per_problem]]
     return out
@@ -296,8 +306,8 @@ def train(cfg: STaRConfig, task=None, model=None, tok=None) -> Path:
         start, traces = state["iteration"], [Trace.from_dict(d) for d in state["traces"]]
     truncate_metrics(run, start if ckpt is not None else -1)  # a fresh start also drops a killed attempt's rows
     log = RunLog(run)
-    worker = LocalRolloutWorker(model, tok, task, RewardFn())
-    hint_worker = LocalRolloutWorker(model, tok, Hinted(task, cfg.hint), RewardFn())
+    worker = LocalRolloutWorker(model, tok, task, RewardFn(verify_steps=cfg.verify_steps))
+    hint_worker = LocalRolloutWorker(model, tok, Hinted(task, cfg.hint), RewardFn(verify_steps=cfg.verify_steps))
     hint_worker.engine = worker.engine  # same model: one engine, one copy of its fused weights
     heldout = task.heldout_set(cfg.eval_per_level, tuple(cfg.levels)) if cfg.eval_per_level else []
 
