@@ -89,6 +89,8 @@ def main() -> int:
     p.add_argument("--epochs", type=float, default=3.0, help="STaR inner fine-tune passes over the kept traces")
     p.add_argument("--temperature", type=float, default=1.0, help="STaR sampling temperature")
     p.add_argument("--rationalize", action="store_true", help="retry unsolved problems with the answer as a hint")
+    p.add_argument("--curriculum-every", type=int, default=0, help="STaR starts at level 1 and adds a level every N "
+                   "iterations (0: all levels from the start)")
     p.add_argument("--verify-steps", action="store_true", help="keep only traces whose every step is right "
                    "(the task's step checker), not only the final answer")
     p.add_argument("--eval-per-level", type=int, default=50)
@@ -114,17 +116,19 @@ def main() -> int:
                           mode="system2", iterations=args.iterations, problems_per_iteration=args.problems,
                           samples_per_problem=args.k, temperature=args.temperature, max_new_tokens=64,
                           rationalize=args.rationalize, verify_steps=args.verify_steps, epochs=args.epochs,
+                          curriculum_every=args.curriculum_every,
                           lr=args.lr, eval_per_level=args.eval_per_level, threads=args.threads))
     star_s = time.time() - t0
     rows = read_metrics(star_run)
-    iters = [{k: r[k] for k in ("step", "solved_direct", "solved_rationalized", "sampled_pass_rate", "hinted_pass_rate",
+    iters = [{k: r[k] for k in ("step", "hardest_level", "solved_direct", "solved_rationalized", "sampled_pass_rate", "hinted_pass_rate",
                                 "traces_kept", "train_set", "samples")
               if k in r} for r in rows if "traces_kept" in r]
     star_curve = curve(star_run)
     result = {"benchmark": "star_zero", "command": " ".join(sys.argv), "task": {"name": "arithmetic", **TASK_ARGS},
               "levels": LEVELS, "worked_examples": args.worked, "star_options": {
                   k: getattr(args, k) for k in ("iterations", "problems", "k", "lr", "epochs", "temperature",
-                                                "rationalize", "verify_steps")}, "base_steps": args.base_steps, "base_s": round(base_s, 1),
+                                                "rationalize", "verify_steps", "curriculum_every")},
+              "base_steps": args.base_steps, "base_s": round(base_s, 1),
               "star": {"curve": star_curve, "iterations": iters, "wall_s": round(star_s, 1),
                        "gain_points": round(100 * (star_curve[-1][1] - star_curve[0][1]), 1)}}
 

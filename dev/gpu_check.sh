@@ -6,6 +6,7 @@
 #
 #   bash dev/gpu_check.sh                 # on the GPU machine (~6 min on one H200)
 #   DEVICE=cpu QUICK=1 bash dev/gpu_check.sh    # a dry run of the script itself on a CPU box (~3 min)
+#   ONLY="2 6" bash dev/gpu_check.sh      # just those checks
 #
 # Checks, each with its own time limit so that one failure does not cost the rest:
 #   1. pytest -m gpu: engine greedy output equal to HF generate on CUDA (llama, qwen3, gpt2), seeded sampling
@@ -14,6 +15,8 @@
 #   3. the quickstart (sft, eval, route, search, report) with --device cuda: wall time and the S1/S2 table.
 #   4. a learned PRM trained on CUDA (Math-Shepherd labels) from the quickstart model, then eval with it.
 #   5. the RL recipe (recipes/quickstart_rl.yaml: SFT on levels 1-3, then GRPO on level 3) on CUDA.
+#   6. a 27M-parameter Qwen3 built from a config (dev/make_hf_model.py: GQA, q/k norms, head_dim 128), not a
+#      preset: SFT from scratch by path, then eval through the engine's native path.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -24,7 +27,7 @@ WORK="$(mktemp -d)"
 mkdir -p "$OUT"
 exec > >(tee "$OUT/log.txt") 2>&1
 
-st() { python3 -m slowthink.cli "$@"; }
+want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 stamp() { echo; echo "=== $1  [$(date -u +%H:%M:%S), +$((SECONDS))s]"; }
 
 stamp "machine"
@@ -34,17 +37,22 @@ transformers.__version__, 'tokenizers', tokenizers.__version__, 'cuda', torch.cu
 nproc
 
 if [ "$QUICK" = 1 ]; then
-  SFT_STEPS=20; RL_STEPS=3; PRESETS=tiny; QS_EXTRA=(--eval-per-level 10 --route-per-level 8 --search-problems 6 --max-new-tokens 40)
+  SFT_STEPS=20; RL_STEPS=3; PRESETS=tiny; Q3=(--hidden 64 --layers 2 --heads 4 --kv-heads 2); QS_EXTRA=(--eval-per-level 10 --route-per-level 8 --search-problems 6 --max-new-tokens 40)
 else
-  SFT_STEPS=900; RL_STEPS=200; PRESETS=tiny,small,medium,large; QS_EXTRA=()
+  SFT_STEPS=900; RL_STEPS=200; PRESETS=tiny,small,medium,large; Q3=(--hidden 512 --layers 8 --heads 8 --kv-heads 2); QS_EXTRA=()
 fi
 
+if want 1; then
 stamp "1. pytest -m gpu"
 timeout 180 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_engine.py 2>&1 | tail -4
+fi
 
+if want 2; then
 stamp "2. engine vs HF generate ($PRESETS)"
 timeout 240 python3 dev/gpu_check.py --device "$DEVICE" --presets "$PRESETS" --json "$OUT/engine_gpu.json"
+fi
 
+if want 3; then
 stamp "3. quickstart --device $DEVICE"
 t=$SECONDS
 timeout 420 python3 -m slowthink.cli quickstart --device "$DEVICE" --out "$WORK/qs" --steps "$SFT_STEPS" \
@@ -52,7 +60,9 @@ timeout 420 python3 -m slowthink.cli quickstart --device "$DEVICE" --out "$WORK/
 echo "quickstart wall time: $((SECONDS - t)) s"
 cp "$WORK/qs/results.json" "$OUT/quickstart_results.json" 2>/dev/null
 cp "$WORK/qs/report.md" "$OUT/quickstart_report.md" 2>/dev/null
+fi
 
+if want 4; then
 stamp "4. PRM on $DEVICE from the quickstart model, then best-of-8 with it"
 t=$SECONDS
 timeout 240 python3 -m slowthink.cli train prm --init "$WORK/qs/model" --levels 2 --problems 64 \
@@ -61,7 +71,9 @@ timeout 240 python3 -m slowthink.cli train prm --init "$WORK/qs/model" --levels 
 timeout 120 python3 -m slowthink.cli eval --model "$WORK/qs/model" --levels 2 --per-level 40 --strategy best_of_n \
   --modes system2 --n 8 --verifier "$WORK/prm/critic" --device "$DEVICE" --json-out "$OUT/prm_best_of_8.json" 2>&1 | tail -8
 echo "prm + eval wall time: $((SECONDS - t)) s"
+fi
 
+if want 5; then
 stamp "5. RL recipe on $DEVICE (SFT levels 1-3, GRPO on level 3)"
 t=$SECONDS
 timeout 420 python3 -m slowthink.cli quickstart --config recipes/quickstart_rl.yaml --device "$DEVICE" \
@@ -70,5 +82,18 @@ timeout 420 python3 -m slowthink.cli quickstart --config recipes/quickstart_rl.y
 echo "RL recipe wall time: $((SECONDS - t)) s"
 cp "$WORK/qs_rl/results.json" "$OUT/quickstart_rl_results.json" 2>/dev/null
 cp "$WORK/qs_rl/rl.json" "$OUT/quickstart_rl_rl.json" 2>/dev/null
+fi
+
+if want 6; then
+stamp "6. a Qwen3 built from a config (not a preset): SFT by path, eval through the native engine path"
+t=$SECONDS
+python3 dev/make_hf_model.py --arch qwen3 "${Q3[@]}" --out "$WORK/qwen3_init"
+timeout 300 python3 -m slowthink.cli train sft --model "$WORK/qwen3_init" --task-args op=mul,cot=cells \
+  --levels 1,2 --level-weights 1,3 --steps "$SFT_STEPS" --lr 3e-4 --eval-every 300 --device "$DEVICE" \
+  --out "$WORK/qwen3_sft" --progress false 2>&1 | grep -v "Writing model shards\|Loading weights" | tail -6
+timeout 120 python3 -m slowthink.cli eval --model "$WORK/qwen3_sft/model" --task-args op=mul,cot=cells --levels 1,2 \
+  --per-level 100 --device "$DEVICE" --json-out "$OUT/qwen3_eval.json" 2>&1 | tail -9
+echo "qwen3 wall time: $((SECONDS - t)) s"
+fi
 
 stamp "done"

@@ -297,3 +297,13 @@ def test_config_errors_name_the_field(sft_model, tmp_path):
                        (dict(nll_coef=-1.0), "nll_coef")]:
         with pytest.raises(ConfigError, match=f"'{field}'"):
             DPOConfig(init=sft_model, **bad)
+
+
+def test_curriculum_adds_one_level_every_n_iterations():
+    from slowthink.rl.star import curriculum_levels
+
+    assert [curriculum_levels([1, 2, 3], 0, i) for i in range(3)] == [[1, 2, 3]] * 3
+    assert [curriculum_levels([1, 2, 3], 2, i) for i in range(7)] == [[1], [1], [1, 2], [1, 2], [1, 2, 3],
+                                                                     [1, 2, 3], [1, 2, 3]]
+    problems = star.iteration_problems(TASK, 0, 0, 40, curriculum_levels([1, 2], 1, 0))
+    assert problems and {p.level for p in problems} == {1}

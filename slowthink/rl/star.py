@@ -19,6 +19,8 @@ Departures from the paper:
 - Fine-tuning restarts from ``init`` every iteration (``restart_from_init``, the paper), with a fresh
   AdamW and linear warm-up then constant lr; its length is ``epochs`` over the training set (the paper
   grows a step budget by 20% per iteration) or a fixed ``steps_per_iteration``.
+- ``curriculum_every`` (off by default): the first iterations draw only the easiest level and the next
+  level joins every N iterations, a curriculum over difficulty that the paper does not use.
 - The verifier checks only the final answer, as in the paper: a rationalised trace may reach the right
   answer by copying the hint through wrong reasoning, and is kept. ``verify_steps`` (off by default)
   also requires every worked step to be right by the task's own step checker (``step_labels``), so
@@ -67,6 +69,9 @@ class STaRConfig:
     task: str = arg("arithmetic", "task name or path/to/file.py:ClassName")
     task_args: dict = arg({}, "task constructor arguments, e.g. op=mul,max_level=5")
     levels: list[int] = arg([1, 2, 3], "difficulty levels to sample training problems from (uniformly)")
+    curriculum_every: int = arg(0, "start with the first of levels and add the next one every N iterations (0: all "
+                                   "levels from the first iteration): what a model solves at one level becomes "
+                                   "the steps it needs at the next")
     mode: str = arg("system2", "system2 (rationale, then answer) or system1 (answer only: no rationale)")
     iterations: int = arg(3, "outer iterations (sample, filter, rationalise, fine-tune)")
     problems_per_iteration: int = arg(256, "train problems drawn per iteration (duplicates dropped)")
@@ -113,6 +118,7 @@ class STaRConfig:
         require(is_model_dir(self.init), "init", f"{self.init!r} is not a model folder (no config.json)")
         require(self.mode in MODES, "mode", f"must be one of {MODES}")
         require(len(self.levels) > 0, "levels", "give at least one level")
+        require(self.curriculum_every >= 0, "curriculum_every", "must be >= 0 (0: no curriculum)")
         for name in ("iterations", "problems_per_iteration", "samples_per_problem", "max_new_tokens",
                      "max_per_problem", "batch_size"):
             require(getattr(self, name) > 0, name, "must be > 0")
@@ -192,6 +198,11 @@ def verified_traces(groups: list[Group], source: str, iteration: int, max_per_pr
 def render_trace(tok, task, trace: Trace, mode) -> Rendered:
     """The training example: the task's unhinted prompt + the trace, loss on the assistant's tokens."""
     return render_example(tok, task.prompt(trace.problem, mode), mode, trace.completion)
+
+
+def curriculum_levels(levels: list[int], every: int, iteration: int) -> list[int]:
+    """The levels of one iteration: all of them (``every`` 0), else the first ``1 + iteration // every``."""
+    return list(levels) if every <= 0 else list(levels[:1 + iteration // every])
 
 
 def iteration_problems(task, seed: int, iteration: int, count: int, levels: list[int]) -> list[Problem]:
@@ -326,8 +337,10 @@ def train(cfg: STaRConfig, task=None, model=None, tok=None) -> Path:
         # -- generate with the current model (M_{n-1}); rationalise what it could not solve
         for w in (worker, hint_worker):
             w.load_weights(None, version=iteration)
-        problems = iteration_problems(task, cfg.seed, iteration, cfg.problems_per_iteration, cfg.levels)
+        levels = curriculum_levels(cfg.levels, cfg.curriculum_every, iteration)
+        problems = iteration_problems(task, cfg.seed, iteration, cfg.problems_per_iteration, levels)
         new, stats = collect(worker, hint_worker, problems, cfg, iteration)
+        stats["hardest_level"] = max(levels)
         t_gen = time.time() - t0
 
         # -- fine-tune M_n: from init (the paper) or from M_{n-1}, on this and (accumulate) earlier traces
