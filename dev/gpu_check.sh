@@ -27,6 +27,15 @@ WORK="$(mktemp -d)"
 mkdir -p "$OUT"
 exec > >(tee "$OUT/log.txt") 2>&1
 
+quiet() { grep -v "Writing model shards\|Loading weights"; }
+# quickstart NAME [options]: one quickstart run on $DEVICE into $WORK/NAME; its results.json -> $OUT/NAME_results.json
+quickstart() {
+  local name=$1 t=$SECONDS; shift
+  timeout 420 python3 -m slowthink.cli quickstart --device "$DEVICE" --out "$WORK/$name" --steps "$SFT_STEPS" \
+    --progress false "${QS_EXTRA[@]}" "$@" 2>&1 | quiet | tail -40
+  echo "$name wall time: $((SECONDS - t)) s"
+  cp "$WORK/$name/results.json" "$OUT/${name/qs/quickstart}_results.json" 2>/dev/null
+}
 want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 stamp() { echo; echo "=== $1  [$(date -u +%H:%M:%S), +$((SECONDS))s]"; }
 
@@ -54,11 +63,7 @@ fi
 
 if want 3; then
 stamp "3. quickstart --device $DEVICE"
-t=$SECONDS
-timeout 420 python3 -m slowthink.cli quickstart --device "$DEVICE" --out "$WORK/qs" --steps "$SFT_STEPS" \
-  --progress false "${QS_EXTRA[@]}" 2>&1 | grep -v "Writing model shards\|Loading weights" | tail -40
-echo "quickstart wall time: $((SECONDS - t)) s"
-cp "$WORK/qs/results.json" "$OUT/quickstart_results.json" 2>/dev/null
+quickstart qs
 cp "$WORK/qs/report.md" "$OUT/quickstart_report.md" 2>/dev/null
 fi
 
@@ -66,8 +71,7 @@ if want 4; then
 stamp "4. PRM on $DEVICE from the quickstart model, then best-of-8 with it"
 t=$SECONDS
 timeout 240 python3 -m slowthink.cli train prm --init "$WORK/qs/model" --levels 2 --problems 64 \
-  --samples-per-problem 4 --rollouts 4 --epochs 2 --device "$DEVICE" --out "$WORK/prm" 2>&1 \
-  | grep -v "Writing model shards\|Loading weights" | tail -8
+  --samples-per-problem 4 --rollouts 4 --epochs 2 --device "$DEVICE" --out "$WORK/prm" 2>&1 | quiet | tail -8
 timeout 120 python3 -m slowthink.cli eval --model "$WORK/qs/model" --levels 2 --per-level 40 --strategy best_of_n \
   --modes system2 --n 8 --verifier "$WORK/prm/critic" --device "$DEVICE" --json-out "$OUT/prm_best_of_8.json" 2>&1 | tail -8
 echo "prm + eval wall time: $((SECONDS - t)) s"
@@ -75,12 +79,7 @@ fi
 
 if want 5; then
 stamp "5. RL recipe on $DEVICE (SFT levels 1-3, GRPO on level 3)"
-t=$SECONDS
-timeout 420 python3 -m slowthink.cli quickstart --config recipes/quickstart_rl.yaml --device "$DEVICE" \
-  --out "$WORK/qs_rl" --steps "$SFT_STEPS" --rl-steps "$RL_STEPS" --rl-time-budget-s 150 --progress false \
-  "${QS_EXTRA[@]}" 2>&1 | grep -v "Writing model shards\|Loading weights" | tail -30
-echo "RL recipe wall time: $((SECONDS - t)) s"
-cp "$WORK/qs_rl/results.json" "$OUT/quickstart_rl_results.json" 2>/dev/null
+quickstart qs_rl --config recipes/quickstart_rl.yaml --rl-steps "$RL_STEPS" --rl-time-budget-s 150
 cp "$WORK/qs_rl/rl.json" "$OUT/quickstart_rl_rl.json" 2>/dev/null
 fi
 
@@ -90,7 +89,7 @@ t=$SECONDS
 python3 dev/make_hf_model.py --arch qwen3 "${Q3[@]}" --out "$WORK/qwen3_init"
 timeout 300 python3 -m slowthink.cli train sft --model "$WORK/qwen3_init" --task-args op=mul,cot=cells \
   --levels 1,2 --level-weights 1,3 --steps "$SFT_STEPS" --lr 3e-4 --eval-every 300 --device "$DEVICE" \
-  --out "$WORK/qwen3_sft" --progress false 2>&1 | grep -v "Writing model shards\|Loading weights" | tail -6
+  --out "$WORK/qwen3_sft" --progress false 2>&1 | quiet | tail -6
 timeout 120 python3 -m slowthink.cli eval --model "$WORK/qwen3_sft/model" --task-args op=mul,cot=cells --levels 1,2 \
   --per-level 100 --device "$DEVICE" --json-out "$OUT/qwen3_eval.json" 2>&1 | tail -9
 echo "qwen3 wall time: $((SECONDS - t)) s"
