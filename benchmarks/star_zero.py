@@ -37,8 +37,10 @@ TASK_ARGS = {"op": "add", "cot": "cells"}
 LEVELS = [1, 2, 3, 4]
 
 
-def train_base(out: Path, worked: int, steps: int, threads: int, seed: int = 0) -> Path:
-    """SFT on direct answers plus ``worked`` fixed worked solutions; returns the model folder."""
+def train_base(out: Path, worked: int, steps: int, threads: int, seed: int = 0,
+               worked_levels: tuple[int, ...] = tuple(LEVELS)) -> Path:
+    """SFT on direct answers plus ``worked`` fixed worked solutions (levels cycling through ``worked_levels``);
+    returns the model folder."""
     from slowthink.data import reference_example
     from slowthink.models import build_or_load, save
     from slowthink.rl.common import make_optimizer
@@ -54,7 +56,8 @@ def train_base(out: Path, worked: int, steps: int, threads: int, seed: int = 0) 
     model.train()
     opt = make_optimizer(model, cfg)
     rng = random.Random(f"base-{seed}")
-    fixed = [reference_example(task, tok, task.sample_split(rng, LEVELS[i % len(LEVELS)], "train"), "system2")
+    fixed = [reference_example(task, tok, task.sample_split(rng, worked_levels[i % len(worked_levels)], "train"),
+                                "system2")
              for i in range(worked)]
     for step in range(steps):
         r = random.Random(f"base-{seed}-{step}")
@@ -82,6 +85,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--worked", type=int, default=10, help="worked examples the base model sees (at most 10)")
     p.add_argument("--base-steps", type=int, default=300)
+    p.add_argument("--worked-levels", default="1,2,3,4", help="levels the worked examples are drawn from, in turn")
     p.add_argument("--iterations", type=int, default=4)
     p.add_argument("--problems", type=int, default=256, help="train problems per STaR iteration")
     p.add_argument("--k", type=int, default=4, help="samples per problem")
@@ -104,7 +108,9 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     runs = Path(args.runs)
     t0 = time.time()
-    base = train_base(runs / f"base_w{args.worked}", args.worked, args.base_steps, args.threads)
+    worked_levels = tuple(int(x) for x in args.worked_levels.split(","))
+    base = train_base(runs / f"base_w{args.worked}", args.worked, args.base_steps, args.threads,
+                      worked_levels=worked_levels)
     base_s = time.time() - t0
 
     from slowthink.rl.star import STaRConfig, train as star_train
@@ -125,7 +131,7 @@ def main() -> int:
               if k in r} for r in rows if "traces_kept" in r]
     star_curve = curve(star_run)
     result = {"benchmark": "star_zero", "command": " ".join(sys.argv), "task": {"name": "arithmetic", **TASK_ARGS},
-              "levels": LEVELS, "worked_examples": args.worked, "star_options": {
+              "levels": LEVELS, "worked_examples": args.worked, "worked_levels": list(worked_levels), "star_options": {
                   k: getattr(args, k) for k in ("iterations", "problems", "k", "lr", "epochs", "temperature",
                                                 "rationalize", "verify_steps", "curriculum_every")},
               "base_steps": args.base_steps, "base_s": round(base_s, 1),
