@@ -148,8 +148,9 @@ def best_of_n_table(problems, groups, prm_scores, orm_scores, step_truth, n_valu
                 sub = g[:n]
                 if name in rules:
                     right += sub[rules[name](sub)][1].correct
-                else:
-                    right += votes[name](sub) == p.answer
+                else:  # the winning answer's first sample, scored by the task: a countdown answer has many right forms
+                    won = votes[name](sub)
+                    right += next((s.correct for _, s in sub if won is not None and parsed_answer(s) == won), False)
             table[name][str(n)] = right / len(problems)
     return table
 
