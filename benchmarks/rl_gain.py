@@ -97,6 +97,7 @@ def dpo(args, init, out):
 
 METHODS = {
     "grpo": pg("grpo", loss_agg="sequence_mean", clip_high=0.2),
+    "grpo_defaults": pg("grpo"),  # `slowthink train grpo`'s defaults: token-mean loss, clip-higher 0.28, std-scaled
     "dr_grpo": pg("grpo", loss_agg="constant_normalizer", scale_by_std=False, clip_high=0.2),
     "dapo": pg("grpo", loss_agg="token_mean", clip_high=0.28, dynamic_sampling=True, overlong_filter=True),
     "rloo": pg("rloo"),
