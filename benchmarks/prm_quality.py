@@ -225,7 +225,8 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     t_start = time.time()
     timings = {}
-    task = get_task(args.task, **parse_mapping(args.task_args))
+    task_args = parse_mapping(args.task_args)
+    task = get_task(args.task, **task_args)
     run = Path(args.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     if args.policy == str(ROOT / "runs/rl_start/model") and not Path(args.policy, "config.json").exists():
@@ -239,7 +240,7 @@ def main(argv=None) -> int:
         timings["completer_build_s"] = round(make_completer(args.policy, Path(completer_path).parent,
                                                             args.completer_steps, args.threads), 1)
     backbone = {"policy": args.policy, "completer": completer_path or args.policy}.get(args.backbone, args.backbone)
-    cfg = CriticConfig(out=str(run), init=args.policy, task=args.task, task_args=parse_mapping(args.task_args),
+    cfg = CriticConfig(out=str(run), init=args.policy, task=args.task, task_args=task_args,
                        levels=[args.level], problems=args.train_problems,
                        samples_per_problem=args.samples, rollouts=args.rollouts, label=args.label,
                        rollout_temperature=args.rollout_temperature, epochs=args.epochs,
@@ -309,7 +310,7 @@ def main(argv=None) -> int:
     outcome = [s.correct for s in held]
     prm_min_all = [aggregate(sc, "min") if sc else 0.0 for sc in prm_scores]
     res = {
-        "task": args.task, "task_args": parse_mapping(args.task_args),
+        "task": args.task, "task_args": task_args,
         "policy": args.policy, "completer": completer_path or "policy", "backbone": backbone, "level": args.level,
         "heldout_greedy_accuracy": heldout_completer, "args": vars(args), "machine": machine_info(args.threads),
         "train": {"problems": args.train_problems, "samples": len(samples),

@@ -126,8 +126,8 @@ def main() -> int:
                           lr=args.lr, eval_per_level=args.eval_per_level, threads=args.threads))
     star_s = time.time() - t0
     rows = read_metrics(star_run)
-    iters = [{k: r[k] for k in ("step", "hardest_level", "solved_direct", "solved_rationalized", "sampled_pass_rate", "hinted_pass_rate",
-                                "traces_kept", "train_set", "samples")
+    iters = [{k: r[k] for k in ("step", "hardest_level", "solved_direct", "solved_rationalized", "sampled_pass_rate",
+                                "hinted_pass_rate", "traces_kept", "train_set", "samples")
               if k in r} for r in rows if "traces_kept" in r]
     star_curve = curve(star_run)
     result = {"benchmark": "star_zero", "command": " ".join(sys.argv), "task": {"name": "arithmetic", **TASK_ARGS},

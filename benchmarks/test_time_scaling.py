@@ -149,7 +149,8 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     t0 = time.time()
     timings = {}
-    task = get_task(args.task, **parse_mapping(args.task_args))
+    task_args = parse_mapping(args.task_args)
+    task = get_task(args.task, **task_args)
     model, tok = load_model(args.policy)
     engine = Engine(model, tok)
     prm = make_verifier(args.prm, task, "system2")
@@ -165,7 +166,8 @@ def main(argv=None) -> int:
 
     res = {"command": "python " + " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
            "args": vars(args), "machine": machine_info(args.threads), "policy": args.policy, "prm": args.prm,
-           "orm": args.orm, "task": args.task, "task_args": parse_mapping(args.task_args), "level": args.level, "problems": len(problems), "search_problems": len(search_problems)}
+           "orm": args.orm, "task": args.task, "task_args": task_args, "level": args.level, "problems": len(problems),
+           "search_problems": len(search_problems)}
 
     t = time.time()
     res["greedy"] = row(evaluate_strategy(get_strategy("greedy"), policy(1.0), None, problems), strategy="greedy")

@@ -170,8 +170,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = 
         if f.name in skip:
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        text = f"{f.metadata.get('help', '')} (default: {default!r})"
         parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, metavar="V",
-                            help=f"{f.metadata.get('help', '')} (default: {default!r})".replace("%", "%%"))  # argparse formats help
+                            help=text.replace("%", "%%"))  # argparse %-formats help text
 
 
 def overrides_from_args(ns: argparse.Namespace, cls) -> dict[str, Any]:

@@ -138,7 +138,8 @@ def stage_rl(cfg: QuickstartConfig, run: Path) -> None:
                     levels=[cfg.hardest], steps=cfg.rl_steps, time_budget_s=cfg.rl_time_budget_s, lr=cfg.rl_lr,
                     prompts_per_step=cfg.rl_prompts_per_step, group_size=cfg.rl_group_size,
                     max_new_tokens=cfg.max_new_tokens, eval_every=cfg.rl_eval_every,
-                    eval_per_level=cfg.eval_per_level, seed=cfg.seed, threads=cfg.threads, device=cfg.device, progress=cfg.progress)
+                    eval_per_level=cfg.eval_per_level, seed=cfg.seed, threads=cfg.threads, device=cfg.device,
+                    progress=cfg.progress)
     train(rl)
     evals = [r for r in read_metrics(run / "rl") if "eval/system2_pass@1" in r]
     write_json(run / "rl.json", {"level": cfg.hardest, "per_level": cfg.eval_per_level,
