@@ -73,12 +73,13 @@ def ppo(args, init, out):
 
 
 def star(args, init, out):
-    """STaR without rationalisation (hints only cost samples here, dev/LOG.md); sized to the budget
-    by iterations, since STaR has no per-step clock: its wall time is reported as measured."""
+    """STaR without rationalisation (hints only cost samples here, dev/LOG.md); it stops after the
+    iteration that crosses the budget (or after ``--star-iterations``), so its wall time can overshoot
+    the budget by up to one iteration: reported as measured."""
     from slowthink.rl.star import STaRConfig, train
 
     c = common(args, init, out)
-    for k in ("eval_every", "time_budget_s", "steps"):
+    for k in ("eval_every", "steps"):
         c.pop(k)
     return STaRConfig(**c, iterations=args.star_iterations, problems_per_iteration=128,
                       samples_per_problem=args.group_size, temperature=args.temperature, rationalize=False), train
@@ -91,7 +92,7 @@ def dpo(args, init, out):
     for k in ("time_budget_s", "steps"):
         c.pop(k)
     c["eval_every"] = 0  # before and after only
-    return DPOConfig(**c, num_problems=256, samples_per_problem=args.group_size, temperature=args.temperature,
+    return DPOConfig(**c, num_problems=args.dpo_problems, samples_per_problem=args.group_size, temperature=args.temperature,
                      epochs=2.0), train
 
 
@@ -157,7 +158,9 @@ def main() -> int:
     p.add_argument("--lr", type=float, default=3e-3, help="GRPO-loop methods' lr (SGD step on the clipped gradient)")
     p.add_argument("--ppo-lr", type=float, default=1e-5, help="PPO's AdamW lr (PPO keeps AdamW)")
     p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--star-iterations", type=int, default=4)
+    p.add_argument("--star-iterations", type=int, default=4, help="STaR's iteration cap (the budget also stops it)")
+    p.add_argument("--dpo-problems", type=int, default=256,
+                   help="problems DPO samples its pairs from (offline: one sampling phase, then 2 epochs on the pairs)")
     p.add_argument("--max-new-tokens", type=int, default=96)
     p.add_argument("--eval-per-level", type=int, default=200)
     p.add_argument("--eval-every", type=int, default=40)

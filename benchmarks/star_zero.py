@@ -3,9 +3,11 @@
 
     python benchmarks/star_zero.py                 # ~10 min on 2 cores; writes benchmarks/results/star_zero.json (+ .png)
     python benchmarks/star_zero.py --r1-zero-s 0   # skip the RL-alone comparison
+    python benchmarks/star_zero.py --task countdown --task-args '' --levels 2,3 --worked-levels 2,3 \
+        --max-new-tokens 96 --out benchmarks/results/star_zero_countdown.json   # any task, its levels
 
-1. Base model: the ``small`` preset trained from scratch on direct answers (System-1) to n-digit
-   addition, levels 1-4, plus exactly ``--worked`` (default 10) worked solutions (System-2), the same
+1. Base model: the ``small`` preset trained from scratch on direct answers (System-1) to the task
+   (default: n-digit addition, levels 1-4), plus exactly ``--worked`` (default 10) worked solutions (System-2), the same
    10 problems repeated a few per batch. Nothing else ever shows the model a worked solution.
 2. STaR (``slowthink.rl.star``) from that base, in System-2 mode on levels 1-4: each iteration samples
    k solutions per training problem, keeps the verified ones, and fine-tunes the base on everything kept
@@ -31,14 +33,17 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from slowthink.config import parse_mapping  # noqa: E402
 from slowthink.runlog import read_metrics, write_json  # noqa: E402
 
+TASK = "arithmetic"
 TASK_ARGS = {"op": "add", "cot": "cells"}
 LEVELS = [1, 2, 3, 4]
 
 
-def train_base(out: Path, worked: int, steps: int, threads: int, seed: int = 0,
-               worked_levels: tuple[int, ...] = tuple(LEVELS)) -> Path:
+def train_base(out: Path, worked: int, steps: int, threads: int, seed: int = 0, worked_per_batch: int = 4,
+               worked_levels: tuple[int, ...] = tuple(LEVELS), task_name: str = TASK, task_args: dict = TASK_ARGS,
+               levels: tuple[int, ...] = tuple(LEVELS)) -> Path:
     """SFT on direct answers plus ``worked`` fixed worked solutions (levels cycling through ``worked_levels``);
     returns the model folder."""
     from slowthink.data import reference_example
@@ -50,8 +55,8 @@ def train_base(out: Path, worked: int, steps: int, threads: int, seed: int = 0,
     if (out / "model" / "config.json").exists():
         return out / "model"
     torch.set_num_threads(threads)
-    task = get_task("arithmetic", **TASK_ARGS)
-    cfg = SFTConfig(out=str(out), levels=LEVELS, model="small", steps=steps, batch_size=64, lr=1e-3, warmup_steps=30)
+    task = get_task(task_name, **task_args)
+    cfg = SFTConfig(out=str(out), levels=list(levels), model="small", steps=steps, batch_size=64, lr=1e-3, warmup_steps=30)
     model, tok = build_or_load("small", None, seed=seed)
     model.train()
     opt = make_optimizer(model, cfg)
@@ -61,9 +66,9 @@ def train_base(out: Path, worked: int, steps: int, threads: int, seed: int = 0,
              for i in range(worked)]
     for step in range(steps):
         r = random.Random(f"base-{seed}-{step}")
-        batch = [reference_example(task, tok, task.sample_split(r, r.choice(LEVELS), "train"), "system1")
-                 for _ in range(64 - (4 if fixed else 0))]
-        batch += [r.choice(fixed) for _ in range(4)] if fixed else []
+        batch = [reference_example(task, tok, task.sample_split(r, r.choice(levels), "train"), "system1")
+                 for _ in range(64 - (worked_per_batch if fixed else 0))]
+        batch += [r.choice(fixed) for _ in range(worked_per_batch)] if fixed else []
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         opt.zero_grad(set_to_none=True)
@@ -77,6 +82,37 @@ def train_base(out: Path, worked: int, steps: int, threads: int, seed: int = 0,
     return out / "model"
 
 
+def base_eval(model_dir: Path, setting: dict, per_level: int, max_new_tokens: int) -> dict:
+    """The base's held-out greedy pass@1 in both modes (System-1 is what its direct answers taught it)."""
+    from slowthink.engine import Engine
+    from slowthink.evaluate import heldout_metrics
+    from slowthink.models import load_model
+    from slowthink.tasks import get_task
+
+    model, tok = load_model(str(model_dir))
+    task = get_task(setting["task_name"], **setting["task_args"])
+    heldout = task.heldout_set(per_level, setting["levels"])
+    engine = Engine(model.eval(), tok)
+    ev = heldout_metrics(engine, task, tok, heldout, ("system1", "system2"), max_new_tokens)
+    return {**{k: round(v, 4) for k, v in ev.items()}, **steps_right(engine, task, tok, heldout, max_new_tokens)}
+
+
+def steps_right(engine, task, tok, heldout, max_new_tokens: int) -> dict:
+    """Of the held-out problems System-2 greedy answers right, how many have every worked step right by
+    the task's step checker too: a right answer behind wrong steps is not a worked solution."""
+    from slowthink.engine import SamplingParams
+    from slowthink.rl.rewards import verified_steps
+    from slowthink.tokenizer import render_prompt
+
+    if task.step_labels(heldout[0], "") is None:  # the task cannot check steps
+        return {}
+    prompts = [render_prompt(tok, task.prompt(p, "system2"), "system2") for p in heldout]
+    greedy = engine.generate(prompts, n=1, sampling=SamplingParams(max_tokens=max_new_tokens, temperature=0.0))
+    right = [(p, c[0].text) for p, c in zip(heldout, greedy) if task.score(p, c[0].text, "system2").correct]
+    return {"system2_right": len(right),
+            "system2_right_with_right_steps": sum(verified_steps(task, p, t, "system2") for p, t in right)}
+
+
 def curve(run: Path) -> list[tuple[int, float]]:
     return [(r["step"], r["eval/system2_pass@1"]) for r in read_metrics(run) if "eval/system2_pass@1" in r]
 
@@ -85,6 +121,12 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--worked", type=int, default=10, help="worked examples the base model sees (at most 10)")
     p.add_argument("--base-steps", type=int, default=300)
+    p.add_argument("--worked-per-batch", type=int, default=4, help="of the base's 64 examples per step, how many are "
+                   "drawn from the worked examples (the rest are direct answers)")
+    p.add_argument("--task", default=TASK, help="task name or path/to/file.py:ClassName")
+    p.add_argument("--task-args", default="op=add,cot=cells", help="task constructor arguments ('' for none)")
+    p.add_argument("--levels", default="1,2,3,4", help="levels of the base's direct answers, STaR and evaluation")
+    p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--worked-levels", default="1,2,3,4", help="levels the worked examples are drawn from, in turn")
     p.add_argument("--iterations", type=int, default=4)
     p.add_argument("--problems", type=int, default=256, help="train problems per STaR iteration")
@@ -109,8 +151,13 @@ def main() -> int:
     runs = Path(args.runs)
     t0 = time.time()
     worked_levels = tuple(int(x) for x in args.worked_levels.split(","))
+    levels = [int(x) for x in args.levels.split(",")]
+    task_args = parse_mapping(args.task_args) if args.task_args else {}
+    setting = dict(task_name=args.task, task_args=task_args, levels=tuple(levels))
     base = train_base(runs / f"base_w{args.worked}", args.worked, args.base_steps, args.threads,
-                      worked_levels=worked_levels)
+                      worked_per_batch=args.worked_per_batch, worked_levels=worked_levels, **setting)
+    base_scores = base_eval(base, setting, args.eval_per_level, args.max_new_tokens)
+    print(f"base: {base_scores}")
     base_s = time.time() - t0
 
     from slowthink.rl.star import STaRConfig, train as star_train
@@ -118,37 +165,42 @@ def main() -> int:
     star_run = runs / "star"
     shutil.rmtree(star_run, ignore_errors=True)
     t0 = time.time()
-    star_train(STaRConfig(out=str(star_run), init=str(base), task="arithmetic", task_args=TASK_ARGS, levels=LEVELS,
+    star_train(STaRConfig(out=str(star_run), init=str(base), task=args.task, task_args=task_args, levels=levels,
                           mode="system2", iterations=args.iterations, problems_per_iteration=args.problems,
-                          samples_per_problem=args.k, temperature=args.temperature, max_new_tokens=64,
+                          samples_per_problem=args.k, temperature=args.temperature,
+                          max_new_tokens=args.max_new_tokens,
                           rationalize=args.rationalize, verify_steps=args.verify_steps, epochs=args.epochs,
                           curriculum_every=args.curriculum_every,
                           lr=args.lr, eval_per_level=args.eval_per_level, threads=args.threads))
     star_s = time.time() - t0
+    final_scores = base_eval(star_run / "model", setting, args.eval_per_level, args.max_new_tokens)
+    print(f"after STaR: {final_scores}")
     rows = read_metrics(star_run)
     iters = [{k: r[k] for k in ("step", "hardest_level", "solved_direct", "solved_rationalized", "sampled_pass_rate",
                                 "hinted_pass_rate", "traces_kept", "train_set", "samples")
               if k in r} for r in rows if "traces_kept" in r]
     star_curve = curve(star_run)
-    result = {"benchmark": "star_zero", "command": " ".join(sys.argv), "task": {"name": "arithmetic", **TASK_ARGS},
-              "levels": LEVELS, "worked_examples": args.worked, "worked_levels": list(worked_levels), "star_options": {
+    result = {"benchmark": "star_zero", "command": " ".join(sys.argv), "task": {"name": args.task, **task_args},
+              "levels": levels, "worked_examples": args.worked, "worked_levels": list(worked_levels), "star_options": {
                   k: getattr(args, k) for k in ("iterations", "problems", "k", "lr", "epochs", "temperature",
                                                 "rationalize", "verify_steps", "curriculum_every")},
-              "base_steps": args.base_steps, "base_s": round(base_s, 1),
+              "base_steps": args.base_steps, "worked_per_batch": args.worked_per_batch, "base_s": round(base_s, 1),
+              "base_heldout": base_scores,
               "star": {"curve": star_curve, "iterations": iters, "wall_s": round(star_s, 1),
-                       "gain_points": round(100 * (star_curve[-1][1] - star_curve[0][1]), 1)}}
+                       "gain_points": round(100 * (star_curve[-1][1] - star_curve[0][1]), 1),
+                       "final_heldout": final_scores}}
 
     if args.r1_zero_s != 0:
         from slowthink.rl.grpo import GRPOConfig, train as grpo_train
 
-        zero_base = train_base(runs / "base_w0", 0, args.base_steps, args.threads)
+        zero_base = train_base(runs / "base_w0", 0, args.base_steps, args.threads, **setting)
         zero_run = runs / "r1_zero"
         shutil.rmtree(zero_run, ignore_errors=True)
         budget = star_s if args.r1_zero_s < 0 else args.r1_zero_s
         t0 = time.time()
-        grpo_train(GRPOConfig(out=str(zero_run), init=str(zero_base), task="arithmetic", task_args=TASK_ARGS,
-                              levels=LEVELS, mode="system2", steps=100_000, time_budget_s=budget, lr=1e-5,
-                              format_reward=0.5, max_new_tokens=64, eval_every=25,
+        grpo_train(GRPOConfig(out=str(zero_run), init=str(zero_base), task=args.task, task_args=task_args,
+                              levels=levels, mode="system2", steps=100_000, time_budget_s=budget, lr=1e-5,
+                              format_reward=0.5, max_new_tokens=args.max_new_tokens, eval_every=25,
                               eval_per_level=args.eval_per_level, threads=args.threads))
         zc = curve(zero_run)
         zrows = [r for r in read_metrics(zero_run) if "reward_mean" in r]
@@ -172,7 +224,7 @@ def plot(result: dict, path: Path) -> None:
     xs, ys = zip(*result["star"]["curve"])
     ax.plot(xs, ys, marker="o", label=f"STaR from direct answers + {result['worked_examples']} worked examples")
     ax.set_xlabel("STaR iteration")
-    ax.set_ylabel("held-out System-2 greedy pass@1 (levels 1-4)")
+    ax.set_ylabel(f"held-out System-2 greedy pass@1 (levels {','.join(map(str, result['levels']))})")
     ax.set_ylim(0, 1.02)
     if "r1_zero" in result:
         zx, zy = zip(*result["r1_zero"]["curve"])
@@ -180,7 +232,7 @@ def plot(result: dict, path: Path) -> None:
         ax.plot([x / last * max(xs) for x in zx], zy, marker="s", color="gray",
                 label=f"GRPO alone, no worked examples ({result['r1_zero']['wall_s']:.0f} s; x rescaled to fit)")
     ax.legend(fontsize=8)
-    ax.set_title("Zero start: bootstrapping worked solutions")
+    ax.set_title(f"Zero start on {result['task']['name']}: bootstrapping worked solutions")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -56,6 +56,37 @@ def test_learner_logprobs_match_engine_at_temperature(sft_model):
     assert (untempered - batch["old_logp"]).abs().max() > 1e-2
 
 
+@pytest.mark.parametrize("loss_agg", ["token_mean", "sequence_mean", "constant_normalizer"])
+def test_learner_skips_zero_advantage_rows_without_changing_the_gradient(sft_model, loss_agg):
+    model, tok = load_model(sft_model)
+    task = Arithmetic(op="add", max_level=2)
+    worker = LocalRolloutWorker(model, tok, task, RewardFn())
+    worker.load_weights(model.state_dict(), version=0)
+    rng = random.Random(1)
+    problems = [task.sample_split(rng, lv, "train") for lv in (1, 2, 2, 1)]
+    groups = worker.rollout(problems, "system2", 4, SamplingParams(max_tokens=20, temperature=1.0, seed=3))
+    rows = make_rows(groups, torch.zeros(4, 4), overlong_filter=False)
+    gen = torch.Generator().manual_seed(0)
+    for i, r in enumerate(rows):  # the second group's rows stay at 0, as a flat group's would
+        r.advantage = 0.0 if 4 <= i < 8 else float(torch.randn((), generator=gen))
+    cfg = GRPOConfig(init=sft_model, loss_agg=loss_agg, max_new_tokens=20, temperature=1.0)
+    grads, stats = [], []
+    for skip in (True, False):
+        model.zero_grad(set_to_none=True)
+        stats.append(grpo.learner_update(model, None, rows, cfg, tok.pad_token_id, skip_zero_advantage=skip))
+        grads.append([p.grad.clone() for p in model.parameters()])
+    assert stats[0]["learner_rows"] == 12 and stats[1]["learner_rows"] == 16
+    assert stats[0]["loss"] == pytest.approx(stats[1]["loss"], abs=1e-6)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-7, rtol=1e-5)
+    assert any(g.abs().sum() > 0 for g in grads[0])
+    # Every row flat: no forward at all, and a zero gradient on every parameter (AdamW still steps).
+    model.zero_grad(set_to_none=True)
+    flat = make_rows(groups, torch.zeros(4, 4), overlong_filter=False)
+    assert grpo.learner_update(model, None, flat, cfg, tok.pad_token_id)["learner_rows"] == 0
+    assert all(p.grad is not None and not p.grad.any() for p in model.parameters())
+
+
 # -- (b) a few steps raise the reward -----------------------------------------------------------------
 
 def test_grpo_moves_parameters_and_raises_reward(sft_model, tmp_path):
@@ -101,6 +132,8 @@ def test_dynamic_sampling_drops_groups_with_equal_rewards():
     assert kept == [mixed]
     adv = group_advantages(torch.tensor([g.totals for g in (all_right, mixed, all_wrong)]))
     assert adv[0].abs().sum() == 0 and adv[2].abs().sum() == 0 and adv[1].abs().sum() > 0
+    rows = make_rows([all_right, mixed], torch.full((2, 3), 0.5), overlong_filter=False)
+    assert [r.advantage for r in rows[:3]] == [0.0] * 3 and all(r.advantage == 0.5 for r in rows[3:])
 
 
 # -- (d) resume is exact -------------------------------------------------------------------------------

@@ -104,6 +104,16 @@ def test_star_resumes_after_interruption(sft_model, star_run, tmp_path, monkeypa
     assert [r["step"] for r in read_metrics(resumed) if "sampled_pass_rate" in r] == [1, 2, 3]
 
 
+def test_star_time_budget_stops_after_the_iteration_that_crosses_it(sft_model, tmp_path):
+    cfg = STaRConfig(out=str(tmp_path / "run"), init=sft_model, **{**STAR, "time_budget_s": 1e-3, "eval_per_level": 0,
+                                                                    "steps_per_iteration": 2})
+    run = star.train(cfg, task=TASK)
+    assert [r["step"] for r in read_metrics(run) if "sampled_pass_rate" in r] == [1]
+    assert (run / "model" / "config.json").exists()
+    with pytest.raises(ConfigError, match="time_budget_s"):
+        STaRConfig(init=sft_model, time_budget_s=-1.0)
+
+
 def _scripted_worker(task, script: dict[str, list[str]], seen: list[str], finish="stop", verify_steps=False):
     """Stands in for LocalRolloutWorker: returns the texts scripted for each user message, scored by
     ``task`` (a Hinted task scores against the real answer, like the real worker would)."""

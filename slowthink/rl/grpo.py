@@ -20,6 +20,10 @@ Departures from GRPO as published (Shao et al. 2024, arXiv:2402.03300), most of 
 - Each inner epoch (``epochs_per_step``) is one optimizer step over the whole batch, accumulated
   over micro-batches; with 1 (default) training is strictly on-policy and the clip never binds.
   Logged diagnostics (clip fraction, approximate KL, entropy) are those of the last inner epoch.
+- Without a KL term, rows with zero advantage (every row of a group whose rewards are all equal) add
+  exactly nothing to the gradient, so the learner does not run them through the model; the loss's
+  normalisers still count them, so the update is the same as with them. Entropy, clip fraction and
+  approximate KL are then measured over the rows the learner ran (``learner_rows`` of ``rows``).
 - A reward is the task's correctness plus an optional format bonus (``slowthink.rl.rewards``);
   outcome reward only (process rewards come with the PRM). Constant learning rate after warm-up.
 
@@ -160,7 +164,8 @@ def drop_flat_groups(groups: list[Group]) -> list[Group]:
 
 # ----------------------------------------------------------------------------- learner
 
-def learner_update(model, ref_model, rows: list[Row], cfg: GRPOConfig, pad_id: int) -> dict[str, float]:
+def learner_update(model, ref_model, rows: list[Row], cfg: GRPOConfig, pad_id: int,
+                   skip_zero_advantage: bool = True) -> dict[str, float]:
     """One gradient (accumulated over micro-batches) of the clipped PG loss (+ KL); the caller clips and
     steps. Returns the loss and diagnostics: entropy of the tempered (sampling) distribution over all
     completion tokens; clip fraction, approximate KL to the sampling policy and k3 KL to the reference
@@ -169,9 +174,17 @@ def learner_update(model, ref_model, rows: list[Row], cfg: GRPOConfig, pad_id: i
                     tokens=sum(len(r.token_ids) for r in rows if r.in_loss), max_tokens=cfg.max_new_tokens)
     aggregate = AGGREGATIONS[cfg.loss_agg]
     device = next(model.parameters()).device
+    # A zero-advantage token's clipped PG loss is 0 at every ratio, so its gradient is 0: with no KL
+    # term such rows need no forward pass (``counts`` above still include them).
+    skip = skip_zero_advantage and ref_model is None
+    forward = [r for r in rows if r.advantage != 0.0] if skip else rows
     sums = dict(loss=0.0, entropy=0.0, clip_frac=0.0, approx_kl=0.0, kl_ref=0.0)
     n_real = n_loss = 0
-    for chunk in micro_batches(rows, cfg.micro_batch_size):
+    if not forward:  # nothing carries signal: a zero gradient, stepped like any other
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+        return {"loss": 0.0, "learner_rows": 0, "rows": len(rows)}
+    for chunk in micro_batches(forward, cfg.micro_batch_size):
         b = collate_rows(chunk, pad_id, device)
         logits = completion_logits(model, b, cfg.temperature)
         logp = token_logprobs(logits, b["tokens"])
@@ -192,7 +205,8 @@ def learner_update(model, ref_model, rows: list[Row], cfg: GRPOConfig, pad_id: i
                                                      cfg.clip_high)) * in_loss
             sums["approx_kl"] += float(approx_kl(logp, b["old_logp"], b["loss_mask"])) * in_loss
         n_real, n_loss = n_real + real, n_loss + in_loss
-    return {"loss": sums["loss"], "entropy": sums["entropy"] / max(1, n_real),
+    return {"loss": sums["loss"], "learner_rows": len(forward), "rows": len(rows),
+            "entropy": sums["entropy"] / max(1, n_real),
             "clip_frac": sums["clip_frac"] / max(1, n_loss), "approx_kl": sums["approx_kl"] / max(1, n_loss),
             **({"kl_ref": sums["kl_ref"] / max(1, n_loss)} if ref_model is not None else {})}
 
@@ -264,13 +278,15 @@ def train(cfg: GRPOConfig, task=None, model=None, tok=None) -> Path:
                 opt.zero_grad(set_to_none=True)
                 stats = learner_update(model, ref_model, rows, cfg, tok.pad_token_id)
                 gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf")))
-                if not (math.isfinite(stats["loss"]) and math.isfinite(gnorm) and math.isfinite(stats["entropy"])):
+                entropy = stats.get("entropy", 1.0)  # absent: no row ran, nothing to measure
+                if not (math.isfinite(stats["loss"]) and math.isfinite(gnorm) and math.isfinite(entropy)):
                     log.log(step + 1, **metrics, **stats, grad_norm=gnorm)
                     halt(f"non-finite loss/gradient/entropy at step {step + 1} (loss {stats['loss']}, "
-                         f"grad norm {gnorm}, entropy {stats['entropy']})")
+                         f"grad norm {gnorm}, entropy {entropy})")
                 opt.step()
             metrics.update(stats, grad_norm=gnorm)
-            low_entropy = low_entropy + 1 if stats["entropy"] < cfg.entropy_floor else 0
+            if "entropy" in stats:
+                low_entropy = low_entropy + 1 if stats["entropy"] < cfg.entropy_floor else 0
         done = step + 1
         elapsed = time.time() - t0
         n_samples = cfg.prompts_per_step * cfg.group_size

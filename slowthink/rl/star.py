@@ -74,6 +74,8 @@ class STaRConfig:
                                    "the steps it needs at the next")
     mode: str = arg("system2", "system2 (rationale, then answer) or system1 (answer only: no rationale)")
     iterations: int = arg(3, "outer iterations (sample, filter, rationalise, fine-tune)")
+    time_budget_s: float = arg(0.0, "stop after the iteration that crosses this many seconds of this invocation "
+                               "(0: run all iterations)")
     problems_per_iteration: int = arg(256, "train problems drawn per iteration (duplicates dropped)")
     samples_per_problem: int = arg(4, "completions per problem, and per unsolved problem with the hint (k)")
     temperature: float = arg(1.0, "sampling temperature (0: greedy, then samples_per_problem must be 1)")
@@ -127,6 +129,7 @@ class STaRConfig:
                 "greedy decoding (0) gives k identical samples; use temperature > 0 or samples_per_problem=1")
         check_fine_tune(self)
         require(self.eval_per_level >= 0, "eval_per_level", "must be >= 0")
+        require(self.time_budget_s >= 0 and math.isfinite(self.time_budget_s), "time_budget_s", "must be >= 0")
         require("{answer}" in self.hint and _formats(self.hint), "hint",
                 f"a format string with {{answer}} and optionally {{question}}, e.g. {DEFAULT_HINT!r}")
 
@@ -332,6 +335,7 @@ def train(cfg: STaRConfig, task=None, model=None, tok=None) -> Path:
     if start == 0:
         evaluate(0)  # the init model's score, the baseline every iteration is compared with
     bar = tqdm(total=cfg.iterations, initial=start, desc="star", disable=not cfg.progress, dynamic_ncols=True)
+    t_start = time.time()
     for iteration in range(start, cfg.iterations):
         t0 = time.time()
         # -- generate with the current model (M_{n-1}); rationalise what it could not solve
@@ -370,6 +374,8 @@ def train(cfg: STaRConfig, task=None, model=None, tok=None) -> Path:
                                                  "config": to_dict(cfg)})
         # For reading only (resume uses the copy inside the checkpoint, written atomically with the weights).
         (run / "traces.jsonl").write_text("".join(json.dumps(t.to_dict(), default=str) + "\n" for t in traces))
+        if cfg.time_budget_s and time.time() - t_start >= cfg.time_budget_s:
+            break
     bar.close()
     log.close()
     save(model, tok, run / "model")
