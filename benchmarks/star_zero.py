@@ -231,7 +231,16 @@ def plot(result: dict, path: Path) -> None:
         last = max(zx) or 1
         ax.plot([x / last * max(xs) for x in zx], zy, marker="s", color="gray",
                 label=f"GRPO alone, no worked examples ({result['r1_zero']['wall_s']:.0f} s; x rescaled to fit)")
-    ax.legend(fontsize=8)
+    base = result.get("base_heldout", {})
+    if "eval/system1_pass@1" in base:
+        ax.axhline(base["eval/system1_pass@1"], color="tab:green", linestyle="--", linewidth=1,
+                   label="the base's System-1 (direct answer) pass@1")
+    final = result["star"].get("final_heldout", {})
+    if "system2_right" in base and "system2_right" in final:
+        ax.text(0.01, 0.97, f"right System-2 answers with every step right: base {base['system2_right_with_right_steps']}"
+                f" of {base['system2_right']}, after STaR {final['system2_right_with_right_steps']} of "
+                f"{final['system2_right']}", transform=ax.transAxes, fontsize=8, va="top")
+    ax.legend(fontsize=8, loc="center right")
     ax.set_title(f"Zero start on {result['task']['name']}: bootstrapping worked solutions")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
