@@ -13,7 +13,9 @@ of its config: the run stops after the step that crosses it, evaluates, and save
 problems (the task's fixed held-out split, ``--eval-per-level`` of them) and the same generation limit.
 Reported per method: held-out pass@1 at the start and at the end, wall seconds, samples generated
 (completions the policy sampled, including STaR's and DPO's offline sampling), and the learning curve.
-Methods run one after another, never side by side, so each has the whole machine.
+Methods of one invocation run one after another, never side by side. A table may also be run in parts,
+one process per part with ``--threads 1`` side by side on the cores, and merged by ``rl_gain_merge.py``
+(the merged JSON keeps each part's command and load averages; benchmarks/README.md says how each table ran).
 """
 
 from __future__ import annotations
@@ -92,8 +94,8 @@ def dpo(args, init, out):
     for k in ("time_budget_s", "steps"):
         c.pop(k)
     c["eval_every"] = 0  # before and after only
-    return DPOConfig(**c, num_problems=args.dpo_problems, samples_per_problem=args.group_size, temperature=args.temperature,
-                     epochs=2.0), train
+    return DPOConfig(**c, num_problems=args.dpo_problems, samples_per_problem=args.group_size,
+                     temperature=args.temperature, epochs=2.0), train
 
 
 METHODS = {

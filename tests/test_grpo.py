@@ -15,7 +15,7 @@ from slowthink.rl import grpo, rloo
 from slowthink.rl.common import TrainingHalted
 from slowthink.rl.grpo import (GRPOConfig, collate_rows, drop_flat_groups, learner_logprobs, make_rows,
                                train)
-from slowthink.rl.losses import group_advantages
+from slowthink.rl.losses import group_advantages, rloo_advantages
 from slowthink.rl.rewards import RewardFn, soft_overlong_penalty
 from slowthink.rl.rollout import Group, LocalRolloutWorker
 from slowthink.runlog import read_metrics
@@ -132,8 +132,9 @@ def test_dynamic_sampling_drops_groups_with_equal_rewards():
     assert kept == [mixed]
     adv = group_advantages(torch.tensor([g.totals for g in (all_right, mixed, all_wrong)]))
     assert adv[0].abs().sum() == 0 and adv[2].abs().sum() == 0 and adv[1].abs().sum() > 0
-    rows = make_rows([all_right, mixed], torch.full((2, 3), 0.5), overlong_filter=False)
-    assert [r.advantage for r in rows[:3]] == [0.0] * 3 and all(r.advantage == 0.5 for r in rows[3:])
+    for advantages in (group_advantages, rloo_advantages):  # a flat group's rows reach the learner as exact 0
+        rows = make_rows([all_right, mixed], advantages(torch.tensor([all_right.totals, mixed.totals])), False)
+        assert [r.advantage for r in rows[:3]] == [0.0] * 3 and any(r.advantage != 0.0 for r in rows[3:])
 
 
 # -- (d) resume is exact -------------------------------------------------------------------------------

@@ -56,6 +56,8 @@ def test_rloo_advantages_leave_one_out():
     close(rloo_advantages(torch.tensor([[1.0, 0.0, 0.0]])), [[1.0, -0.5, -0.5]])
     close(rloo_advantages(torch.tensor([[2.0, 4.0]])), [[-2.0, 2.0]])
     close(rloo_advantages(torch.tensor([[0.7, 0.7, 0.7]])), [[0.0, 0.0, 0.0]])
+    # exactly 0, not the 6e-8 that (sum - r) / (n - 1) - r leaves here: the learner skips exact zeros
+    assert rloo_advantages(torch.tensor([[0.7, 0.7, 0.7]])).eq(0).all()
     with pytest.raises(ValueError, match="at least 2"):
         rloo_advantages(torch.tensor([[1.0]]))
 

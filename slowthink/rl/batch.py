@@ -63,10 +63,7 @@ class Counts:
 
 
 def make_rows(groups: list[Group], advantages: torch.Tensor, overlong_filter: bool) -> list[Row]:
-    """One row per completion. A group whose rewards are all equal gets exactly 0 advantage whatever
-    the advantage function gives it (a leave-one-out baseline can leave 1e-17 in float arithmetic), so
-    the learner can skip its rows."""
-    return [Row(g.prompt_ids, c.token_ids, c.logprobs, 0.0 if g.all_equal else float(a),
+    return [Row(g.prompt_ids, c.token_ids, c.logprobs, float(a),
                 not (overlong_filter and is_truncated(c.finish_reason)))
             for g, adv in zip(groups, advantages) for c, a in zip(g.completions, adv)]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -19,6 +20,11 @@ def halted(why: str, ckpt) -> TrainingHalted:
     """The exception a trainer raises when it stops itself, naming the last good checkpoint."""
     return TrainingHalted(f"{why}; stopped without saving. Last good checkpoint: "
                           f"{ckpt or 'none (no checkpoint written yet)'}")
+
+
+def budget_spent(t_start: float, budget_s: float) -> bool:
+    """True once ``budget_s`` seconds have passed since ``t_start`` (a budget of 0 never ends)."""
+    return bool(budget_s) and time.time() - t_start >= budget_s
 
 
 def open_run(cfg, trainer: str) -> Path:

@@ -53,7 +53,7 @@ from .rewards import RewardFn
 from .batch import (Counts, Row, collate_rows, completion_logits, evaluate_on_heldout, learner_logprobs, make_rows,
                     micro_batches, on_policy_rollout, rollout_stats)
 from .rollout import Group, LocalRolloutWorker
-from .common import OPTIMIZERS, halted, make_optimizer, open_run, resolve_task
+from .common import OPTIMIZERS, budget_spent, halted, make_optimizer, open_run, resolve_task
 
 # Each aggregation turns [B, T] token losses of one micro-batch into its share of the batch loss;
 # ``n`` holds the whole batch's counts, so the micro-batch shares add up to the full-batch loss.
@@ -299,7 +299,7 @@ def train(cfg: GRPOConfig, task=None, model=None, tok=None) -> Path:
                  f"(last {metrics.get('entropy', float('nan')):.2e}) at step {done}")
 
         # -- evaluation and checkpoints
-        last = done == cfg.steps or (cfg.time_budget_s and time.time() - t_start >= cfg.time_budget_s)
+        last = done == cfg.steps or budget_spent(t_start, cfg.time_budget_s)
         if heldout and ((cfg.eval_every and done % cfg.eval_every == 0) or last):
             evaluate_heldout(done)
         if done % cfg.checkpoint_every == 0 or last:

@@ -88,15 +88,22 @@ def group_advantages(rewards: torch.Tensor, scale_by_std: bool = True, eps: floa
     centered = rewards - rewards.mean(dim=1, keepdim=True)
     if scale_by_std:
         centered = centered / (rewards.std(dim=1, unbiased=False, keepdim=True) + eps)
+    return zero_flat_groups(rewards, centered)
+
+
+def zero_flat_groups(rewards: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
+    """Exactly 0 for every group whose rewards are all equal (float baselines can leave a residue such
+    as 1e-17; the learner skips exact-zero rows, and std scaling would blow a residue up by ``1 / eps``)."""
     flat = (rewards == rewards[:, :1]).all(dim=1, keepdim=True)
-    return torch.where(flat, torch.zeros_like(centered), centered)
+    return torch.where(flat, torch.zeros_like(advantages), advantages)
 
 
 def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
     """REINFORCE leave-one-out: ``r_i - mean(r_j for j != i)`` within each group, shape ``[G, n]``.
 
     Equal to ``n / (n - 1) * (r_i - mean(group))``; the baseline never includes the sample's own
-    reward, so the estimate stays unbiased. Needs n >= 2.
+    reward, so the estimate stays unbiased. Needs n >= 2. A group whose rewards are all equal gets
+    exactly zero advantages.
     """
     if rewards.ndim != 2:
         raise ValueError(f"rewards must be [groups, samples_per_group], got shape {tuple(rewards.shape)}")
@@ -106,7 +113,7 @@ def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
     if n < 2:
         raise ValueError("rloo_advantages needs at least 2 samples per group (the baseline is the others' mean)")
     others_mean = (rewards.sum(dim=1, keepdim=True) - rewards) / (n - 1)
-    return rewards - others_mean
+    return zero_flat_groups(rewards, rewards - others_mean)
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,

@@ -42,7 +42,7 @@ from ..runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint
 from ..tasks.base import MODES
 from .batch import (Row, collate_rows, completion_logits, evaluate_on_heldout, learner_logprobs, micro_batches,
                     on_policy_rollout, rollout_stats)
-from .common import halted, make_optimizer, open_run, resolve_task
+from .common import budget_spent, halted, make_optimizer, open_run, resolve_task
 from .losses import (approx_kl, clip_fraction, clipped_pg_token_losses, clipped_value_loss, entropy_from_logits,
                      gae, masked_sum, masked_whiten, token_logprobs, token_mean_loss)
 from .rewards import RewardFn
@@ -338,7 +338,7 @@ def train(cfg: PPOConfig, task=None, model=None, tok=None) -> Path:
                  f"(last {stats['entropy']:.2e}) at step {done}")
 
         # -- evaluation and checkpoints
-        last = done == cfg.steps or (cfg.time_budget_s and time.time() - t_start >= cfg.time_budget_s)
+        last = done == cfg.steps or budget_spent(t_start, cfg.time_budget_s)
         if heldout and ((cfg.eval_every and done % cfg.eval_every == 0) or last):
             evaluate_heldout(done)
         if done % cfg.checkpoint_every == 0 or last:

@@ -46,7 +46,7 @@ from ..evaluate import heldout_metrics
 from ..runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
 from ..tasks.base import MODES, Problem
 from ..tokenizer import Rendered, render_example
-from .common import TrainingHalted, make_optimizer, open_run, resolve_task
+from .common import TrainingHalted, budget_spent, make_optimizer, open_run, resolve_task
 from .rewards import RewardFn
 from .rollout import Group, LocalRolloutWorker
 from .sft import token_mean_backward
@@ -374,7 +374,7 @@ def train(cfg: STaRConfig, task=None, model=None, tok=None) -> Path:
                                                  "config": to_dict(cfg)})
         # For reading only (resume uses the copy inside the checkpoint, written atomically with the weights).
         (run / "traces.jsonl").write_text("".join(json.dumps(t.to_dict(), default=str) + "\n" for t in traces))
-        if cfg.time_budget_s and time.time() - t_start >= cfg.time_budget_s:
+        if budget_spent(t_start, cfg.time_budget_s):
             break
     bar.close()
     log.close()
