@@ -53,6 +53,9 @@ def main() -> int:
     ap.add_argument("--eval-per-level", type=int, default=150)
     ap.add_argument("--majority-ns", default="4,8,16")
     ap.add_argument("--temperature", type=float, default=0.7)
+    ap.add_argument("--checker", default="", help="checker model for step-recomputing vote arms, MODEL_DIR[@system1] "
+                    "(slowthink.critics.recompute); '' = none")
+    ap.add_argument("--check-ns", default="4,16", help="samples of the checker-weighted vote arms")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/router.json"))
@@ -63,7 +66,7 @@ def main() -> int:
     from slowthink.report import plot_pareto
     from slowthink.router.arms import arm_table, default_arms
     from slowthink.router.evaluate import score_routing
-    from slowthink.router.signals import SIGNAL_SETS, SIGNALS, compute_signals
+    from slowthink.router.signals import SIGNAL_SETS, compute_signals
     from slowthink.router.train import RouterConfig, fit_from_table, load_engines, training_problems
     from slowthink.tasks import get_task
 
@@ -73,25 +76,28 @@ def main() -> int:
     levels = [int(x) for x in args.levels.split(",")]
     cfg = RouterConfig(model=args.model, fast_model=args.fast_model, levels=levels, per_level=args.train_per_level,
                        majority_ns=[int(x) for x in args.majority_ns.split(",")], temperature=args.temperature,
+                       checker=args.checker, check_ns=[int(x) for x in args.check_ns.split(",") if x],
                        seed=args.seed, progress=True)
     task = get_task(cfg.task, **cfg.task_args)
-    engines, names = load_engines(cfg.model, cfg.fast_model)
+    engines, names = load_engines(cfg.model, cfg.fast_model, checker=cfg.checker, task=task)
     fast, slow = ("fast", "slow") if "fast" in engines else ("main", "main")
-    arms = default_arms(cfg.max_tokens, tuple(cfg.majority_ns), cfg.temperature, fast, slow)
+    arms = default_arms(cfg.max_tokens, tuple(cfg.majority_ns), cfg.temperature, fast, slow,
+                        tuple(cfg.check_ns) if cfg.checker else ())
     train = training_problems(task, levels, cfg.per_level, cfg.seed)
     heldout = task.heldout_set(args.eval_per_level, tuple(levels), seed=1234)
 
     def label(problems, seed):
         table = arm_table(engines, task, problems, arms, seed=seed, progress=True)
-        sig = compute_signals(engines, task, problems, SIGNALS, fast, slow, cfg.signal_max_tokens, seed + 1)
+        sig = compute_signals(engines, task, problems, None, fast, slow, cfg.signal_max_tokens, seed + 1, cfg.max_tokens)
         return table, sig
 
     train_table, train_sig = label(train, cfg.seed)
     t_label = time.time() - t0
     eval_table, eval_sig = label(heldout, cfg.seed + 100)
     results = {}
-    models = names if fast == "fast" else {}
-    for signals in [*SIGNAL_SETS, None]:  # None: the shipped default, which picks its signals on validation
+    models = names if fast == "fast" or cfg.checker else {}
+    computed = [s for s in SIGNAL_SETS if set(s) <= set(train_sig.groups)]  # s2check only with a checker
+    for signals in [*computed, None]:  # None: the shipped default, which picks its signals on validation
         if signals is None:
             router, metrics = fit_from_table(cfg, train_table, train_sig, models)
         else:
@@ -104,7 +110,7 @@ def main() -> int:
     report = dict(
         benchmark="router_pareto", date=time.strftime("%Y-%m-%d"), machine=machine(),
         command="python benchmarks/router_pareto.py " + " ".join(sys.argv[1:]),
-        setup=dict(model=args.model, fast_model=args.fast_model or None, levels=levels, task=cfg.task,
+        setup=dict(model=args.model, fast_model=args.fast_model or None, checker=args.checker or None, levels=levels, task=cfg.task,
                    task_args=cfg.task_args, arms=[a.to_dict() for a in arms], train_problems=len(train),
                    problems=len(heldout), per_level=head["per_level"], signal_max_tokens=cfg.signal_max_tokens,
                    l2={k: r["l2"] for k, r in results.items()}),

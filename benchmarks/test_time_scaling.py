@@ -17,6 +17,12 @@ Models (made first; all under runs/, git-ignored):
   (``slowthink.critics.generative``): each step scores its least likely token. It is a stronger model than
   the policy, so its own greedy accuracy on the same problems is recorded beside every number it drives,
   and bar 1 is reported both with and without it.
+* step-recomputing checker (``--check``): ``slowthink train sft --out runs/checker --task arithmetic --task-args
+  op=mixed,operands=steps --levels 1,2,3,4,5,6 --system2-fraction 0.5 --model small --steps 2000 --lr 1e-3
+  --warmup-steps 30 --micro-batches 2 --eval-every 500 --eval-per-level 32`` (~17 min on 2 cores): a model that
+  only ever saw the sub-problems of a worked multiplication (``n``-digit times one digit, ``n``-digit plus
+  ``n``-digit); it answers every claim a sample's steps make (``slowthink.critics.recompute``), and its own
+  greedy accuracy on the benchmark's problems is recorded.
 
 Task ``arithmetic`` (op=mul, cot=cells), System-2, held-out level-2 problems (``task.heldout_set(P, (2,),
 seed=1234)``).
@@ -65,6 +71,7 @@ from slowthink.search.scaling import draw_pool, interp_log, pool_curves, score_p
 POOL_RULES = ("majority", "confidence_majority", "best_of_n_prm", "best_of_n_orm", "weighted_majority_prm",
               "weighted_majority_orm", "pass_at_n_ceiling")
 GEN_RULES = ("best_of_n_gen", "weighted_majority_gen")  # with --gen-verifier
+CHECK_RULES = ("best_of_n_check", "weighted_majority_check")  # with --check
 
 
 def parse_args(argv=None):
@@ -74,6 +81,10 @@ def parse_args(argv=None):
     p.add_argument("--orm", default=str(ROOT / "runs/prm_l123/orm/critic"))
     p.add_argument("--gen-verifier", default=str(ROOT / "runs/l123/snapshots/step_1200"), help="also rank with a generative verifier reading with this model "
                    "(slowthink.critics.generative; the PRM's completer); its own greedy accuracy is recorded; '' = none")
+    p.add_argument("--check", default=str(ROOT / "runs/checker/model"), help="also rank with a step-recomputing verifier whose checker model answers "
+                   "every claim the steps make (slowthink.critics.recompute): MODEL_DIR[@system1]; its own greedy "
+                   "accuracy on the problems is recorded; '' = none")
+    p.add_argument("--check-beam", default="4:2,16:4,64:8", help="beam settings n:beam_width guided by the checker")
     p.add_argument("--gen-beam", default="4:2,16:4,64:8", help="beam settings n:beam_width guided by the generative verifier")
     p.add_argument("--task", default="arithmetic", help="task name or path/to/file.py:ClassName")
     p.add_argument("--task-args", default="op=mul,cot=cells", help="task constructor arguments")
@@ -92,6 +103,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/test_time_scaling"))
+    p.add_argument("--bars-from", default="", help="recompute the bars and the plot of a results JSON written by this "
+                   "script (no model runs), in place")
     return p.parse_args(argv)
 
 
@@ -119,9 +132,11 @@ def plot(path: Path, res: dict) -> None:
         for j, (name, pts) in enumerate(curves.items()):
             style = ":" if name == "pass_at_n_ceiling" else ls
             ax.plot([p["mean_policy_tokens"] for p in pts], [p["accuracy"] for p in pts], style,
-                    marker=markers[j % len(markers)], ms=4, label=f"{name} T={temp}")
+                    marker=markers[j % len(markers)], ms=4, lw=2.4 if name.endswith("_check") else 1.2,
+                    label=f"{name} T={temp}")
     groups = [("beam (PRM)", [r for r in res["beam"] if r["verifier"] == "prm"]),
               ("beam (gen)", [r for r in res["beam"] if r["verifier"] == "gen"]),
+              ("beam (check)", [r for r in res["beam"] if r["verifier"] == "check"]),
               ("mcts (PRM)", res["mcts"]), ("budget_forcing T=0", res["budget_forcing"])]
     for label, rows in groups:
         pts = sorted(rows, key=lambda r: r["mean_policy_tokens"])
@@ -137,6 +152,64 @@ def plot(path: Path, res: dict) -> None:
     fig.savefig(path, dpi=110)
 
 
+def bars(res: dict, st: float) -> None:
+    """The issue's bars from the measured rows (``res["bar1"]``, ``res["bar2"]``); ``st``: the search temperature."""
+    g = res["greedy"]
+    cap = 64 * g["mean_policy_tokens"]
+    cands = []
+    for temp, curves in res["pool"].items():
+        for name, pts in curves.items():
+            if name != "pass_at_n_ceiling":
+                cands += [{**p, "strategy": name, "temperature": float(temp)} for p in pts]
+    cands += res["beam"] + res["mcts"] + res["budget_forcing"]
+    within = [c for c in cands if c["mean_policy_tokens"] <= cap]
+    best = max(within, key=lambda c: c["accuracy"])
+    uses_gen = lambda c: c.get("verifier") == "gen" or c.get("strategy", "").endswith("_gen")  # noqa: E731
+    uses_check = lambda c: c.get("verifier") == "check" or c.get("strategy", "").endswith("_check")  # noqa: E731
+    own = max((c for c in within if not uses_gen(c) and not uses_check(c)), key=lambda c: c["accuracy"])
+    checked = [c for c in within if uses_check(c)]
+    by_checker = max(checked, key=lambda c: (c["accuracy"], -c["mean_policy_tokens"])) if checked else None
+    res["bar1"] = {"greedy_accuracy": g["accuracy"], "greedy_mean_policy_tokens": g["mean_policy_tokens"],
+                   "token_cap_64x": cap, "best_within_cap": best, "gain_points": 100 * (best["accuracy"] - g["accuracy"]),
+                   "best_uses_generative_verifier": uses_gen(best), "best_uses_checker": uses_check(best),
+                   "best_without_generative_verifier_or_checker": own,
+                   "gain_points_without_generative_verifier_or_checker": 100 * (own["accuracy"] - g["accuracy"]),
+                   # the checker cannot solve these problems itself (check_verifier.its_own_greedy), unlike gen's model
+                   "best_with_checker": by_checker,
+                   "gain_points_with_checker": 100 * (by_checker["accuracy"] - g["accuracy"]) if by_checker else None,
+                   "note": "beam/mcts/budget_forcing rows are on the first search_problems problems; compare their "
+                           "greedy via greedy_search_subset",
+                   "met": best["accuracy"] - g["accuracy"] >= 0.25}
+
+    def vs_majority(key: str) -> dict:
+        out = {}
+        for temp, curves in res["pool"].items():
+            pairs = [(m, w) for m, w in zip(curves["majority"], curves[key]) if m["n"] >= 2]
+            out[temp] = {"budgets": len(pairs), "wins": sum(w["accuracy"] > m["accuracy"] for m, w in pairs),
+                         "ties": sum(w["accuracy"] == m["accuracy"] for m, w in pairs),
+                         "per_n": [{"n": m["n"], "majority": m["accuracy"], key: w["accuracy"]} for m, w in pairs]}
+            out[temp]["met"] = out[temp]["wins"] > out[temp]["budgets"] / 2
+        return out
+
+    wm = vs_majority("weighted_majority_prm")
+    beam_cmp = []
+    maj_sub = res["pool_subset"][str(st)]["majority"] if str(st) in res["pool_subset"] else None
+    for b in [b for b in res["beam"] if b["verifier"] == "prm"]:
+        m = interp_log(maj_sub, b["mean_policy_tokens"]) if maj_sub else None
+        beam_cmp.append({"n": b["n"], "beam_width": b["beam_width"], "tokens": b["mean_policy_tokens"],
+                         "beam": b["accuracy"], "majority_interp": m})
+    beam_cmp_valid = [c for c in beam_cmp if c["majority_interp"] is not None]
+    beam_met = bool(beam_cmp_valid) and sum(c["beam"] > c["majority_interp"] for c in beam_cmp_valid) > len(
+        beam_cmp_valid) / 2
+    res["bar2"] = {"weighted_majority_prm_vs_majority": wm, "beam_vs_majority": beam_cmp, "beam_met": beam_met,
+                   "met": beam_met or any(v["met"] for v in wm.values())}
+    some_pool = next(iter(res["pool"].values()))
+    # process verifiers beside the PRM, reported beside its verdict ("met" is the Math-Shepherd PRM's alone)
+    for key in ("weighted_majority_gen", "weighted_majority_check"):
+        if key in some_pool:
+            res["bar2"][f"{key}_vs_majority"] = vs_majority(key)
+
+
 def main(argv=None) -> int:
     from slowthink.engine import Engine
     from slowthink.models import load_model
@@ -145,6 +218,14 @@ def main(argv=None) -> int:
     from slowthink.tasks import get_task
 
     args = parse_args(argv)
+    if args.bars_from:
+        path = Path(args.bars_from)
+        res = json.loads(path.read_text())
+        bars(res, res["args"]["search_temperature"])
+        write_json(path, res)
+        plot(path.with_suffix(".png"), res)
+        print(json.dumps({"bar1": res["bar1"], "bar2_met": res["bar2"]["met"]}, indent=1))
+        return 0
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     t0 = time.time()
@@ -156,7 +237,8 @@ def main(argv=None) -> int:
     prm = make_verifier(args.prm, task, "system2")
     orm = make_verifier(args.orm, task, "system2")
     gen = make_verifier(f"gen:{args.gen_verifier}", task, "system2") if args.gen_verifier else None
-    rules = POOL_RULES + (GEN_RULES if gen is not None else ())
+    check = make_verifier(f"check:{args.check}", task, "system2") if args.check else None
+    rules = POOL_RULES + (GEN_RULES if gen is not None else ()) + (CHECK_RULES if check is not None else ())
     problems = task.heldout_set(args.problems, (args.level,), seed=1234)
     search_problems = problems[:args.search_problems]
     n_values = [n for n in (1, 2, 4, 8, 16, 32, 64, 128) if n <= args.n_max]
@@ -180,13 +262,19 @@ def main(argv=None) -> int:
         res["gen_verifier"] = {"model": args.gen_verifier, "its_own_greedy": row(
             evaluate_strategy(get_strategy("greedy"), alone, None, problems), strategy="greedy")}
         print("gen verifier alone", res["gen_verifier"], flush=True)
+    if check is not None:  # the checker never learned these problems; this says whether it could solve them
+        alone = Policy(check.engine, task, check.checker_mode, temperature=0.0, max_tokens=args.max_tokens)
+        res["check_verifier"] = {"model": args.check, "mode": check.checker_mode, "its_own_greedy": row(
+            evaluate_strategy(get_strategy("greedy"), alone, None, problems), strategy="greedy")}
+        print("checker alone", res["check_verifier"], flush=True)
 
     res["pool"], res["pool_subset"], res["library_check"] = {}, {}, []
     for temp in [float(x) for x in args.temperatures.split(",") if x]:
         t = time.time()
         pol = policy(temp)
         pools = draw_pool(pol, problems, args.n_max)
-        score_pool(pol, problems, pools, prm=prm, orm=orm, **({"gen": gen} if gen is not None else {}))
+        more = ({"gen": gen} if gen is not None else {}) | ({"check": check} if check is not None else {})
+        score_pool(pol, problems, pools, prm=prm, orm=orm, **more)
         res["pool"][str(temp)] = pool_curves(pools, n_values, rules)
         res["pool_subset"][str(temp)] = pool_curves(pools[:len(search_problems)], n_values, rules)
         res[f"sample_pass_rate_T{temp}"] = sum(s["correct"] for pl in pools for s in pl) / sum(map(len, pools))
@@ -206,19 +294,15 @@ def main(argv=None) -> int:
     st = args.search_temperature
     res["beam"], res["mcts"], res["budget_forcing"] = [], [], []
     t = time.time()
-    for spec in [s for s in args.beam.split(",") if s]:
-        n, bw = (int(x) for x in spec.split(":"))
-        r = row(evaluate_strategy(get_strategy("beam", n=n, beam_width=bw), policy(st), prm, search_problems),
-                strategy="beam", n=n, beam_width=bw, temperature=st, verifier="prm", agg="last")
-        res["beam"].append(r)
-        print("beam", r, flush=True)
-    for spec in [s for s in args.gen_beam.split(",") if s and gen is not None]:
-        n, bw = (int(x) for x in spec.split(":"))
-        r = row(evaluate_strategy(get_strategy("beam", n=n, beam_width=bw, agg="min"), policy(st), gen,
-                                  search_problems),
-                strategy="beam", n=n, beam_width=bw, temperature=st, verifier="gen", agg="min")
-        res["beam"].append(r)
-        print("beam (gen)", r, flush=True)
+    for name, ver, agg, specs in (("prm", prm, "last", args.beam), ("gen", gen, "min", args.gen_beam),
+                                  ("check", check, "min", args.check_beam)):
+        for spec in [s for s in specs.split(",") if s and ver is not None]:
+            n, bw = (int(x) for x in spec.split(":"))
+            r = row(evaluate_strategy(get_strategy("beam", n=n, beam_width=bw, agg=agg), policy(st), ver,
+                                      search_problems),
+                    strategy="beam", n=n, beam_width=bw, temperature=st, verifier=name, agg=agg)
+            res["beam"].append(r)
+            print(f"beam ({name})", r, flush=True)
     timings["beam_s"] = round(time.time() - t, 1)
     t = time.time()
     for sims in [int(x) for x in args.mcts.split(",") if x]:
@@ -237,51 +321,7 @@ def main(argv=None) -> int:
         print("budget_forcing", r, flush=True)
     timings["budget_forcing_s"] = round(time.time() - t, 1)
 
-    # -- bars ------------------------------------------------------------------------------------------
-    g = res["greedy"]
-    cap = 64 * g["mean_policy_tokens"]
-    cands = []
-    for temp, curves in res["pool"].items():
-        for name, pts in curves.items():
-            if name != "pass_at_n_ceiling":
-                cands += [{**p, "strategy": name, "temperature": float(temp)} for p in pts]
-    cands += res["beam"] + res["mcts"] + res["budget_forcing"]
-    within = [c for c in cands if c["mean_policy_tokens"] <= cap]
-    best = max(within, key=lambda c: c["accuracy"])
-    uses_gen = lambda c: c.get("verifier") == "gen" or c.get("strategy", "").endswith("_gen")  # noqa: E731
-    own = max((c for c in within if not uses_gen(c)), key=lambda c: c["accuracy"])
-    res["bar1"] = {"greedy_accuracy": g["accuracy"], "greedy_mean_policy_tokens": g["mean_policy_tokens"],
-                   "token_cap_64x": cap, "best_within_cap": best, "gain_points": 100 * (best["accuracy"] - g["accuracy"]),
-                   "best_uses_generative_verifier": uses_gen(best),
-                   "best_without_generative_verifier": own,
-                   "gain_points_without_generative_verifier": 100 * (own["accuracy"] - g["accuracy"]),
-                   "note": "beam/mcts/budget_forcing rows are on the first search_problems problems; compare their "
-                           "greedy via greedy_search_subset",
-                   "met": best["accuracy"] - g["accuracy"] >= 0.25}
-    def vs_majority(key: str) -> dict:
-        out = {}
-        for temp, curves in res["pool"].items():
-            pairs = [(m, w) for m, w in zip(curves["majority"], curves[key]) if m["n"] >= 2]
-            out[temp] = {"budgets": len(pairs), "wins": sum(w["accuracy"] > m["accuracy"] for m, w in pairs),
-                         "ties": sum(w["accuracy"] == m["accuracy"] for m, w in pairs),
-                         "per_n": [{"n": m["n"], "majority": m["accuracy"], key: w["accuracy"]} for m, w in pairs]}
-            out[temp]["met"] = out[temp]["wins"] > out[temp]["budgets"] / 2
-        return out
-
-    wm = vs_majority("weighted_majority_prm")
-    beam_cmp = []
-    maj_sub = res["pool_subset"][str(st)]["majority"] if str(st) in res["pool_subset"] else None
-    for b in [b for b in res["beam"] if b["verifier"] == "prm"]:
-        m = interp_log(maj_sub, b["mean_policy_tokens"]) if maj_sub else None
-        beam_cmp.append({"n": b["n"], "beam_width": b["beam_width"], "tokens": b["mean_policy_tokens"],
-                         "beam": b["accuracy"], "majority_interp": m})
-    beam_cmp_valid = [c for c in beam_cmp if c["majority_interp"] is not None]
-    beam_met = bool(beam_cmp_valid) and sum(c["beam"] > c["majority_interp"] for c in beam_cmp_valid) > len(
-        beam_cmp_valid) / 2
-    res["bar2"] = {"weighted_majority_prm_vs_majority": wm, "beam_vs_majority": beam_cmp, "beam_met": beam_met,
-                   "met": beam_met or any(v["met"] for v in wm.values())}
-    if gen is not None:  # the generative verifier is a process verifier too; reported beside, not in "met"
-        res["bar2"]["weighted_majority_gen_vs_majority"] = vs_majority("weighted_majority_gen")
+    bars(res, args.search_temperature)
     timings["total_s"] = round(time.time() - t0, 1)
     res["timings"] = timings
 
@@ -289,6 +329,7 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out.with_suffix(".json"), res)
     plot(out.with_suffix(".png"), res)
+    g, best = res["greedy"], res["bar1"]["best_within_cap"]
     print(f"greedy {g['accuracy']:.3f} at {g['mean_policy_tokens']:.1f} tokens; best within 64x: {best['strategy']} "
           f"{best['accuracy']:.3f} -> bar 1 {'met' if res['bar1']['met'] else 'not met'}; bar 2 "
           f"{'met' if res['bar2']['met'] else 'not met'}; total {timings['total_s']} s -> {out.with_suffix('.json')}")

@@ -181,17 +181,19 @@ def _eval_strategy(ns, task, levels, model, tok, problems) -> int:
     return 0
 
 
-def _effort_setup(ns):
+def _effort_setup(ns, task):
     """Engines and router for --reasoning-effort: the router saved beside --model (or --router); a
-    two-model router brings its own fast and slow models."""
+    two-model router brings its own fast and slow models, a router with checker arms its checker."""
     from .router import Router, find_router
     from .router.train import load_engines
 
     router = Router.load(ns.router) if ns.router else find_router(ns.model)
-    if router is not None and "fast" in router.models:
-        engines, _ = load_engines(router.models["slow"], router.models["fast"], device=ns.device)
+    models = router.models if router is not None else {}
+    checker = models.get("check", "")
+    if "fast" in models:
+        engines, _ = load_engines(models["slow"], models["fast"], device=ns.device, checker=checker, task=task)
     else:
-        engines, _ = load_engines(ns.model, device=ns.device)
+        engines, _ = load_engines(ns.model, device=ns.device, checker=checker, task=task)
     if ns.reasoning_effort == "auto" and router is None:
         print(f"note: no router in {ns.model}/router: auto runs medium (train one: slowthink train router "
               f"--model {ns.model})", file=sys.stderr)
@@ -205,7 +207,7 @@ def _eval_effort(ns, task, levels, problems) -> int:
 
     from .effort import solve_with_effort
 
-    engines, router = _effort_setup(ns)
+    engines, router = _effort_setup(ns, task)
     rows = []
     for p in tqdm(problems, desc=f"effort {ns.reasoning_effort}", unit="problem"):
         sol = solve_with_effort(p, ns.reasoning_effort, engines, task, router, seed=ns.seed)
@@ -233,7 +235,7 @@ def _eval_effort(ns, task, levels, problems) -> int:
 def _solve_effort(ns, task, problem) -> int:
     from .effort import solve_with_effort
 
-    engines, router = _effort_setup(ns)
+    engines, router = _effort_setup(ns, task)
     sol = solve_with_effort(problem, ns.reasoning_effort, engines, task, router, seed=ns.seed)
     mode = sol.extra.get("mode", "system1" if ns.reasoning_effort == "none" else "system2")
     correct = task.score(problem, sol.completion, mode).correct
@@ -290,6 +292,10 @@ def cmd_solve(ns) -> int:
           f"expected {problem.answer})")
     print(f"policy tokens: {sol.policy_tokens}" + (f" of budget {ns.budget}" if ns.budget else "")
           + f" in {sol.extra.get('samples', 0)} sample(s); verifier tokens: {sol.verifier_tokens}")
+    votes = sol.extra.get("weights") or sol.extra.get("votes")
+    if votes:  # what the vote looked like: the leading answers and their total weight (or count)
+        top = sorted(votes.items(), key=lambda kv: -kv[1])[:5]
+        print("vote: " + ", ".join(f"{a} {w:g}" for a, w in top) + (f" (+{len(votes) - 5} more)" if len(votes) > 5 else ""))
     if ns.json_out:
         import dataclasses
 

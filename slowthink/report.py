@@ -118,11 +118,20 @@ def plot_pareto(routing: dict, path: str | Path, title: str, others: dict | None
     ax.axvline(bar["max_token_fraction"] * best["mean_tokens"], color="tab:red", lw=0.7, ls=":",
                label=f"bar: within {bar['within_points']:g} point of {best['name']}, "
                      f"<= {bar['max_token_fraction']:.0%} of its tokens")
+    # Zoom on the arms that compete: one far below (System-1 on hard questions) would squash the rest.
+    top = 100 * max(f["accuracy"] for f in routing["fixed"])
+    far = [f for f in routing["fixed"] if 100 * f["accuracy"] < top / 2]
+    if far and len(far) < len(routing["fixed"]):
+        low = min(100 * f["accuracy"] for f in routing["fixed"] if f not in far)
+        ax.set_ylim(max(0.0, low - 5), min(101.0, top + 2))
+        ax.text(0.01, 0.01, "below the axis: " + "; ".join(f"{f['name']} {f['accuracy']:.1%} at {f['mean_tokens']:.0f} "
+                                                           "tokens" for f in far),
+                transform=ax.transAxes, fontsize=7, va="bottom")
     ax.set_xscale("log")
-    ax.set_xlabel("mean policy tokens per question (router signals included; log)")
+    ax.set_xlabel("mean tokens per question (the arm's and the router signals', a checker's included; log)")
     ax.set_ylabel("held-out accuracy (%)")
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=6.5, loc="upper left", framealpha=0.85)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -167,6 +167,8 @@ def test_weighted_majority_and_best_of_n_follow_verifier_scores():
     assert weighted_vote(["5", "6", "6", None], [0.9, 0.3, 0.4, 5.0]) == "5"
     assert weighted_vote(["5", "6", "6"], [0.5, 0.3, 0.4]) == "6"
     assert weighted_vote([None], [1.0]) is None
+    assert weighted_vote(["5", "6", "6"], [0.0, 0.0, 0.0]) == "6"  # equal weight: more votes win
+    assert weighted_vote(["5", "6", "6", "5"], [1.0, 0.5, 0.5, 0.0]) == "5"  # then the first seen
     p = Problem(key="2+3", level=1, question="2+3", answer="5", data={"a": 2, "b": 3, "op": "add"})
 
     class Likes:  # outcome verifier that likes completions ending in 6

@@ -1,9 +1,13 @@
 """Arms: the fixed (mode, strategy, samples, budget) settings a router chooses between, and the table of
 how each arm does on each problem.
 
-An arm is one way to answer a question: System-1 greedy, System-2 greedy, or System-2 self-consistency
-over ``n`` samples. ``model`` names which engine runs it ("main" in the hybrid one-model mode; in the
-two-model mode, e.g. "fast" for System-1 and "slow" for System-2).
+An arm is one way to answer a question: System-1 greedy, System-2 greedy, System-2 self-consistency
+over ``n`` samples, or (with ``verifier``) a vote of ``n`` samples weighted by a verifier's scores, e.g. the
+step-recomputing checker (``slowthink.critics.recompute``; ``search/weighted_majority.py``'s rule). ``model``
+names which engine runs it ("main" in the hybrid one-model mode; in the two-model mode, e.g. "fast" for
+System-1 and "slow" for System-2); ``verifier`` names an entry of the same dict that holds the verifier.
+A verifier arm's tokens are the policy's plus the verifier's (each distinct claim of the problem's first
+``n`` samples once).
 
 ``arm_table`` runs every arm on every problem in batched engine calls. Self-consistency arms with
 different ``n`` share their samples: maj@4 votes over the first 4 of the 16 samples maj@16 draws. Each
@@ -19,6 +23,7 @@ import numpy as np
 
 from ..engine import SamplingParams
 from ..evaluate import majority
+from ..search.weighted_majority import weighted_vote
 from ..tasks.base import Mode, Problem, check_mode
 from ..tokenizer import render_prompt
 
@@ -31,18 +36,22 @@ class Arm:
     temperature: float = 0.7
     max_tokens: int = 256  # per sample
     model: str = "main"  # which engine runs it
+    verifier: str = ""  # which verifier weights the vote ("" = plain majority)
 
     def __post_init__(self):
         check_mode(self.mode)
         if self.n < 1 or self.max_tokens < 1:
             raise ValueError(f"arm {self.name!r}: n and max_tokens must be >= 1")
+        if self.verifier and (self.mode != "system2" or self.n < 2):
+            raise ValueError(f"arm {self.name!r}: a verifier weighs a System-2 vote of n >= 2 samples")
 
     @property
     def greedy(self) -> bool:
         return self.n == 1
 
     def describe(self) -> str:
-        how = "greedy" if self.greedy else f"majority of {self.n} samples at T={self.temperature:g}"
+        how = ("greedy" if self.greedy else f"majority of {self.n} samples at T={self.temperature:g}"
+               + (f" weighted by the {self.verifier} verifier" if self.verifier else ""))
         return f"{'System-1' if self.mode == 'system1' else 'System-2'} {how}, <= {self.max_tokens} tokens/sample"
 
     def to_dict(self) -> dict:
@@ -50,12 +59,17 @@ class Arm:
 
 
 def default_arms(max_tokens: int = 256, ns: tuple[int, ...] = (4, 8, 16), temperature: float = 0.7,
-                 fast: str = "main", slow: str = "main") -> list[Arm]:
-    """System-1 greedy, System-2 greedy, System-2 majority@n for each n; cheapest first."""
+                 fast: str = "main", slow: str = "main", check_ns: tuple[int, ...] = ()) -> list[Arm]:
+    """System-1 greedy, System-2 greedy, System-2 majority@n for each n, then a checker-weighted vote of n
+    for each of ``check_ns`` (verifier "check"); cheapest first within each kind."""
     arms = [Arm("s1", "system1", 1, max_tokens=max_tokens, model=fast),
             Arm("s2", "system2", 1, max_tokens=max_tokens, model=slow)]
     arms += [Arm(f"s2_maj{n}", "system2", n, temperature, max_tokens, slow) for n in ns]
+    arms += [Arm(f"s2_check{n}", "system2", n, temperature, max_tokens, slow, CHECK) for n in check_ns]
     return arms
+
+
+CHECK = "check"  # the engines-dict name of the step-recomputing verifier
 
 
 @dataclass
@@ -98,17 +112,42 @@ def arm_table(engines: dict, task, problems: list[Problem], arms: list[Arm], see
         prompts = [render_prompt(engine.tokenizer, task.prompt(p, mode), mode) for p in problems]
         sampling = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=None if greedy else seed)
         outs = engine.generate(prompts, n=n_max, sampling=sampling, progress=progress)
+        weights = {v: verifier_weights(engines, v, task, problems, outs) for v in {arms[j].verifier for j in members}
+                   if v}
         for i, (p, comps) in enumerate(zip(problems, outs)):
             scores = [task.score(p, c.text, mode) for c in comps]
             voted = [s.answer if s.well_formed else None for s in scores]
             for j in members:
-                k = arms[j].n
-                winner = majority(voted[:k])
+                k, v = arms[j].n, arms[j].verifier
+                if v:
+                    w, questions, cost = weights[v][i]
+                    winner = weighted_vote(voted[:k], w[:k])
+                    extra = sum(cost[q] for q in set().union(*questions[:k]))
+                else:
+                    winner, extra = majority(voted[:k]), 0
                 answers[i][j] = winner
                 # the vote is right when the winning answer is the one a correct sample gave
                 correct[i, j] = winner is not None and any(s.correct and s.answer == winner for s in scores[:k])
-                tokens[i, j] = sum(len(c.token_ids) for c in comps[:k])
+                tokens[i, j] = sum(len(c.token_ids) for c in comps[:k]) + extra
     return ArmTable(arms, correct, tokens, answers)
+
+
+def verifier_weights(engines: dict, name: str, task, problems: list[Problem], outs) -> list[tuple]:
+    """Per problem: the verifier's outcome score of each sample (None when malformed), each sample's claim
+    questions and what each question cost (one batched call for all problems)."""
+    if name not in engines:
+        raise ValueError(f"an arm needs verifier {name!r}; engines given: {sorted(engines)}")
+    verifier = engines[name]
+    items = [(p, c.text) for p, comps in zip(problems, outs) for c in comps]
+    flat = verifier.score_batch(items)
+    questions = getattr(verifier, "item_questions", None) or [set() for _ in items]
+    cost = getattr(verifier, "question_tokens", {})
+    out, at = [], 0
+    for p, comps in zip(problems, outs):
+        w = [flat[at + k] if task.score(p, c.text, "system2").well_formed else None for k, c in enumerate(comps)]
+        out.append((w, questions[at:at + len(comps)], cost))
+        at += len(comps)
+    return out
 
 
 def run_arm(arm: Arm, problem: Problem, engines: dict, task, seed: int | None = 0):
@@ -122,4 +161,10 @@ def run_arm(arm: Arm, problem: Problem, engines: dict, task, seed: int | None = 
                     seed=seed)
     if arm.greedy:
         return greedy.solve(problem, policy)
+    if arm.verifier:
+        from ..search import weighted_majority
+
+        if arm.verifier not in engines:
+            raise ValueError(f"arm {arm.name!r} needs verifier {arm.verifier!r}; engines given: {sorted(engines)}")
+        return weighted_majority.solve(problem, policy, engines[arm.verifier], n=arm.n)
     return majority.solve(problem, policy, n=arm.n)

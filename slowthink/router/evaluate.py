@@ -18,11 +18,12 @@ from .signals import Signals, compute_signals
 
 
 def routed_outcome(router: Router, table: ArmTable, sig: Signals, pick: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per problem: correct, tokens (signals + the picked arm's unless it reuses the s1 answer)."""
+    """Per problem: correct, tokens (signals + the picked arm's unless it reuses a signal's answer)."""
     rows = np.arange(len(pick))
-    reuse = router.reuses_s1()[pick]
-    correct = np.where(reuse, sig.s1_correct, table.correct[rows, pick])
-    tokens = sig.tokens + np.where(reuse, 0, table.tokens[rows, pick])
+    source = np.array(router.reused(), object)[pick]
+    correct = np.where(source == "s1", sig.s1_correct,
+                       np.where(source == "s2check", sig.s2_correct, table.correct[rows, pick]))
+    tokens = sig.tokens + np.where(source == None, table.tokens[rows, pick], 0)  # noqa: E711 (elementwise)
     return correct, tokens
 
 
@@ -41,7 +42,8 @@ def evaluate_routing(router: Router, engines: dict, task, problems, tradeoffs=TR
     table = arm_table(engines, task, problems, router.arms, seed=seed, progress=progress)
     fast = router.signal_model("fast")
     slow = router.signal_model("slow")
-    sig = compute_signals(engines, task, problems, router.signals, fast, slow, router.signal_max_tokens, seed + 1)
+    sig = compute_signals(engines, task, problems, router.signals, fast, slow, router.signal_max_tokens, seed + 1,
+                          router.s2_signal_max_tokens)
     return score_routing(router, table, sig, problems, tradeoffs, budget_fractions, **bar)
 
 

@@ -4,7 +4,8 @@ A trained router is a folder (by default ``MODEL_DIR/router/``, so it is loaded 
 ``router.json`` (arms, signals, models, defaults, validation metrics) and ``predictor.safetensors``.
 
 Every routed question pays for its signals (``signals.py``); the arm's tokens come on top, except that a
-System-1 greedy arm reuses the System-1 answer the ``s1`` signal already produced.
+System-1 greedy arm reuses the System-1 answer the ``s1`` signal already produced, and a System-2 greedy arm
+the solution the ``s2check`` signal already produced.
 """
 
 from __future__ import annotations
@@ -51,10 +52,28 @@ class Router:
     def arm_names(self) -> list[str]:
         return [a.name for a in self.arms]
 
+    def reused(self) -> list[str | None]:
+        """Per arm, the signal that already produced its answer (no extra tokens): ``s1`` for System-1 greedy,
+        ``s2check`` for System-2 greedy at the same generation limit; None for the others."""
+        out: list[str | None] = []
+        for a in self.arms:
+            if "s1" in self.signals and a.mode == "system1" and a.greedy and a.model == self.signal_model("fast"):
+                out.append("s1")
+            elif ("s2check" in self.signals and a.mode == "system2" and a.greedy and a.model == self.signal_model("slow")
+                  and a.max_tokens == self.s2_signal_max_tokens):
+                out.append("s2check")
+            else:
+                out.append(None)
+        return out
+
     def reuses_s1(self) -> np.ndarray:
-        """[A] True for arms whose answer the ``s1`` signal already produced (no extra tokens)."""
-        return np.array(["s1" in self.signals and a.mode == "system1" and a.greedy
-                         and a.model == self.signal_model("fast") for a in self.arms])
+        """[A] True for arms whose answer the ``s1`` signal already produced."""
+        return np.array([r == "s1" for r in self.reused()])
+
+    @property
+    def s2_signal_max_tokens(self) -> int:
+        """The ``s2check`` signal's generation limit: the System-2 greedy arm's, so that arm can reuse it."""
+        return next((a.max_tokens for a in self.arms if a.mode == "system2" and a.greedy), 256)
 
     def signal_model(self, role: str) -> str:
         """Which engine computes the signals: System-1 signals on the System-1 arms' model ('fast'),
@@ -66,7 +85,7 @@ class Router:
         """Predicted success [Q, A] and extra tokens [Q, A] (0 for arms that reuse the s1 answer)."""
         p = self.predictor.success(features)
         c = self.predictor.cost(features)
-        c[:, self.reuses_s1()] = 0.0
+        c[:, np.array([r is not None for r in self.reused()])] = 0.0
         return p, c
 
     def choose(self, features: np.ndarray, tradeoff: float | None = None,

@@ -10,6 +10,11 @@ Each signal set costs something, and the router pays it on every question it rou
   greedy it answers with it at no extra cost.
 * ``agree``: two System-1 samples at temperature 1: the share of them that agree with the greedy answer
   (needs ``s1``; costs the two samples' tokens).
+* ``s2check``: the System-2 greedy solution and whether the step-recomputing checker confirms it
+  (``slowthink.critics.recompute``; needs a checker, and the task to read the steps, so the server does
+  not offer it): a cascade's first stage. Its features are the verdict and the solution's confidence and
+  length; it costs the solution's tokens and the checker's, and, like ``s1``, its answer is kept: when the
+  router then picks System-2 greedy it answers with it at no extra cost.
 
 ``compute_signals`` returns a feature matrix [Q, F] and the generated tokens each question cost.
 """
@@ -24,9 +29,11 @@ import torch
 from ..engine import Completion, SamplingParams
 from ..tasks.base import Problem, split_completion
 from ..tokenizer import render_prompt
+from .arms import CHECK
 
-SIGNALS = ("prompt", "s1", "agree")
-SIGNAL_SETS = [("prompt",), ("s1",), ("s1", "agree"), ("prompt", "s1"), ("prompt", "s1", "agree")]  # the valid ones
+SIGNALS = ("prompt", "s1", "agree", "s2check")
+SIGNAL_SETS = [("prompt",), ("s1",), ("s1", "agree"), ("prompt", "s1"), ("prompt", "s1", "agree"),  # the valid ones
+               ("s2check",), ("s1", "s2check"), ("prompt", "s2check")]
 
 
 def check_signals(names) -> tuple[str, ...]:
@@ -49,6 +56,21 @@ class Signals:
     names: list[str]  # one name per feature column
     groups: dict[str, tuple[int, int]]  # signal -> its columns [start, stop)
     tokens_by_signal: dict[str, np.ndarray]  # signal -> [Q] generated tokens it cost
+    s2_correct: np.ndarray | None = None  # [Q] bool: the s2check signal's System-2 greedy answer is right
+    s2_texts: list[str] | None = None  # its completions ("" when not computed)
+
+    def __post_init__(self):
+        q = len(self.tokens)
+        self.s2_correct = np.zeros(q, bool) if self.s2_correct is None else self.s2_correct
+        self.s2_texts = [""] * q if self.s2_texts is None else self.s2_texts
+
+    def rows(self, idx) -> Signals:
+        """The same signals for a subset of the questions (``idx``: integer positions)."""
+        idx = np.asarray(idx)
+        return Signals(self.features[idx], self.tokens[idx], [self.s1_answers[i] for i in idx], self.s1_correct[idx],
+                       [self.s1_texts[i] for i in idx], self.names, self.groups,
+                       {k: v[idx] for k, v in self.tokens_by_signal.items()}, self.s2_correct[idx],
+                       [self.s2_texts[i] for i in idx])
 
     def subset(self, signals) -> Signals:
         """The same questions seen through fewer signals (columns and token costs of those only)."""
@@ -63,11 +85,12 @@ class Signals:
             a, b = self.groups[s]
             groups[s] = (starts, starts + b - a)
             starts += b - a
-        keep_s1 = "s1" in signals
+        keep_s1, keep_s2 = "s1" in signals, "s2check" in signals
         return Signals(self.features[:, cols], tokens, self.s1_answers if keep_s1 else [None] * len(tokens),
                        self.s1_correct if keep_s1 else np.zeros(len(tokens), bool),
                        self.s1_texts if keep_s1 else [""] * len(tokens), [self.names[i] for i in cols], groups,
-                       {s: self.tokens_by_signal[s] for s in signals})
+                       {s: self.tokens_by_signal[s] for s in signals},
+                       self.s2_correct if keep_s2 else None, self.s2_texts if keep_s2 else None)
 
 
 @torch.inference_mode()
@@ -130,9 +153,19 @@ def feature_row(signals, hidden: np.ndarray | None, greedy: Completion | None,
     return np.concatenate(parts)
 
 
-def compute_signals(engines: dict, task, problems: list[Problem], signals=SIGNALS, fast: str = "main",
-                    slow: str = "main", max_tokens: int = 64, seed: int = 0) -> Signals:
+S2CHECK_NAMES = ["s2_checked", "s2_mean_logprob", "s2_min_logprob", "s2_tokens"]
+
+
+def compute_signals(engines: dict, task, problems: list[Problem], signals=None, fast: str = "main",
+                    slow: str = "main", max_tokens: int = 64, seed: int = 0, s2_max_tokens: int = 256) -> Signals:
+    """The signals of every problem (default: all that ``engines`` can compute, ``s2check`` only with a
+    checker); ``max_tokens`` limits the System-1 signal samples, ``s2_max_tokens`` the System-2 solution of
+    ``s2check`` (the System-2 greedy arm's limit, so that arm can reuse it)."""
+    if signals is None:
+        signals = tuple(s for s in SIGNALS if s != "s2check" or CHECK in engines)
     signals = check_signals(signals)
+    if "s2check" in signals and CHECK not in engines:
+        raise ValueError(f"signal 's2check' needs a checker (engines[{CHECK!r}]); engines given: {sorted(engines)}")
     q = len(problems)
     cols: list[np.ndarray] = []
     names: list[str] = []
@@ -163,10 +196,24 @@ def compute_signals(engines: dict, task, problems: list[Problem], signals=SIGNAL
             by_signal["agree"] = np.array([sum(len(c.token_ids) for c in comps) for comps in sampled], np.int64)
             cols.append(np.array([[agreement(g, comps)] for g, comps in zip(greedy, sampled)], np.float32))
             names.append("s1_agreement")
+    s2_correct, s2_texts = None, None
+    if "s2check" in signals:
+        eng = engines[slow]
+        prompts = [render_prompt(eng.tokenizer, task.prompt(p, "system2"), "system2") for p in problems]
+        greedy = [c[0] for c in eng.generate(prompts, 1, SamplingParams(max_tokens=s2_max_tokens, temperature=0.0))]
+        checker = engines[CHECK]
+        verdict = checker.score_batch([(p, c.text) for p, c in zip(problems, greedy)])
+        s2_correct = np.array([task.score(p, c.text, "system2").correct for p, c in zip(problems, greedy)], bool)
+        s2_texts = [c.text for c in greedy]
+        by_signal["s2check"] = np.array([len(c.token_ids) + t for c, t in zip(greedy, checker.item_tokens)], np.int64)
+        lp = [np.asarray(c.logprobs or [0.0], np.float64) for c in greedy]
+        cols.append(np.array([[v, x.mean(), x.min(), len(c.token_ids)] for v, x, c in zip(verdict, lp, greedy)],
+                             np.float32))
+        names += S2CHECK_NAMES
     groups, start = {}, 0
     for s, block in zip(signals, cols):
         groups[s] = (start, start + block.shape[1])
         start += block.shape[1]
     tokens = sum(by_signal.values(), np.zeros(q, np.int64))
     return Signals(np.concatenate(cols, 1).astype(np.float32), tokens, s1_answers, s1_correct, s1_texts, names,
-                   groups, by_signal)
+                   groups, by_signal, s2_correct, s2_texts)

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..config import arg, check_device, require, to_dict
 from ..tasks.base import Problem
-from .arms import ArmTable, arm_table, default_arms
+from .arms import CHECK, ArmTable, arm_table, default_arms
 from .predictor import auroc, fit_predictor
 from .router import ROUTER_DIR, Router
 from .evaluate import routed_outcome
@@ -39,8 +39,12 @@ class RouterConfig:
     per_level: int = arg(120, "training problems per level (train split: never held-out)")
     majority_ns: list[int] = arg([4, 8, 16], "self-consistency arms: samples per question")
     temperature: float = arg(0.7, "sampling temperature of the self-consistency arms")
+    checker: str = arg("", "checker model of the step-recomputing arms, MODEL_DIR[@system1] "
+                       "(slowthink.critics.recompute; '' = no such arms)")
+    check_ns: list[int] = arg([4, 16], "checker-weighted vote arms: samples per question (with checker)")
     max_tokens: int = arg(256, "generation limit per sample of every arm")
-    signals: list[str] = arg(list(SIGNALS), f"signals to compute, a subset of {list(SIGNALS)}")
+    signals: list[str] = arg(list(SIGNALS), f"signals to compute, a subset of {list(SIGNALS)} (s2check only with "
+                             "a checker)")
     choose_signals: bool = arg(True, "use the subset of the signals that routes best on the validation problems "
                                "(false: all of them)")
     signal_max_tokens: int = arg(64, "generation limit of the System-1 signal samples")
@@ -63,12 +67,19 @@ class RouterConfig:
         require(len(self.levels) > 0, "levels", "give at least one level")
         require(self.per_level >= 4, "per_level", "must be >= 4")
         require(all(n >= 2 for n in self.majority_ns), "majority_ns", "each must be >= 2 (1 is the greedy arm)")
+        require(all(n >= 2 for n in self.check_ns), "check_ns", "each must be >= 2")
+        if self.checker:
+            from ..critics.recompute import parse_spec
+
+            path, _ = parse_spec(self.checker)
+            require(is_model_dir(path), "checker", f"{path!r} is not a model folder")
         require(self.temperature > 0, "temperature", "must be > 0")
         require(self.max_tokens > 0 and self.signal_max_tokens > 0, "max_tokens", "must be > 0")
         require(self.l2 >= 0, "l2", "must be >= 0")
         require(self.tradeoff >= 0, "tradeoff", "must be >= 0")
         unknown = [s for s in self.signals if s not in SIGNALS]
         require(not unknown and len(self.signals) > 0, "signals", f"a non-empty subset of {list(SIGNALS)}")
+        require(bool(self.checker) or set(self.signals) != {"s2check"}, "signals", "s2check needs a checker")
 
 
 def training_problems(task, levels, per_level: int, seed: int) -> list[Problem]:
@@ -87,26 +98,40 @@ def training_problems(task, levels, per_level: int, seed: int) -> list[Problem]:
     return out
 
 
-def load_engines(model: str, fast_model: str = "", device: str = "cpu") -> tuple[dict, dict]:
-    """Engines by name ("main", or "fast" + "slow") and the folders they came from, on ``device``."""
+def load_engines(model: str, fast_model: str = "", device: str = "cpu", checker: str = "",
+                 task=None) -> tuple[dict, dict]:
+    """Engines by name ("main", or "fast" + "slow"; plus "check", the step-recomputing verifier of ``task``
+    with ``checker``) and the folders they came from, on ``device``."""
     from ..engine import Engine
     from ..models import load_model
 
     if not fast_model:
         m, tok = load_model(model, device=device)
-        return {"main": Engine(m, tok)}, {"main": str(model)}
-    slow, stok = load_model(model, device=device)
-    fast, ftok = load_model(fast_model, device=device)
-    return {"slow": Engine(slow, stok), "fast": Engine(fast, ftok)}, {"slow": str(model), "fast": str(fast_model)}
+        engines, names = {"main": Engine(m, tok)}, {"main": str(model)}
+    else:
+        slow, stok = load_model(model, device=device)
+        fast, ftok = load_model(fast_model, device=device)
+        engines = {"slow": Engine(slow, stok), "fast": Engine(fast, ftok)}
+        names = {"slow": str(model), "fast": str(fast_model)}
+    if checker:
+        from ..critics.recompute import RecomputeVerifier
+
+        if task is None:
+            raise ValueError("a checker needs the task whose steps it checks")
+        engines[CHECK], names[CHECK] = RecomputeVerifier.load(checker, task, device=device), checker
+    return engines, names
 
 
 def fit_router(cfg: RouterConfig, task, engines: dict, names: dict, problems: list[Problem]) -> tuple[Router, dict]:
     """Label ``problems`` under every arm, compute their signals, and fit the router."""
     fast, slow = ("fast", "slow") if "fast" in engines else ("main", "main")
-    arms = default_arms(cfg.max_tokens, tuple(cfg.majority_ns), cfg.temperature, fast, slow)
+    arms = default_arms(cfg.max_tokens, tuple(cfg.majority_ns), cfg.temperature, fast, slow,
+                        tuple(cfg.check_ns) if CHECK in engines else ())
     table = arm_table(engines, task, problems, arms, seed=cfg.seed, progress=cfg.progress)
-    sig = compute_signals(engines, task, problems, cfg.signals, fast, slow, cfg.signal_max_tokens, cfg.seed + 1)
-    return fit_from_table(cfg, table, sig, names if "fast" in engines else {})
+    signals = [s for s in cfg.signals if s != "s2check" or CHECK in engines]  # s2check needs the checker
+    sig = compute_signals(engines, task, problems, signals, fast, slow, cfg.signal_max_tokens, cfg.seed + 1,
+                          cfg.max_tokens)
+    return fit_from_table(cfg, table, sig, names if "fast" in engines or CHECK in engines else {})
 
 
 def fit_from_table(cfg: RouterConfig, table: ArmTable, sig: Signals, models: dict | None = None) -> tuple[Router, dict]:
@@ -156,9 +181,7 @@ def _validate(cfg: RouterConfig, table: ArmTable, sig: Signals, fit: np.ndarray,
     loss, l2, pred, p = best
     router = _router(cfg, table, sig, pred)
     rows = ArmTable(table.arms, table.correct[val], table.tokens[val], [table.answers[i] for i in val])
-    vsig = Signals(sig.features[val], sig.tokens[val], [sig.s1_answers[i] for i in val], sig.s1_correct[val],
-                   [sig.s1_texts[i] for i in val], sig.names, sig.groups,
-                   {k: v[val] for k, v in sig.tokens_by_signal.items()})
+    vsig = sig.rows(val)
     correct, tokens = routed_outcome(router, rows, vsig, router.choose(vsig.features))
     return {"l2": l2, "validation_log_loss": loss,
             "validation_auroc": {a.name: auroc(p[:, j], y[:, j]) for j, a in enumerate(table.arms)},
@@ -175,7 +198,7 @@ def train(cfg: RouterConfig) -> str:
         torch.set_num_threads(cfg.threads)
     t0 = time.time()
     task = resolve_task(cfg)
-    engines, names = load_engines(cfg.model, cfg.fast_model, device=cfg.device)
+    engines, names = load_engines(cfg.model, cfg.fast_model, device=cfg.device, checker=cfg.checker, task=task)
     problems = training_problems(task, cfg.levels, cfg.per_level, cfg.seed)
     router, metrics = fit_router(cfg, task, engines, names, problems)
     metrics["train_seconds"] = round(time.time() - t0, 1)

@@ -54,14 +54,19 @@ VERIFIERS = {"oracle": TaskStepOracle, "outcome-oracle": TaskOutcomeOracle}
 def make_verifier(name: str | None, task, mode: str = "system2", device: str = "cpu"):
     """``None``/"none" -> None; "oracle" -> TaskStepOracle; "outcome-oracle" -> TaskOutcomeOracle; a folder
     saved by ``slowthink train prm|orm`` (``RUN/critic``, or the run folder itself) -> that learned critic;
-    "gen:MODEL_DIR" -> a generative verifier reading with that model (``slowthink.critics.generative``). Learned
-    and generative verifiers are loaded on ``device``."""
+    "gen:MODEL_DIR" -> a generative verifier reading with that model (``slowthink.critics.generative``);
+    "check:MODEL_DIR[@system1]" -> a step-recomputing verifier whose checker model answers every claim the steps
+    make (``slowthink.critics.recompute``). Learned, generative and checker models are loaded on ``device``."""
     if name in (None, "", "none"):
         return None
     from ..critics.generative import PREFIX, GenerativeVerifier
 
+    from ..critics import recompute
+
     if name.startswith(PREFIX):
         return GenerativeVerifier.load(name[len(PREFIX):], task, mode, device=device)
+    if name.startswith(recompute.PREFIX):
+        return recompute.RecomputeVerifier.load(name[len(recompute.PREFIX):], task, device=device)
     if name == "oracle":
         return TaskStepOracle(task)
     if name == "outcome-oracle":
@@ -75,4 +80,4 @@ def make_verifier(name: str | None, task, mode: str = "system2", device: str = "
                 raise ValueError(f"critic {path} was trained on {critic.mode} completions, not {mode}")
             return critic
     raise ValueError(f"verifier must be one of none, {', '.join(VERIFIERS)} the folder of a critic trained with "
-                     f"`slowthink train prm|orm` (RUN/critic), or gen:MODEL_DIR, got {name!r}")
+                     f"`slowthink train prm|orm` (RUN/critic), gen:MODEL_DIR or check:MODEL_DIR, got {name!r}")

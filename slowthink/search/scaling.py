@@ -69,12 +69,14 @@ def draw_pool(policy: Policy, problems, n: int, chunk: int = 16) -> list[Pool]:
     return pools
 
 
-def score_pool(policy: Policy, problems, pools: list[Pool], prm=None, orm=None, **step_verifiers) -> None:
+def score_pool(policy: Policy, problems, pools: list[Pool], prm=None, orm=None, **verifiers) -> None:
     """Adds to each well-formed sample its PRM score (step scores of the reasoning, ``min``-aggregated, the
     strategies' default; 0.0 with no step) as ``prm`` and/or its ORM score as ``orm``, and the tokens each
     critic reads for it (``prm_tokens``, ``orm_tokens``). Critics: ``slowthink.critics`` models (batched).
-    Further process verifiers (``score_steps_batch`` + ``encode_sample``, e.g. ``GenerativeVerifier``) are
-    scored like the PRM under the keyword they are passed with (``gen=...`` -> ``gen``, ``gen_tokens``)."""
+    Further verifiers are scored under the keyword they are passed with (``gen=...`` -> ``gen``, ``gen_tokens``):
+    by their outcome score when they have ``score_batch`` (``RecomputeVerifier``), else like the PRM
+    (``score_steps_batch``, e.g. ``GenerativeVerifier``); tokens are the critic's ``item_tokens`` of the call
+    when it reports them, else the length of its ``encode_sample``."""
     items_p, items_o, where = [], [], []
     for p, pool in zip(problems, pools):
         for s in pool:
@@ -82,11 +84,18 @@ def score_pool(policy: Policy, problems, pools: list[Pool], prm=None, orm=None, 
                 items_p.append((p, reasoning_steps(policy, s["text"])))
                 items_o.append((p, s["text"]))
                 where.append(s)
-    steps_critics = ({"prm": prm} if prm is not None else {}) | step_verifiers
+    steps_critics = ({"prm": prm} if prm is not None else {}) | verifiers
     for key, critic in steps_critics.items():
-        for s, (p, steps), ps in zip(where, items_p, critic.score_steps_batch(items_p)):
+        if key != "prm" and callable(getattr(critic, "score_batch", None)):  # an outcome verifier
+            scores = [[x] for x in critic.score_batch(items_o)]
+        else:
+            scores = critic.score_steps_batch(items_p)
+        # a checker (critics/recompute.py) reports what each item cost it; readers cost their encoding
+        cost = getattr(critic, "item_tokens", None) or [len(critic.encode_sample(p, st)[0]) if st else 0
+                                                        for p, st in items_p]
+        for s, ps, c in zip(where, scores, cost):
             s[key] = min(ps) if ps else 0.0
-            s[f"{key}_tokens"] = len(critic.encode_sample(p, steps)[0]) if steps else 0
+            s[f"{key}_tokens"] = c
     if orm is not None:
         for s, (p, text), osc in zip(where, items_o, orm.score_batch(items_o)):
             s["orm"] = float(osc)

@@ -1,5 +1,5 @@
 """Weighted majority vote: each well-formed sample votes for its answer with its verifier score as the
-weight (outcome score, or aggregated step scores); the heaviest answer wins (ties: seen first). The
+weight (outcome score, or aggregated step scores); the heaviest answer wins (ties: more votes, then seen first). The
 returned completion is the highest-scoring sample with the winning answer."""
 
 from __future__ import annotations
@@ -9,15 +9,18 @@ from .best_of_n import scored_samples
 
 
 def weighted_vote(answers: list[str | None], weights: list[float | None]) -> str | None:
-    """Answer with the largest total weight; None answers never vote; ties: the answer seen first."""
+    """Answer with the largest total weight; None answers never vote; ties: the answer with more votes, then
+    the one seen first. (A 0/1 verifier that confirms no sample thus leaves plain majority, not the first
+    sample.)"""
     totals: dict[str, float] = {}
+    votes: dict[str, int] = {}
     for a, w in zip(answers, weights):
         if a is not None:
             totals[a] = totals.get(a, 0.0) + float(w or 0.0)
+            votes[a] = votes.get(a, 0) + 1
     if not totals:
         return None
-    best = max(totals.values())
-    return next(a for a in totals if totals[a] == best)
+    return max(totals, key=lambda a: (totals[a], votes[a]))  # max keeps the first of equals
 
 
 def solve(problem, policy: Policy, verifier=None, budget: int | None = None, *, n: int = 8, agg: str = "min",

@@ -406,6 +406,11 @@ def serve_main(model_dir: str, host: str = "127.0.0.1", port: int = 8000, api_ke
         model, tok = load_model(model_dir, device=device)
         model.eval()
         router = find_router(model_dir)
+        checked = ([a.name for a in router.arms if a.verifier] + [s for s in router.signals if s == "s2check"]
+                   if router is not None else [])
+        if checked:  # a checker reads the task's claims; a chat request carries no parsed problem
+            raise ValueError(f"{model_dir}/router uses a checker ({', '.join(checked)}), which the server cannot "
+                             "run; train the router it serves without --checker")
         name = model_name or Path(model_dir).resolve().name
         default_traces = default_traces_path(model_dir)
     else:

@@ -35,10 +35,16 @@ from __future__ import annotations
 import random
 import re
 
-from .base import BaseTask, Mode, Problem, Score, check_mode, split_completion
+from .base import BaseTask, Claim, Mode, Problem, Score, check_mode, split_completion
 
 OPS = {"add": "+", "mul": "*"}
 COT_FORMATS = ("cells", "mac", "compact")
+# square: level n = both operands have n digits (the task's problems). steps: the sub-problems a worked
+# multiplication is made of, n-digit times one digit (0-9) and n-digit plus 1..n digits (written zero-padded
+# to n digits, "7300+0825"); a model trained on them checks the steps of another model's solutions
+# (slowthink/critics/recompute.py).
+OPERAND_SHAPES = ("square", "steps")
+ROW = re.compile(r"([0-9]):([0-9]+) ([0-9]+)")  # a multiplication row: digit of b : partial product, running sum
 INTEGER = re.compile(r"-?[0-9]+")  # ASCII only: \d would also accept "１２" (full-width)
 MAX_ANSWER_CHARS = 64  # longer "answers" are malformed, not parsed (guards against huge-number spam)
 
@@ -59,6 +65,11 @@ def parse_integer_answer(text: str | None) -> int | None:
 
 
 
+def digit_range(n: int) -> tuple[int, int]:
+    """Smallest and largest n-digit number (1..9 for one digit)."""
+    return (1, 9) if n == 1 else (10 ** (n - 1), 10**n - 1)
+
+
 def digits(n: int, width: int) -> list[int]:
     """Digits of n, least significant first, zero-padded to width."""
     return [int(c) for c in rev(n, width)]
@@ -71,6 +82,8 @@ def cells_solution(a: int, b: int, op: str) -> list[str]:
     (the tens of the cell to the left) instead of being recomputed from the whole prefix.
     """
     sa, sb = str(a), str(b)
+    if op == "add":  # a shorter addend is zero-padded, so a column's digits sit at a fixed distance
+        sa, sb = sa.zfill(len(sb)), sb.zfill(len(sa))
     header = f"{','.join(sa[::-1])}{OPS[op]}{','.join(sb[::-1])}"
     if op == "add":
         width = max(len(sa), len(sb)) + 1
@@ -121,6 +134,8 @@ def mac_solution(a: int, b: int, op: str) -> list[str]:
 def compact_solution(a: int, b: int, op: str) -> list[str]:
     """Reversed, zero-padded partial products and running sums; carries left implicit."""
     sa, sb = str(a), str(b)
+    if op == "add":
+        sa, sb = sa.zfill(len(sb)), sb.zfill(len(sa))
     header = f"{sa[::-1]}{OPS[op]}{sb[::-1]}"
     if op == "add":
         return [header, rev(a + b, max(len(sa), len(sb)) + 1)]
@@ -138,7 +153,10 @@ class Arithmetic(BaseTask):
 
     name = "arithmetic"
 
-    def __init__(self, op: str = "mul", max_level: int = 8, cot: str = "cells"):
+    def __init__(self, op: str = "mul", max_level: int = 8, cot: str = "cells", operands: str = "square"):
+        if operands not in OPERAND_SHAPES:
+            raise ValueError(f"arithmetic: operands must be one of {OPERAND_SHAPES}, got {operands!r}")
+        self.operands = operands
         if cot not in COT_FORMATS:
             raise ValueError(f"arithmetic: cot must be one of {COT_FORMATS}, got {cot!r}")
         self.cot = cot
@@ -153,10 +171,16 @@ class Arithmetic(BaseTask):
     def sample(self, rng: random.Random, level: int) -> Problem:
         self.check_level(level)
         op = self.op if self.op != "mixed" else rng.choice(tuple(OPS))
-        lo, hi = (1, 9) if level == 1 else (10 ** (level - 1), 10**level - 1)
-        a, b = rng.randint(lo, hi), rng.randint(lo, hi)
+        a = rng.randint(*digit_range(level))
+        if self.operands == "square":
+            b = rng.randint(*digit_range(level))
+        elif op == "mul":  # steps: an n-digit number times one digit
+            b = rng.randint(0, 9)
+        else:  # steps: an n-digit number plus one of 1..n digits
+            width = rng.randint(1, level)
+            b = rng.randint(0 if width == 1 else 10 ** (width - 1), 10**width - 1)
         result = a + b if op == "add" else a * b
-        question = f"{a}{OPS[op]}{b}"
+        question = f"{a}{OPS[op]}{b:0{len(str(a))}d}" if op == "add" else f"{a}{OPS[op]}{b}"
         return Problem(key=question, level=level, question=question, answer=str(result),
                        data={"a": a, "b": b, "op": op})
 
@@ -164,6 +188,69 @@ class Arithmetic(BaseTask):
         a, b, op = problem.data["a"], problem.data["b"], problem.data["op"]
         return {"cells": cells_solution, "mac": mac_solution, "compact": compact_solution}[self.cot](a, b, op)
 
+
+    # -- claims a checker can recompute ----------------------------------------------------------
+    def _value(self, group: str, width: int) -> int | None:
+        """The number a reversed cells/compact group of ``width`` columns writes, or None if it is not one."""
+        if self.cot == "cells":  # cells are carry*10 + digit: the value is in the digits
+            if len(group) != 2 * width or not group.isdigit():
+                return None
+            group = group[1::2]
+        elif len(group) != width or not group.isdigit():
+            return None
+        return int(group[::-1])
+
+    def _row(self, line: str, width: int) -> tuple[int, int] | None:
+        """(partial product, running sum) a multiplication row writes, or None if it is not a row."""
+        m = ROW.fullmatch(line.strip())
+        if m is None:
+            return None
+        partial, running = (self._value(g, width) for g in m.group(2, 3))
+        return None if partial is None or running is None else (partial, running)
+
+    def step_claims(self, problem: Problem, steps: list[str], answer: str | None = None) -> list[list[Claim] | None]:
+        """For each step, the claims a checker must confirm for it to be right, or None when the step is
+        wrong on its face (not a row, or inconsistent with the problem's operands or the previous step).
+        Row i of ``a*b`` claims ``a*b_i`` (b_i: the problem's i-th digit of b from the right, so miscopied
+        operands fail) and, after the first row, that the previous running sum plus this row's partial
+        product is this row's running sum. With ``answer`` (a finished solution) the last step is also wrong
+        on its face unless the derivation is complete and its result is the answer.
+
+        Claims are in this task's own format, ``n``-digit times one digit and ``n``-digit plus a number
+        zero-padded to ``n`` digits: the sub-problems of ``operands=steps``. Addition is one step whose claim is the
+        problem itself. Supported formats: cells and compact."""
+        a, b, op = problem.data["a"], problem.data["b"], problem.data["op"]
+        if self.cot not in ("cells", "compact"):
+            raise ValueError(f"arithmetic: step claims need cot=cells or compact, not {self.cot!r}")
+        out: list[list[Claim] | None] = [[] for _ in steps]  # the header only restates the operands
+        if op == "add":
+            for i, line in enumerate(steps[1:], 1):
+                value = self._value(line.strip(), max(len(str(a)), len(str(b))) + 1) if i == 1 else None
+                out[i] = None if value is None else [Claim(f"{a}+{b}", str(value))]
+            if answer is not None and steps and (len(steps) != 2 or parse_integer_answer(answer) != value):
+                out[-1] = None
+            return out
+        b_digits = [int(c) for c in str(b)[::-1]]
+        width, total = len(str(a)) + len(str(b)), 0
+        for i, line in enumerate(steps[1:]):
+            row = self._row(line, width) if i < len(b_digits) else None
+            if row is None or row[0] % 10**i:
+                out[i + 1] = None
+                continue
+            partial, running = row
+            claims = [Claim(f"{a}*{b_digits[i]}", str(partial // 10**i))]
+            if i == 0:
+                if running != partial:
+                    out[i + 1] = None
+                    continue
+            else:
+                big, small = max(total, partial), min(total, partial)
+                claims.append(Claim(f"{big}+{small:0{len(str(big))}d}", str(running)))
+            out[i + 1] = claims
+            total = running
+        if answer is not None and steps and (len(steps) != len(b_digits) + 1 or parse_integer_answer(answer) != total):
+            out[-1] = None  # stopped early, or the answer is not what the rows add up to
+        return out
 
     # -- verification ---------------------------------------------------------------------------
     def score(self, problem: Problem, completion: str, mode: Mode = "system2") -> Score:

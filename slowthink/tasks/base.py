@@ -57,6 +57,16 @@ class Reference:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """A fact one step of a worked solution relies on, as a question another solver can answer: the step
+    claims ``question``'s answer is ``value`` (e.g. ``Claim("347*2", "694")``). A step-recomputing verifier
+    (``slowthink.critics.recompute``) asks its own model every claim and compares."""
+
+    question: str
+    value: str
+
+
+@dataclass(frozen=True)
 class Score:
     reward: float  # 1.0 correct, 0.0 otherwise (RL issue composes format/length terms on top)
     answer: str | None  # the extracted final answer, None when nothing could be extracted
