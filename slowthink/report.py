@@ -118,10 +118,12 @@ def plot_pareto(routing: dict, path: str | Path, title: str, others: dict | None
     ax.axvline(bar["max_token_fraction"] * best["mean_tokens"], color="tab:red", lw=0.7, ls=":",
                label=f"bar: within {bar['within_points']:g} point of {best['name']}, "
                      f"<= {bar['max_token_fraction']:.0%} of its tokens")
-    # Zoom on the arms that compete: one far below (System-1 on hard questions) would squash the rest.
+    # Zoom on the arms that compete when only a fixed arm lies far below (System-1 on hard questions), which
+    # would squash the rest; a router point down there keeps the full view.
     top = 100 * max(f["accuracy"] for f in routing["fixed"])
     far = [f for f in routing["fixed"] if 100 * f["accuracy"] < top / 2]
-    if far and len(far) < len(routing["fixed"]):
+    routed_far = any(100 * r["accuracy"] < top / 2 for r in routing["routed"])
+    if far and len(far) < len(routing["fixed"]) and not routed_far:
         low = min(100 * f["accuracy"] for f in routing["fixed"] if f not in far)
         ax.set_ylim(max(0.0, low - 5), min(101.0, top + 2))
         ax.text(0.01, 0.01, "below the axis: " + "; ".join(f"{f['name']} {f['accuracy']:.1%} at {f['mean_tokens']:.0f} "
