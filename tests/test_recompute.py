@@ -111,6 +111,14 @@ def test_verifier_scores_follow_the_checker_and_count_its_tokens(tok):
     assert scores == [[1.0] * 4, [1.0, 1.0]]
     assert sorted(v.engine.asked) == sorted({"365*5", "365*2", "7300+1825", "73000+09125"})
     assert v.item_tokens[1] < v.item_tokens[0] and v.tokens < sum(v.item_tokens)
+    # greedy answers are remembered: asking again costs the checker nothing, and is charged the same per item
+    spent, asked, charged = v.tokens, len(v.engine.asked), v.item_tokens[0]
+    assert v.score_steps_batch([(p, steps)]) == [[1.0] * 4]
+    assert v.tokens == spent and len(v.engine.asked) == asked and v.item_tokens == [charged]
+    q = prob(47, 86)  # another problem: the memory is about one problem, so the first one pays again after it
+    v.score_steps_batch([(q, task.solution_lines(q))])
+    v.score_steps_batch([(p, steps)])
+    assert v.tokens > spent and v.engine.asked.count("365*5") == 2
 
 
 def test_score_pool_uses_the_outcome_score_and_item_tokens(tok):

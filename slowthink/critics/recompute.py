@@ -16,8 +16,9 @@ them beside every number it helps.
 
 This is a learned verifier, not the task's answer check: the checker is a model and can be wrong, and the
 task only parses steps into claims (it never compares them with the right derivation). ``tokens`` counts
-every token the checker reads and writes (prompt + generated; a claim several samples of one batch share is
-asked once, but ``item_tokens`` charges each sample every distinct claim it makes, as if checked alone).
+every token the checker reads and writes (prompt + generated) for the questions it was actually asked: within
+one call, and across consecutive calls about the same problem, a claim is asked once (greedy answers do not
+change); ``item_tokens`` still charges each item every distinct claim it makes, as if checked alone.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class RecomputeVerifier:
         self.item_questions: list[set[str]] = []  # last call: each item's distinct claim questions,
         self.question_tokens: dict[str, int] = {}  # what each question cost the checker,
         self.item_tokens: list[int] = []  # and each item's claims together
+        self._memo: dict[str, tuple[int | None, int]] = {}  # question -> (answer, tokens it cost)
+        self._memo_problem: str | None = None  # the one problem the memo is about (None: a batch of several)
 
     @classmethod
     def load(cls, spec: str, task, device: str = "cpu") -> RecomputeVerifier:
@@ -62,19 +65,22 @@ class RecomputeVerifier:
 
     def answer(self, questions: list[str]) -> tuple[dict[str, int | None], dict[str, int]]:
         """The checker's greedy answer to each distinct question (None if it gave no integer), and the
-        tokens each cost (prompt + generated)."""
-        distinct = list(dict.fromkeys(questions))
-        if not distinct:
-            return {}, {}
-        tok = self.engine.tokenizer
-        prompts = [render_prompt(tok, [{"role": "user", "content": q}], self.checker_mode) for q in distinct]
-        outs = self.engine.generate(prompts, n=1, sampling=SamplingParams(max_tokens=self.max_tokens, temperature=0.0))
-        answers, cost = {}, {}
-        for q, prompt, (c,) in zip(distinct, prompts, outs):
-            parts = split_completion(c.text, self.checker_mode)
-            answers[q] = parse_integer_answer(parts.answer_text) if parts.well_formed else None
-            cost[q] = len(prompt) + len(c.token_ids)
-        self.tokens += sum(cost.values())
+        tokens each costs (prompt + generated). Greedy answers never change, so a question asked before about
+        the same problem (``_scope``) is not asked again and adds nothing to ``tokens``; ``cost`` still gives
+        what asking it costs."""
+        new = [q for q in dict.fromkeys(questions) if q not in self._memo]
+        if new:
+            tok = self.engine.tokenizer
+            prompts = [render_prompt(tok, [{"role": "user", "content": q}], self.checker_mode) for q in new]
+            outs = self.engine.generate(prompts, n=1,
+                                        sampling=SamplingParams(max_tokens=self.max_tokens, temperature=0.0))
+            for q, prompt, (c,) in zip(new, prompts, outs):
+                parts = split_completion(c.text, self.checker_mode)
+                value = parse_integer_answer(parts.answer_text) if parts.well_formed else None
+                self._memo[q] = (value, len(prompt) + len(c.token_ids))
+            self.tokens += sum(self._memo[q][1] for q in new)
+        answers = {q: self._memo[q][0] for q in questions}
+        cost = {q: self._memo[q][1] for q in questions}
         return answers, cost
 
     def _check(self, claims: list[list[list[Claim] | None]]) -> list[list[float]]:
@@ -87,8 +93,19 @@ class RecomputeVerifier:
         return [[float(step is not None and all(confirmed(c, answers[c.question]) for c in step)) for step in per]
                 for per in claims]
 
+    def _scope(self, problems: list[Problem]) -> None:
+        """Keep remembered answers only across calls about one and the same problem (a search re-scoring its
+        prefixes, a vote scoring its samples one by one), so every problem pays for its own claims whatever
+        was checked before it."""
+        keys = {p.key for p in problems}
+        key = next(iter(keys)) if len(keys) == 1 else None
+        if key is None or key != self._memo_problem:
+            self._memo.clear()
+        self._memo_problem = key
+
     def score_steps_batch(self, items: list[tuple[Problem, list[str]]]) -> list[list[float]]:
         """Step scores of reasoning prefixes (1.0: every claim of the step confirmed; 0.0 otherwise)."""
+        self._scope([p for p, _ in items])
         return self._check([self.task.step_claims(p, steps) for p, steps in items])
 
     def score_steps(self, problem: Problem, steps: list[str]) -> list[float]:
@@ -97,6 +114,7 @@ class RecomputeVerifier:
     def score_batch(self, items: list[tuple[Problem, str]]) -> list[float]:
         """Outcome scores of finished System-2 completions: 1.0 when every step checks out, the derivation is
         complete and the answer is what it computed; else 0.0 (malformed completions: 0.0)."""
+        self._scope([p for p, _ in items])
         claims = []
         for p, text in items:
             parts = split_completion(text, "system2")
