@@ -5,10 +5,10 @@ decide the score, and ``--verifier check:DIR`` loads a real model as the checker
 from __future__ import annotations
 
 import random
+import re
+from types import SimpleNamespace
 
 import numpy as np
-import re
-
 import pytest
 
 from slowthink.critics.recompute import RecomputeVerifier, parse_spec
@@ -128,11 +128,7 @@ def test_score_pool_uses_the_outcome_score_and_item_tokens(tok):
     pool = [{"text": good, "well_formed": True}, {"text": good.replace(f"\n\n{p.answer}", "\n\n1"), "well_formed": True},
             {"text": "x", "well_formed": False}]
 
-    class Pol:
-        pass
-
-    pol = Pol()
-    pol.task = task
+    pol = SimpleNamespace(task=task)  # score_pool reads only the policy's task
     score_pool(pol, [p], [pool], check=RecomputeVerifier(ArithmeticChecker(tok), task))
     assert [s.get("check") for s in pool] == [1.0, 0.0, None]
     assert pool[0]["check_tokens"] > 0 and "check_tokens" not in pool[2]
@@ -151,7 +147,7 @@ def test_check_spec_and_loading_a_real_model(tmp_path, tok):
     assert isinstance(v, RecomputeVerifier) and v.checker_mode == "system1"
     p = prob(47, 86)
     scores = v.score_steps(p, task.solution_lines(p))  # an untrained checker: it runs, and confirms nothing
-    assert scores[0] == 1.0 and len(scores) == 3 and v.tokens > 0
+    assert scores == [1.0, 0.0, 0.0] and v.tokens > 0
     from slowthink.tasks import get_task
 
     with pytest.raises(ValueError, match="step_claims"):

@@ -112,7 +112,7 @@ def arm_table(engines: dict, task, problems: list[Problem], arms: list[Arm], see
         prompts = [render_prompt(engine.tokenizer, task.prompt(p, mode), mode) for p in problems]
         sampling = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=None if greedy else seed)
         outs = engine.generate(prompts, n=n_max, sampling=sampling, progress=progress)
-        weights = {v: verifier_weights(engines, v, task, problems, outs) for v in {arms[j].verifier for j in members}
+        weights = {v: verifier_weights(engines, v, problems, outs) for v in {arms[j].verifier for j in members}
                    if v}
         for i, (p, comps) in enumerate(zip(problems, outs)):
             scores = [task.score(p, c.text, mode) for c in comps]
@@ -120,8 +120,9 @@ def arm_table(engines: dict, task, problems: list[Problem], arms: list[Arm], see
             for j in members:
                 k, v = arms[j].n, arms[j].verifier
                 if v:
-                    w, questions, cost = weights[v][i]
-                    winner = weighted_vote(voted[:k], w[:k])
+                    raw, questions, cost = weights[v][i]
+                    w = [x if s.well_formed else None for x, s in zip(raw[:k], scores[:k])]  # as the strategies do
+                    winner = weighted_vote(voted[:k], w)
                     extra = sum(cost[q] for q in set().union(*questions[:k]))
                 else:
                     winner, extra = majority(voted[:k]), 0
@@ -132,9 +133,9 @@ def arm_table(engines: dict, task, problems: list[Problem], arms: list[Arm], see
     return ArmTable(arms, correct, tokens, answers)
 
 
-def verifier_weights(engines: dict, name: str, task, problems: list[Problem], outs) -> list[tuple]:
-    """Per problem: the verifier's outcome score of each sample (None when malformed), each sample's claim
-    questions and what each question cost (one batched call for all problems)."""
+def verifier_weights(engines: dict, name: str, problems: list[Problem], outs) -> list[tuple]:
+    """Per problem: the verifier's outcome score of each sample, each sample's claim questions and what each
+    question cost (one batched call for all problems)."""
     if name not in engines:
         raise ValueError(f"an arm needs verifier {name!r}; engines given: {sorted(engines)}")
     verifier = engines[name]
@@ -143,9 +144,8 @@ def verifier_weights(engines: dict, name: str, task, problems: list[Problem], ou
     questions = getattr(verifier, "item_questions", None) or [set() for _ in items]
     cost = getattr(verifier, "question_tokens", {})
     out, at = [], 0
-    for p, comps in zip(problems, outs):
-        w = [flat[at + k] if task.score(p, c.text, "system2").well_formed else None for k, c in enumerate(comps)]
-        out.append((w, questions[at:at + len(comps)], cost))
+    for comps in outs:
+        out.append((flat[at:at + len(comps)], questions[at:at + len(comps)], cost))
         at += len(comps)
     return out
 
