@@ -12,7 +12,8 @@ tokens over the whole call (prefill included).
 "Floor" is a machine reference, not a competitor: the same per-step matmuls our decode step runs (fused
 qkv, o, gate|up, down per layer, then the LM head) at batch 64 for 96 steps, with no attention, cache or
 Python around them. "attention" is SDPA alone over a cache of the same shape, for the same 96 steps.
-"tiny b8" shows a small batch, where per-step overhead dominates. The "8x8 sampled" config (8 prompts x
+"ours" decodes with the C++ step of ``slowthink/native`` where it applies (float32 on the CPU); the same
+engine with its plain-torch step is measured alongside ("torch path"). "tiny b8" shows a small batch, where per-step overhead dominates. The "8x8 sampled" config (8 prompts x
 n=8, temperature 1) shows prefill-once: HF expands the prompts before
 prefill (``num_return_sequences``), we prefill 8 and copy the cache.
 """
@@ -116,13 +117,22 @@ def floor_run(model, batch: int, prompt_len: int) -> tuple[float, float]:
 def bench_config(name, preset, tok, prompts, n, sample, repeats, warmup, device):
     model = build_model(preset, tok).eval().to(device)
     engine = Engine(model, tok)
+    # The same engine without the C++ decode step (slowthink/native), where the kernels are in use.
+    torch_path = None
+    if getattr(engine.backend, "kernels", None) is not None:
+        torch_path = Engine(model, tok)
+        torch_path.backend.kernels = None
     tokens = len(prompts) * n * NEW_TOKENS
     for _ in range(warmup):
         hf_run(model, tok, prompts, n, sample), our_run(engine, prompts, n, sample)
-    hf, ours, lin, att = [], [], [], []
+        if torch_path:
+            our_run(torch_path, prompts, n, sample)
+    hf, ours, plain, lin, att = [], [], [], [], []
     for _ in range(repeats):  # interleaved: background load hits both alike
         hf.append(hf_run(model, tok, prompts, n, sample))
         ours.append(our_run(engine, prompts, n, sample))
+        if torch_path:
+            plain.append(our_run(torch_path, prompts, n, sample))
         if n == 1:
             fl = floor_run(model, len(prompts), max(len(p) for p in prompts))
             lin.append(fl[0]), att.append(fl[1])
@@ -132,7 +142,12 @@ def bench_config(name, preset, tok, prompts, n, sample, repeats, warmup, device)
                hf_tokens_per_s=round(tokens / hf_s), ours_tokens_per_s=round(tokens / our_s),
                speedup=round(hf_s / our_s, 2), hf_ms_per_step=round(hf_s / NEW_TOKENS * 1e3, 3),
                ours_ms_per_step=round(our_s / NEW_TOKENS * 1e3, 3),
+               decode_step="C++ kernels (slowthink/native)" if torch_path else "plain torch",
                hf_runs_s=[round(v, 4) for v in hf], ours_runs_s=[round(v, 4) for v in ours])
+    if plain:
+        plain_s = statistics.median(plain)
+        row.update(ours_torch_path_tokens_per_s=round(tokens / plain_s),
+                   torch_path_speedup=round(hf_s / plain_s, 2), ours_torch_path_runs_s=[round(v, 4) for v in plain])
     if lin:
         lin_s, att_s = statistics.median(lin), statistics.median(att)
         row.update(floor_linear_ms_per_step=round(lin_s / NEW_TOKENS * 1e3, 3),
@@ -247,14 +262,15 @@ def main(argv=None):
 
     print(f"{info.get('gpu', info['cpu'])}, {info['cores']} cores, {args.threads} torch threads, "
           f"torch {info['torch']}, load {info['load_average_at_start']} -> {info['load_average_at_end']}")
-    head = f"{'config':<20}{'HF tok/s':>10}{'ours tok/s':>12}{'speedup':>9}{'ours ms/step':>14}" \
+    head = f"{'config':<20}{'HF tok/s':>10}{'ours tok/s':>12}{'speedup':>9}{'torch path':>12}{'ours ms/step':>14}" \
            f"{'linear floor':>14}{'+attention':>12}"
     print(head)
     for r in rows:
         floor = f"{r['floor_linear_ms_per_step']:>14.2f}{r['floor_attention_ms_per_step']:>12.2f}" \
             if "floor_linear_ms_per_step" in r else f"{'-':>14}{'-':>12}"
+        plain = f"{r['torch_path_speedup']:>11.2f}x" if "torch_path_speedup" in r else f"{'-':>12}"
         print(f"{r['config']:<20}{r['hf_tokens_per_s']:>10}{r['ours_tokens_per_s']:>12}{r['speedup']:>8.2f}x"
-              f"{r['ours_ms_per_step']:>14.2f}{floor}")
+              f"{plain}{r['ours_ms_per_step']:>14.2f}{floor}")
     if workload:
         print(f"eval workload ({workload['prompts']} held-out prompts x (greedy + {4} samples), trained model): "
               f"HF {workload['hf_tokens_per_s']} tok/s, ours {workload['ours_tokens_per_s']} tok/s, "

@@ -41,11 +41,22 @@ TASK_ARGS = {"op": "add", "cot": "cells"}
 LEVELS = [1, 2, 3, 4]
 
 
+def sub_problems(task, problem) -> list:
+    """The sub-problems a worked solution of ``problem`` rests on (its reference derivation's step claims),
+    as problems of their own whose direct answer is the claimed result."""
+    from slowthink.tasks.base import Problem
+
+    claims = task.step_claims(problem, task.solution_lines(problem))
+    return [Problem(key=c.question, level=problem.level, question=c.question, answer=c.value, data={})
+            for step in claims for c in step]
+
+
 def train_base(out: Path, worked: int, steps: int, threads: int, seed: int = 0, worked_per_batch: int = 4,
                worked_levels: tuple[int, ...] = tuple(LEVELS), task_name: str = TASK, task_args: dict = TASK_ARGS,
-               levels: tuple[int, ...] = tuple(LEVELS)) -> Path:
+               levels: tuple[int, ...] = tuple(LEVELS), sub_skills: float = 0.0) -> Path:
     """SFT on direct answers plus ``worked`` fixed worked solutions (levels cycling through ``worked_levels``);
-    returns the model folder."""
+    returns the model folder. With ``sub_skills`` > 0, that share of the direct answers are to the
+    sub-problems of a training problem's derivation (``sub_problems``) instead of to the problem itself."""
     from slowthink.data import reference_example
     from slowthink.models import build_or_load, save
     from slowthink.rl.common import make_optimizer
@@ -66,8 +77,12 @@ def train_base(out: Path, worked: int, steps: int, threads: int, seed: int = 0, 
              for i in range(worked)]
     for step in range(steps):
         r = random.Random(f"base-{seed}-{step}")
-        batch = [reference_example(task, tok, task.sample_split(r, r.choice(levels), "train"), "system1")
-                 for _ in range(64 - (worked_per_batch if fixed else 0))]
+        batch = []
+        while len(batch) < 64 - (worked_per_batch if fixed else 0):
+            problem = task.sample_split(r, r.choice(levels), "train")
+            if r.random() < sub_skills:
+                problem = r.choice(sub_problems(task, problem))
+            batch.append(reference_example(task, tok, problem, "system1"))
         batch += [r.choice(fixed) for _ in range(worked_per_batch)] if fixed else []
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
@@ -94,7 +109,13 @@ def base_eval(model_dir: Path, setting: dict, per_level: int, max_new_tokens: in
     heldout = task.heldout_set(per_level, setting["levels"])
     engine = Engine(model.eval(), tok)
     ev = heldout_metrics(engine, task, tok, heldout, ("system1", "system2"), max_new_tokens)
-    return {**{k: round(v, 4) for k, v in ev.items()}, **steps_right(engine, task, tok, heldout, max_new_tokens)}
+    out = {**{k: round(v, 4) for k, v in ev.items()}, **steps_right(engine, task, tok, heldout, max_new_tokens)}
+    if hasattr(task, "step_claims") and hasattr(task, "solution_lines"):
+        subs = {p.key: p for h in heldout for p in sub_problems(task, h)}
+        sub_ev = heldout_metrics(engine, task, tok, list(subs.values()), ("system1",), max_new_tokens)
+        out["sub_problems_system1_pass@1"] = round(sub_ev["eval/system1_pass@1"], 4)
+        out["sub_problems"] = len(subs)
+    return out
 
 
 def steps_right(engine, task, tok, heldout, max_new_tokens: int) -> dict:
@@ -127,6 +148,8 @@ def main() -> int:
     p.add_argument("--task-args", default="op=add,cot=cells", help="task constructor arguments ('' for none)")
     p.add_argument("--levels", default="1,2,3,4", help="levels of the base's direct answers, STaR and evaluation")
     p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--sub-skills", type=float, default=0.0, help="share of the base's direct answers that are to "
+                   "the sub-problems of a derivation (its step claims; e.g. cot=chain) instead of whole problems")
     p.add_argument("--worked-levels", default="1,2,3,4", help="levels the worked examples are drawn from, in turn")
     p.add_argument("--iterations", type=int, default=4)
     p.add_argument("--problems", type=int, default=256, help="train problems per STaR iteration")
@@ -155,7 +178,8 @@ def main() -> int:
     task_args = parse_mapping(args.task_args) if args.task_args else {}
     setting = dict(task_name=args.task, task_args=task_args, levels=tuple(levels))
     base = train_base(runs / f"base_w{args.worked}", args.worked, args.base_steps, args.threads,
-                      worked_per_batch=args.worked_per_batch, worked_levels=worked_levels, **setting)
+                      worked_per_batch=args.worked_per_batch, worked_levels=worked_levels, sub_skills=args.sub_skills,
+                      **setting)
     base_scores = base_eval(base, setting, args.eval_per_level, args.max_new_tokens)
     print(f"base: {base_scores}")
     base_s = time.time() - t0
@@ -184,7 +208,8 @@ def main() -> int:
               "levels": levels, "worked_examples": args.worked, "worked_levels": list(worked_levels), "star_options": {
                   k: getattr(args, k) for k in ("iterations", "problems", "k", "lr", "epochs", "temperature",
                                                 "rationalize", "verify_steps", "curriculum_every")},
-              "base_steps": args.base_steps, "worked_per_batch": args.worked_per_batch, "base_s": round(base_s, 1),
+              "base_steps": args.base_steps, "worked_per_batch": args.worked_per_batch,
+              "sub_skills": args.sub_skills, "base_s": round(base_s, 1),
               "base_heldout": base_scores,
               "star": {"curve": star_curve, "iterations": iters, "wall_s": round(star_s, 1),
                        "gain_points": round(100 * (star_curve[-1][1] - star_curve[0][1]), 1),
@@ -193,7 +218,8 @@ def main() -> int:
     if args.r1_zero_s != 0:
         from slowthink.rl.grpo import GRPOConfig, train as grpo_train
 
-        zero_base = train_base(runs / "base_w0", 0, args.base_steps, args.threads, **setting)
+        zero_base = train_base(runs / "base_w0", 0, args.base_steps, args.threads, sub_skills=args.sub_skills,
+                               **setting)
         zero_run = runs / "r1_zero"
         shutil.rmtree(zero_run, ignore_errors=True)
         budget = star_s if args.r1_zero_s < 0 else args.r1_zero_s

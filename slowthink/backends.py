@@ -75,6 +75,12 @@ class LlamaBackend:
             layer.input_layernorm, layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
             layer.post_attention_layernorm, layer.mlp.gate_proj, layer.mlp.up_proj)]
         self._signature = None
+        # The C++ decode step (slowthink/native) where it applies: float32 on the CPU, no Qwen3 q/k norms.
+        self.kernels = None
+        if self.device.type == "cpu" and self.dtype == torch.float32 and getattr(attn, "q_norm", None) is None:
+            from .native import decode_kernels
+
+            self.kernels = decode_kernels()
         self._ninf = torch.tensor(float("-inf"), device=self.device, dtype=self.dtype)
         self._zero = torch.tensor(0.0, device=self.device, dtype=self.dtype)
 
@@ -94,6 +100,9 @@ class LlamaBackend:
                 _fold(ln1, a.q_proj, a.k_proj, a.v_proj), qkv_b, getattr(a, "q_norm", None),
                 getattr(a, "k_norm", None), a.o_proj.weight.t(), a.o_proj.bias,
                 _fold(ln2, mlp.gate_proj, mlp.up_proj), gu_b, mlp.down_proj.weight.t(), mlp.down_proj.bias))
+        none = torch.empty(0, device=self.device, dtype=self.dtype)
+        self._flat = [t.detach() if t is not None else none for w in self.layers for t in (
+            w.qkv, w.qkv_b, w.o_t, w.o_b, w.gate_up, w.gate_up_b, w.down_t, w.down_b)]
         self._signature = signature
 
     # Cache -----------------------------------------------------------------------------------------
@@ -187,14 +196,25 @@ class LlamaBackend:
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         B, H, KV, D = len(self.lens), self.H, self.KV, self.D
-        width = max(self.lens) + 1
         pos = self.pos[:B]
+        x = F.embedding(tokens, self.base.embed_tokens.weight)
+        if self.kernels is not None:
+            x = self.kernels.decode_layers(x, self._flat, self.cache, pos, self.rope, H, KV, self.eps, self.scale)
+        else:
+            x = self._decode_layers(x, pos)
+        pos += 1
+        self.lens = [n + 1 for n in self.lens]
+        return self._logits(x)
+
+    def _decode_layers(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """The plain-torch decode step (any device and dtype), what the C++ kernel does on the CPU."""
+        B, H, KV, D = len(self.lens), self.H, self.KV, self.D
+        width = max(self.lens) + 1
         rope = self.rope[pos]  # [B, 2, D]
         cos, sin = rope[:, 0, None], rope[:, 1, None]
         # Additive mask, built once per step rather than converted from bool inside every SDPA call.
         mask = torch.where(self.positions[:width] <= pos[:, None], self._zero, self._ninf)[:, None, None]
         where = (self._write_base[:B] + pos[:, None],)  # [B, 2KV] rows of the cache seen as [-1, D]
-        x = F.embedding(tokens, self.base.embed_tokens.weight)
         for layer, w in enumerate(self.layers):
             qkv = self._qk(x, cos, sin, w)
             cache = self.cache[layer]
@@ -203,9 +223,7 @@ class LlamaBackend:
                                                cache[:B, 1, :, :width], attn_mask=mask, scale=self.scale,
                                                enable_gqa=self.gqa)
             x = self._attn_out_mlp(x, a.view(B, H * D), w)
-        pos += 1
-        self.lens = [n + 1 for n in self.lens]
-        return self._logits(x)
+        return x
 
 
 class HFBackend:

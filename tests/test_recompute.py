@@ -17,6 +17,7 @@ from slowthink.models import build_model
 from slowthink.search import make_verifier
 from slowthink.search.scaling import score_pool
 from slowthink.tasks import Arithmetic, Problem
+from slowthink.tasks.base import Claim
 from slowthink.tokenizer import render_prompt
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -72,8 +73,43 @@ def test_a_wrong_digit_fails_its_claim_and_face_checks_catch_the_rest():
     assert task.step_claims(p, steps, answer=str(int(p.answer) + 1))[-1] is None  # and answer what it computed
     assert task.step_claims(p, [steps[0], "5:25 05"])[1] is None  # not a row of this width
     assert task.step_claims(p, [*steps, steps[-1]])[-1] is None  # more rows than digits
-    with pytest.raises(ValueError, match="cells or compact"):
+    with pytest.raises(ValueError, match="cells, compact or chain"):
         Arithmetic(cot="mac").step_claims(p, steps)
+
+
+def test_chain_steps_are_the_claims_themselves():
+    """``cot=chain`` writes each claim as ``question=result``: the same questions as the compact format's
+    claims, every step judged from the problem's operands and the results written before it."""
+    task, compact = Arithmetic(op="mul", cot="chain"), Arithmetic(op="mul", cot="compact")
+    rng = random.Random(1)
+    for level in (1, 2, 3, 4):
+        for _ in range(10):
+            p = task.sample(rng, level)
+            steps = task.solution_lines(p)
+            claims = task.step_claims(p, steps, answer=p.answer)
+            assert [f"{c.question}={c.value}" for step in claims for c in step] == steps
+            assert [c.question for step in claims for c in step] == [
+                c.question for step in compact.step_claims(p, compact.solution_lines(p)) for c in step]
+            assert all(true_value(c.question) == int(c.value) for step in claims for c in step)
+            assert task.score(p, "\n".join(steps) + "\n</think>\n\n" + p.answer).correct
+            assert all(task.step_labels(p, "\n".join(steps)))
+    p = prob(365, 225)
+    steps = task.solution_lines(p)
+    assert steps == ["365*5=1825", "365*2=730", "7300+1825=9125", "365*2=730", "73000+09125=82125"]
+    wrong = [steps[0], "365*2=731", *steps[2:]]  # a wrong product: its claim is false, and the sum due
+    claims = task.step_claims(p, wrong)          # next is 7310+1825, so the copied 7300+1825 is off-plan
+    assert claims[1] == [Claim("365*2", "731")] and claims[2:] == [None, None, None]
+    assert task.step_claims(p, ["365*2=730", *steps[1:]])[0] is None  # the wrong digit of b first
+    assert task.step_claims(p, [steps[0], "36*2=72"])[1] is None  # a miscopied operand
+    assert task.step_claims(p, ["365*5 = 1825"])[0] is None  # not this format
+    assert task.step_claims(p, steps[:3], answer="9125")[-1] is None  # stopped early
+    assert task.step_claims(p, steps, answer="82126")[-1] is None  # answers something else
+    assert task.step_claims(p, [*steps, steps[-1]])[-1] is None  # a step after the last
+    add = Arithmetic(op="add", cot="chain")
+    q = prob(347, 862, op="add")
+    assert add.solution_lines(q) == ["347+862=1209"]
+    assert add.step_claims(q, ["347+862=1209"], answer="1209") == [[Claim("347+862", "1209")]]
+    assert add.step_claims(q, ["347+863=1210"], answer="1210") == [None]
 
 
 class ArithmeticChecker(Engine):

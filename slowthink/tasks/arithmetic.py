@@ -6,7 +6,7 @@ the final answer is the integer in plain decimal.
 Worked solutions write every number least-significant digit first, in column-aligned cells, so that
 each digit the model writes depends on a few digits at a *constant* distance back. Lee et al. (2023)
 show that reversal decides whether small transformers learn arithmetic at all; the cells are our
-addition (dev/LOG.md has the measurements). Two formats, chosen with ``cot=``:
+addition (dev/LOG.md has the measurements). The formats, chosen with ``cot=``:
 
 ``cells`` (default): every column is a two-digit cell ``carry*10 + digit``, so carries are written out
 and each digit is a function of three inputs at fixed offsets. For ``347*862``::
@@ -26,6 +26,10 @@ and each digit is a function of three inputs at fixed offsets. For ``347*862``::
     6:028020 415120
     8:006772 411992
 
+``chain``: the sub-problems themselves in plain decimal, ``question=result`` per line (``chain_solution``);
+made for the zero-start experiment, where a model that answers the sub-problems directly learns to chain
+them.
+
 Every line is one step; ``step_labels`` marks a step correct when it and every step before it match
 the unique correct derivation (after a wrong step the right answer can no longer follow).
 """
@@ -38,13 +42,14 @@ import re
 from .base import BaseTask, Claim, Mode, Problem, Score, check_mode, split_completion
 
 OPS = {"add": "+", "mul": "*"}
-COT_FORMATS = ("cells", "mac", "compact")
+COT_FORMATS = ("cells", "mac", "compact", "chain")
 # square: level n = both operands have n digits (the task's problems). steps: the sub-problems a worked
 # multiplication is made of, n-digit times one digit (0-9) and n-digit plus 1..n digits (written zero-padded
 # to n digits, "7300+0825"); a model trained on them checks the steps of another model's solutions
 # (slowthink/critics/recompute.py).
 OPERAND_SHAPES = ("square", "steps")
-ROW = re.compile(r"([0-9]):([0-9]+) ([0-9]+)")  # a multiplication row: digit of b : partial product, running sum
+ROW = re.compile(r"([0-9]):([0-9]+) ([0-9]+)")
+CHAIN_LINE = re.compile(r"([0-9]+[*+][0-9]+)=([0-9]+)")  # a chain step: a sub-problem and its result  # a multiplication row: digit of b : partial product, running sum
 INTEGER = re.compile(r"-?[0-9]+")  # ASCII only: \d would also accept "１２" (full-width)
 MAX_ANSWER_CHARS = 64  # longer "answers" are malformed, not parsed (guards against huge-number spam)
 
@@ -148,6 +153,35 @@ def compact_solution(a: int, b: int, op: str) -> list[str]:
     return lines
 
 
+def chain_solution(a: int, b: int, op: str) -> list[str]:
+    """Every step a sub-problem written as the task writes questions, ``question=result``, in plain decimal:
+    ``a`` times each digit of ``b`` (units first), and after each product but the first, the running sum
+    plus that product shifted into place (the larger addend first, the other zero-padded to its width).
+    ``47*36``::
+
+        47*6=282
+        47*3=141
+        1410+0282=1692
+
+    The steps are exactly the claims of ``step_claims`` (the ``operands=steps`` sub-problems), so a model
+    that answers those sub-problems directly only has to learn to chain them (the zero-start experiment,
+    ``benchmarks/star_zero.py``). Not reversed, so a small model does not learn it from scratch as easily
+    as ``cells``. Addition is one step, the problem itself."""
+    if op == "add":
+        return [f"{a}+{b:0{len(str(a))}d}={a + b}"]
+    lines, total = [], 0
+    for i, digit in enumerate(str(b)[::-1]):
+        partial = a * int(digit)
+        lines.append(f"{a}*{digit}={partial}")
+        if i == 0:
+            total = partial
+            continue
+        big, small = max(total, partial * 10**i), min(total, partial * 10**i)
+        total += partial * 10**i
+        lines.append(f"{big}+{small:0{len(str(big))}d}={total}")
+    return lines
+
+
 class Arithmetic(BaseTask):
     """n-digit addition or multiplication (level n = n-digit operands); answer: the integer."""
 
@@ -186,7 +220,8 @@ class Arithmetic(BaseTask):
 
     def solution_lines(self, problem: Problem) -> list[str]:
         a, b, op = problem.data["a"], problem.data["b"], problem.data["op"]
-        return {"cells": cells_solution, "mac": mac_solution, "compact": compact_solution}[self.cot](a, b, op)
+        solve = {"cells": cells_solution, "mac": mac_solution, "compact": compact_solution, "chain": chain_solution}
+        return solve[self.cot](a, b, op)
 
 
     # -- claims a checker can recompute ----------------------------------------------------------
@@ -218,10 +253,12 @@ class Arithmetic(BaseTask):
 
         Claims are in this task's own format, ``n``-digit times one digit and ``n``-digit plus a number
         zero-padded to ``n`` digits: the sub-problems of ``operands=steps``. Addition is one step whose claim is the
-        problem itself. Supported formats: cells and compact."""
+        problem itself. Supported formats: cells, compact and chain."""
         a, b, op = problem.data["a"], problem.data["b"], problem.data["op"]
+        if self.cot == "chain":
+            return self._chain_claims(a, b, op, steps, answer)
         if self.cot not in ("cells", "compact"):
-            raise ValueError(f"arithmetic: step claims need cot=cells or compact, not {self.cot!r}")
+            raise ValueError(f"arithmetic: step claims need cot=cells, compact or chain, not {self.cot!r}")
         out: list[list[Claim] | None] = [[] for _ in steps]  # the header only restates the operands
         if op == "add":
             for i, line in enumerate(steps[1:], 1):
@@ -250,6 +287,42 @@ class Arithmetic(BaseTask):
             total = running
         if answer is not None and steps and (len(steps) != len(b_digits) + 1 or parse_integer_answer(answer) != total):
             out[-1] = None  # stopped early, or the answer is not what the rows add up to
+        return out
+
+    @staticmethod
+    def _chain_claims(a: int, b: int, op: str, steps: list[str], answer: str | None) -> list[list[Claim] | None]:
+        """``step_claims`` for ``cot=chain``: each step claims its own sub-problem's result, and is wrong on
+        its face when its sub-problem is not the one due next (a miscopied operand, a product not shifted
+        into place, a skipped step), judged from the problem's operands and the results written so far.
+        After a step wrong on its face, what is due next is unknown, so every later step is wrong too."""
+        if op == "add":
+            due = [f"{a}+{b:0{len(str(a))}d}"]
+        else:
+            due = []  # filled as the results come in: a product, then the sum it enters
+        b_digits = str(b)[::-1]
+        out: list[list[Claim] | None] = []
+        total, i, broken = 0, 0, False
+        for line in steps:
+            m = None if broken else CHAIN_LINE.fullmatch(line.strip())
+            if op == "mul" and m is not None and not due and i < len(b_digits):
+                due.append(f"{a}*{b_digits[i]}")
+            if m is None or not due or m.group(1) != due[0]:
+                broken = True
+                out.append(None)
+                continue
+            question, value = m.group(1), int(m.group(2))
+            due.pop(0)
+            out.append([Claim(question, str(value))])
+            if op == "add" or "+" in question:
+                total, i = value, i + 1
+            elif i == 0:
+                total, i = value, 1
+            else:  # a product: the sum it enters is due next
+                big, small = max(total, value * 10**i), min(total, value * 10**i)
+                due.append(f"{big}+{small:0{len(str(big))}d}")
+        complete = not broken and not due and (op == "add" and len(out) == 1 or op == "mul" and i == len(b_digits))
+        if answer is not None and steps and (not complete or parse_integer_answer(answer) != total):
+            out[-1] = None
         return out
 
     # -- verification ---------------------------------------------------------------------------
