@@ -195,7 +195,7 @@ class LlamaBackend:
         return self._logits(last)[src]
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
-        B, H, KV, D = len(self.lens), self.H, self.KV, self.D
+        B, H, KV = len(self.lens), self.H, self.KV
         pos = self.pos[:B]
         x = F.embedding(tokens, self.base.embed_tokens.weight)
         if self.kernels is not None:
