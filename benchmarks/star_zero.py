@@ -261,6 +261,9 @@ def plot(result: dict, path: Path) -> None:
     if "eval/system1_pass@1" in base:
         ax.axhline(base["eval/system1_pass@1"], color="tab:green", linestyle="--", linewidth=1,
                    label="the base's System-1 (direct answer) pass@1")
+    if "sub_problems_system1_pass@1" in base:
+        ax.axhline(base["sub_problems_system1_pass@1"], color="tab:olive", linestyle=":", linewidth=1,
+                   label=f"the base's direct answers to the steps' sub-problems ({base['sub_problems']} held-out)")
     final = result["star"].get("final_heldout", {})
     if "system2_right" in base and "system2_right" in final:
         ax.text(0.01, 0.97, f"right System-2 answers with every step right: base {base['system2_right_with_right_steps']}"
