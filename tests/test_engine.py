@@ -386,3 +386,20 @@ def test_cpp_decode_step_matches_the_torch_step(kind, models, tok, prompts):
             torch.testing.assert_close(native, plain, rtol=1e-4, atol=1e-4)  # summation order only
             torch.testing.assert_close(after, backend.cache, rtol=1e-4, atol=1e-4)
             tokens = plain.argmax(-1)
+
+
+def test_native_kernels_can_be_turned_off_and_a_failed_build_falls_back(monkeypatch):
+    import torch.utils.cpp_extension as cpp
+
+    from slowthink.native import decode_kernels
+
+    monkeypatch.setenv("SLOWTHINK_NATIVE", "0")
+    assert decode_kernels.__wrapped__() is None
+    monkeypatch.setenv("SLOWTHINK_NATIVE", "1")
+
+    def broken(**kwargs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(cpp, "load", broken)
+    with pytest.warns(UserWarning, match="no compiler here.*plain-torch"):
+        assert decode_kernels.__wrapped__() is None
