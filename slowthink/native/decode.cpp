@@ -3,8 +3,9 @@
 // The matmuls stay with ATen (oneDNN/MKL); what this file does by hand is everything between them, which
 // in eager torch is ~15 small kernels per layer, each paying dispatch and a pass over cold memory:
 // RMSNorm, rotary, the KV-cache write, attention of one query against each row's own cached length (no
-// mask, no padding read; its softmax with a vectorisable exp), SiLU*up. Same math and the same float32 as slowthink/backends.py's torch path;
-// only summation order differs (the engine's tests hold it to HF generate's greedy tokens).
+// mask, no padding read; its softmax with a vectorisable exp), SiLU*up. Same math and the same float32 as
+// slowthink/backends.py's torch path; only summation order differs (the engine's tests hold it to HF
+// generate's greedy tokens).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
@@ -37,8 +38,8 @@ torch::Tensor rms(const torch::Tensor& x, double eps) {
 
 // e^x for x <= 0 (a softmax's scores minus their max), written so that a loop of it vectorises: Cody-Waite
 // reduction x = n ln2 + r, |r| <= ln2/2, then a degree-6 polynomial for e^r (Cephes expf; relative error
-// ~2e-7, the float rounding level) scaled by 2^n. Below -87 the result is 0 (e^-87 is under float's
-// normal range, where std::exp would return a denormal the softmax cannot tell from 0 anyway).
+// ~2e-7, the float rounding level) scaled by 2^n. Inputs below -87 give e^-87 (~1.6e-38, the bottom of
+// float's normal range): next to the max's weight of 1 that is 0 to float precision, and 2^n stays normal.
 #pragma omp declare simd
 inline float exp_nonpositive(float x) {
   x = std::max(x, -87.f);
@@ -63,7 +64,7 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch
   return b.numel() ? at::addmm(b, x, w.t()) : at::mm(x, w.t());
 }
 
-// x + a @ w_t (+ b), in place into a new residual.
+// The new residual x + a @ w_t (+ b).
 torch::Tensor add_proj(const torch::Tensor& x, const torch::Tensor& a, const torch::Tensor& w_t,
                        const torch::Tensor& b) {
   auto out = at::addmm(x, a, w_t);
@@ -81,6 +82,7 @@ torch::Tensor decode_layers(torch::Tensor x, const std::vector<torch::Tensor>& w
                             double scale) {
   TORCH_CHECK(x.scalar_type() == torch::kFloat32 && cache.scalar_type() == torch::kFloat32, "float32 only");
   TORCH_CHECK(cache.is_contiguous() && rope.is_contiguous() && x.is_contiguous(), "contiguous tensors only");
+  TORCH_CHECK(pos.scalar_type() == torch::kInt64 && pos.is_contiguous(), "pos: contiguous int64");
   const int64_t B = x.size(0), L = cache.size(0), S = cache.size(1), T = cache.size(4), D = cache.size(5);
   TORCH_CHECK(static_cast<int64_t>(weights.size()) == 8 * L, "8 weight tensors per layer");
   TORCH_CHECK(D % 2 == 0 && D <= kMaxHeadDim && H % KV == 0, "head_dim must be even and at most 512");
