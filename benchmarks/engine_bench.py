@@ -1,6 +1,6 @@
 """Engine vs Hugging Face ``generate``: tokens/s on the same model, prompts and settings, in one run.
 
-    python benchmarks/engine_bench.py                 # ~1-2 min on 2 cores; writes benchmarks/results/engine.json
+    python benchmarks/engine_bench.py                 # ~4 min on 2 cores; writes benchmarks/results/engine.json
     python benchmarks/engine_bench.py --threads 1 --repeats 3
     python benchmarks/engine_bench.py --device cuda --out benchmarks/results/engine_cuda.json
 
