@@ -13,9 +13,9 @@ tokens over the whole call (prefill included).
 qkv, o, gate|up, down per layer, then the LM head) at batch 64 for 96 steps, with no attention, cache or
 Python around them. "attention" is SDPA alone over a cache of the same shape, for the same 96 steps.
 "ours" decodes with the C++ step of ``slowthink/native`` where it applies (float32 on the CPU); the same
-engine with its plain-torch step is measured alongside ("torch path"). "tiny b8" shows a small batch, where per-step overhead dominates. The "8x8 sampled" config (8 prompts x
-n=8, temperature 1) shows prefill-once: HF expands the prompts before
-prefill (``num_return_sequences``), we prefill 8 and copy the cache.
+engine with its plain-torch step is measured alongside ("torch path"). "tiny b8" shows a small batch, where
+per-step overhead dominates. The "8x8 sampled" config (8 prompts x n=8, temperature 1) shows prefill-once: HF
+expands the prompts before prefill (``num_return_sequences``), we prefill 8 and copy the cache.
 """
 
 from __future__ import annotations

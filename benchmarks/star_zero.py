@@ -97,8 +97,9 @@ def train_base(out: Path, worked: int, steps: int, threads: int, seed: int = 0, 
     return out / "model"
 
 
-def base_eval(model_dir: Path, setting: dict, per_level: int, max_new_tokens: int) -> dict:
-    """The base's held-out greedy pass@1 in both modes (System-1 is what its direct answers taught it)."""
+def base_eval(model_dir: Path, setting: dict, per_level: int, max_new_tokens: int, sub_skills: bool = False) -> dict:
+    """The base's held-out greedy pass@1 in both modes (System-1 is what its direct answers taught it); with
+    ``sub_skills``, also its direct answers to the held-out problems' sub-problems (``sub_problems``)."""
     from slowthink.engine import Engine
     from slowthink.evaluate import heldout_metrics
     from slowthink.models import load_model
@@ -110,7 +111,7 @@ def base_eval(model_dir: Path, setting: dict, per_level: int, max_new_tokens: in
     engine = Engine(model.eval(), tok)
     ev = heldout_metrics(engine, task, tok, heldout, ("system1", "system2"), max_new_tokens)
     out = {**{k: round(v, 4) for k, v in ev.items()}, **steps_right(engine, task, tok, heldout, max_new_tokens)}
-    if hasattr(task, "step_claims") and hasattr(task, "solution_lines"):
+    if sub_skills:
         subs = {p.key: p for h in heldout for p in sub_problems(task, h)}
         sub_ev = heldout_metrics(engine, task, tok, list(subs.values()), ("system1",), max_new_tokens)
         out["sub_problems_system1_pass@1"] = round(sub_ev["eval/system1_pass@1"], 4)
@@ -180,7 +181,7 @@ def main() -> int:
     base = train_base(runs / f"base_w{args.worked}", args.worked, args.base_steps, args.threads,
                       worked_per_batch=args.worked_per_batch, worked_levels=worked_levels, sub_skills=args.sub_skills,
                       **setting)
-    base_scores = base_eval(base, setting, args.eval_per_level, args.max_new_tokens)
+    base_scores = base_eval(base, setting, args.eval_per_level, args.max_new_tokens, args.sub_skills > 0)
     print(f"base: {base_scores}")
     base_s = time.time() - t0
 
@@ -197,7 +198,8 @@ def main() -> int:
                           curriculum_every=args.curriculum_every,
                           lr=args.lr, eval_per_level=args.eval_per_level, threads=args.threads))
     star_s = time.time() - t0
-    final_scores = base_eval(star_run / "model", setting, args.eval_per_level, args.max_new_tokens)
+    final_scores = base_eval(star_run / "model", setting, args.eval_per_level, args.max_new_tokens,
+                             args.sub_skills > 0)
     print(f"after STaR: {final_scores}")
     rows = read_metrics(star_run)
     iters = [{k: r[k] for k in ("step", "hardest_level", "solved_direct", "solved_rationalized", "sampled_pass_rate",

@@ -90,6 +90,11 @@ class ArmTable:
     def index(self, name: str) -> int:
         return [a.name for a in self.arms].index(name)
 
+    def rows(self, idx) -> ArmTable:
+        """The same arms on a subset of the problems (``idx``: integer positions)."""
+        idx = np.asarray(idx)
+        return ArmTable(self.arms, self.correct[idx], self.tokens[idx], [self.answers[i] for i in idx])
+
 
 def arm_table(engines: dict, task, problems: list[Problem], arms: list[Arm], seed: int = 0,
               progress: bool = False) -> ArmTable:

@@ -180,9 +180,8 @@ def _validate(cfg: RouterConfig, table: ArmTable, sig: Signals, fit: np.ndarray,
             best = (loss, l2, pred, p)
     loss, l2, pred, p = best
     router = _router(cfg, table, sig, pred)
-    rows = ArmTable(table.arms, table.correct[val], table.tokens[val], [table.answers[i] for i in val])
     vsig = sig.rows(val)
-    correct, tokens = routed_outcome(router, rows, vsig, router.choose(vsig.features))
+    correct, tokens = routed_outcome(router, table.rows(val), vsig, router.choose(vsig.features))
     return {"l2": l2, "validation_log_loss": loss,
             "validation_auroc": {a.name: auroc(p[:, j], y[:, j]) for j, a in enumerate(table.arms)},
             "validation_routed_accuracy": float(correct.mean()), "validation_routed_tokens": float(tokens.mean())}

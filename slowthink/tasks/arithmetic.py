@@ -48,8 +48,8 @@ COT_FORMATS = ("cells", "mac", "compact", "chain")
 # to n digits, "7300+0825"); a model trained on them checks the steps of another model's solutions
 # (slowthink/critics/recompute.py).
 OPERAND_SHAPES = ("square", "steps")
-ROW = re.compile(r"([0-9]):([0-9]+) ([0-9]+)")
-CHAIN_LINE = re.compile(r"([0-9]+[*+][0-9]+)=([0-9]+)")  # a chain step: a sub-problem and its result  # a multiplication row: digit of b : partial product, running sum
+ROW = re.compile(r"([0-9]):([0-9]+) ([0-9]+)")  # a multiplication row: digit of b : partial product, running sum
+CHAIN_LINE = re.compile(r"([0-9]+[*+][0-9]+)=([0-9]+)")  # a chain step: a sub-problem and its result
 INTEGER = re.compile(r"-?[0-9]+")  # ASCII only: \d would also accept "１２" (full-width)
 MAX_ANSWER_CHARS = 64  # longer "answers" are malformed, not parsed (guards against huge-number spam)
 
@@ -73,6 +73,18 @@ def parse_integer_answer(text: str | None) -> int | None:
 def digit_range(n: int) -> tuple[int, int]:
     """Smallest and largest n-digit number (1..9 for one digit)."""
     return (1, 9) if n == 1 else (10 ** (n - 1), 10**n - 1)
+
+
+def add_question(a: int, b: int) -> str:
+    """How the task writes ``a + b``: ``b`` zero-padded to ``a``'s width (``682+004``)."""
+    return f"{a}+{b:0{len(str(a))}d}"
+
+
+def sum_question(x: int, y: int) -> str:
+    """A running sum plus a shifted partial product as a claim: the larger first, the other zero-padded to its
+    width (``7300+1825``, ``2058+0000``)."""
+    big, small = max(x, y), min(x, y)
+    return add_question(big, small)
 
 
 def digits(n: int, width: int) -> list[int]:
@@ -168,7 +180,7 @@ def chain_solution(a: int, b: int, op: str) -> list[str]:
     ``benchmarks/star_zero.py``). Not reversed, so a small model does not learn it from scratch as easily
     as ``cells``. Addition is one step, the problem itself."""
     if op == "add":
-        return [f"{a}+{b:0{len(str(a))}d}={a + b}"]
+        return [f"{add_question(a, b)}={a + b}"]
     lines, total = [], 0
     for i, digit in enumerate(str(b)[::-1]):
         partial = a * int(digit)
@@ -176,9 +188,8 @@ def chain_solution(a: int, b: int, op: str) -> list[str]:
         if i == 0:
             total = partial
             continue
-        big, small = max(total, partial * 10**i), min(total, partial * 10**i)
+        lines.append(f"{sum_question(total, partial * 10**i)}={total + partial * 10**i}")
         total += partial * 10**i
-        lines.append(f"{big}+{small:0{len(str(big))}d}={total}")
     return lines
 
 
@@ -214,7 +225,7 @@ class Arithmetic(BaseTask):
             width = rng.randint(1, level)
             b = rng.randint(0 if width == 1 else 10 ** (width - 1), 10**width - 1)
         result = a + b if op == "add" else a * b
-        question = f"{a}{OPS[op]}{b:0{len(str(a))}d}" if op == "add" else f"{a}{OPS[op]}{b}"
+        question = add_question(a, b) if op == "add" else f"{a}{OPS[op]}{b}"
         return Problem(key=question, level=level, question=question, answer=str(result),
                        data={"a": a, "b": b, "op": op})
 
@@ -222,7 +233,6 @@ class Arithmetic(BaseTask):
         a, b, op = problem.data["a"], problem.data["b"], problem.data["op"]
         solve = {"cells": cells_solution, "mac": mac_solution, "compact": compact_solution, "chain": chain_solution}
         return solve[self.cot](a, b, op)
-
 
     # -- claims a checker can recompute ----------------------------------------------------------
     def _value(self, group: str, width: int) -> int | None:
@@ -263,7 +273,7 @@ class Arithmetic(BaseTask):
         if op == "add":
             for i, line in enumerate(steps[1:], 1):
                 value = self._value(line.strip(), max(len(str(a)), len(str(b))) + 1) if i == 1 else None
-                out[i] = None if value is None else [Claim(f"{a}+{b}", str(value))]
+                out[i] = None if value is None else [Claim(add_question(a, b), str(value))]
             if answer is not None and steps and (len(steps) != 2 or parse_integer_answer(answer) != value):
                 out[-1] = None
             return out
@@ -281,8 +291,7 @@ class Arithmetic(BaseTask):
                     out[i + 1] = None
                     continue
             else:
-                big, small = max(total, partial), min(total, partial)
-                claims.append(Claim(f"{big}+{small:0{len(str(big))}d}", str(running)))
+                claims.append(Claim(sum_question(total, partial), str(running)))
             out[i + 1] = claims
             total = running
         if answer is not None and steps and (len(steps) != len(b_digits) + 1 or parse_integer_answer(answer) != total):
@@ -295,10 +304,8 @@ class Arithmetic(BaseTask):
         its face when its sub-problem is not the one due next (a miscopied operand, a product not shifted
         into place, a skipped step), judged from the problem's operands and the results written so far.
         After a step wrong on its face, what is due next is unknown, so every later step is wrong too."""
-        if op == "add":
-            due = [f"{a}+{b:0{len(str(a))}d}"]
-        else:
-            due = []  # filled as the results come in: a product, then the sum it enters
+        # add: the problem itself; mul: filled as the results come in, a product, then the sum it enters
+        due = [add_question(a, b)] if op == "add" else []
         b_digits = str(b)[::-1]
         out: list[list[Claim] | None] = []
         total, i, broken = 0, 0, False
@@ -318,8 +325,7 @@ class Arithmetic(BaseTask):
             elif i == 0:
                 total, i = value, 1
             else:  # a product: the sum it enters is due next
-                big, small = max(total, value * 10**i), min(total, value * 10**i)
-                due.append(f"{big}+{small:0{len(str(big))}d}")
+                due.append(sum_question(total, value * 10**i))
         complete = not broken and not due and (op == "add" and len(out) == 1 or op == "mul" and i == len(b_digits))
         if answer is not None and steps and (not complete or parse_integer_answer(answer) != total):
             out[-1] = None
