@@ -12,8 +12,9 @@ tokens over the whole call (prefill included).
 "Floor" is a machine reference, not a competitor: the same per-step matmuls our decode step runs (fused
 qkv, o, gate|up, down per layer, then the LM head) at batch 64 for 96 steps, with no attention, cache or
 Python around them. "attention" is SDPA alone over a cache of the same shape, for the same 96 steps.
-"ours" decodes with the C++ step of ``slowthink/native`` where it applies (float32 on the CPU); the same
-engine with its plain-torch step is measured alongside ("torch path"). "tiny b8" shows a small batch, where
+"ours" decodes with the C++ step of ``slowthink/native`` where it applies (float32 on the CPU) and with the
+decode step captured as CUDA graphs on a GPU (``slowthink/graphs.py``); the same engine with its plain-torch
+eager step is measured alongside ("torch path"). "tiny b8" shows a small batch, where
 per-step overhead dominates. The "8x8 sampled" config (8 prompts x n=8, temperature 1) shows prefill-once: HF
 expands the prompts before prefill (``num_return_sequences``), we prefill 8 and copy the cache.
 """
@@ -55,7 +56,25 @@ def sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def hf_run(model, tok, prompts, n: int, sample: bool) -> float:
+def make_model(spec: str, tok, device: str):
+    """A preset, or ``qwen2-0.5b``: Qwen2.5-0.5B's shape (24 layers, hidden 896, GQA 14/2, q/k/v bias) with our
+    vocabulary, randomly initialised, bfloat16 on a GPU (float32 on the CPU). Nothing is downloaded."""
+    if spec != "qwen2-0.5b":
+        return build_model(spec, tok).eval().to(device)
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=len(tok), hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                         num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=4096,
+                         rope_theta=1e6, rms_norm_eps=1e-6, tie_word_embeddings=True,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    model = Qwen2ForCausalLM(config).to(device=device, dtype=dtype).eval()
+    model.generation_config.eos_token_id, model.generation_config.pad_token_id = tok.eos_token_id, tok.pad_token_id
+    return model
+
+
+def hf_run(model, tok, prompts, n: int, sample: bool, tokens: list | None = None) -> float:
     batch = tok.pad({"input_ids": prompts}, return_tensors="pt").to(model.device)  # left padding
     kw = dict(do_sample=True, temperature=1.0, top_p=1.0, top_k=0, num_return_sequences=n) if sample else \
         dict(do_sample=False)
@@ -67,16 +86,20 @@ def hf_run(model, tok, prompts, n: int, sample: bool) -> float:
     sync(model.device)
     dt = time.perf_counter() - t
     assert out.shape == (len(prompts) * n, batch["input_ids"].shape[1] + NEW_TOKENS)
+    if tokens is not None:
+        tokens += out[:, batch["input_ids"].shape[1]:].tolist()
     return dt
 
 
-def our_run(engine, prompts, n: int, sample: bool) -> float:
+def our_run(engine, prompts, n: int, sample: bool, tokens: list | None = None) -> float:
     sp = SamplingParams(max_tokens=NEW_TOKENS, temperature=1.0 if sample else 0.0, ignore_eos=True)
     sync(engine.device)
     t = time.perf_counter()
     out = engine.generate(prompts, n=n, sampling=sp)  # ends with a device->host copy: synchronised
     dt = time.perf_counter() - t
     assert all(len(c.token_ids) == NEW_TOKENS for cs in out for c in cs)
+    if tokens is not None:
+        tokens += [c.token_ids for cs in out for c in cs]
     return dt
 
 
@@ -108,23 +131,27 @@ def floor_run(model, batch: int, prompt_len: int) -> tuple[float, float]:
         for step in range(NEW_TOKENS):
             w = prompt_len + step + 1
             for layer in range(layers):
-                F.scaled_dot_product_attention(q, cache[layer, :, 0, :, :w], cache[layer, :, 1, :, :w])
+                F.scaled_dot_product_attention(q, cache[layer, :, 0, :, :w], cache[layer, :, 1, :, :w],
+                                               enable_gqa=heads != kv)
         sync(dev)
         attention = time.perf_counter() - t
     return linear, attention
 
 
 def bench_config(name, preset, tok, prompts, n, sample, repeats, warmup, device):
-    model = build_model(preset, tok).eval().to(device)
+    model = make_model(preset, tok, device)
     engine = Engine(model, tok)
-    # The same engine without the C++ decode step (slowthink/native), where the kernels are in use.
+    # The same engine with its plain-torch eager step, where the C++ step or CUDA graphs are in use.
     torch_path = None
-    if getattr(engine.backend, "kernels", None) is not None:
+    fast = [k for k in ("kernels", "graphs") if getattr(engine.backend, k, None) is not None]
+    if fast:
         torch_path = Engine(model, tok)
-        torch_path.backend.kernels = None
+        torch_path.backend.kernels = torch_path.backend.graphs = None
     tokens = len(prompts) * n * NEW_TOKENS
-    for _ in range(warmup):
-        hf_run(model, tok, prompts, n, sample), our_run(engine, prompts, n, sample)
+    hf_tokens, our_tokens = [], []  # the first warm-up's outputs: greedy rows equal to HF's are counted
+    for i in range(warmup):
+        hf_run(model, tok, prompts, n, sample, None if i else hf_tokens)
+        our_run(engine, prompts, n, sample, None if i else our_tokens)
         if torch_path:
             our_run(torch_path, prompts, n, sample)
     hf, ours, plain, lin, att = [], [], [], [], []
@@ -137,13 +164,21 @@ def bench_config(name, preset, tok, prompts, n, sample, repeats, warmup, device)
             fl = floor_run(model, len(prompts), max(len(p) for p in prompts))
             lin.append(fl[0]), att.append(fl[1])
     hf_s, our_s = statistics.median(hf), statistics.median(ours)
+    equal = sum(a == b for a, b in zip(hf_tokens, our_tokens))
     row = dict(config=name, model=preset, params=count_parameters(model), prompts=len(prompts), n=n,
                batch=len(prompts) * n, new_tokens=NEW_TOKENS, sampling="temperature 1" if sample else "greedy",
                hf_tokens_per_s=round(tokens / hf_s), ours_tokens_per_s=round(tokens / our_s),
                speedup=round(hf_s / our_s, 2), hf_ms_per_step=round(hf_s / NEW_TOKENS * 1e3, 3),
                ours_ms_per_step=round(our_s / NEW_TOKENS * 1e3, 3),
-               decode_step="C++ kernels (slowthink/native)" if torch_path else "plain torch",
+               dtype=str(model.dtype).removeprefix("torch."),
+               decode_step={"kernels": "C++ kernels (slowthink/native)", "graphs": "CUDA graphs (slowthink/graphs.py)"}
+               [fast[0]] if fast else "plain torch",
                hf_runs_s=[round(v, 4) for v in hf], ours_runs_s=[round(v, 4) for v in ours])
+    if not sample and hf_tokens:
+        # Random-init models have near-tied logits, so a few rows may part ways with HF on rounding alone; and
+        # HF forbids eos until the 96th token (min_new_tokens) where we only ignore it, so a row that reaches
+        # eos differs too. Equality proper is tested in tests/test_engine.py.
+        row["greedy_rows_equal_to_hf"] = f"{equal}/{len(hf_tokens)}"
     if plain:
         plain_s = statistics.median(plain)
         row.update(ours_torch_path_tokens_per_s=round(tokens / plain_s),

@@ -11,7 +11,8 @@
 # Checks, each with its own time limit so that one failure does not cost the rest:
 #   1. pytest -m gpu: engine greedy output equal to HF generate on CUDA (llama, qwen3, gpt2), seeded sampling
 #      reproducible.
-#   2. dev/gpu_check.py: engine vs HF generate tokens/s, batch 64 x 96 tokens, presets tiny..large.
+#   2. benchmarks/engine_bench.py --device cuda: engine (CUDA graphs, and its eager step) vs HF generate, batch 64
+#      x 96 tokens, presets and a Qwen2.5-0.5B-shaped model in bf16; the eval workload with $TRAINED (carried).
 #   3. the quickstart (sft, eval, route, search, report) with --device cuda: wall time and the S1/S2 table.
 #   4. a learned PRM trained on CUDA (Math-Shepherd labels) from the quickstart model, then eval with it.
 #   5. the RL recipe (recipes/quickstart_rl.yaml: SFT on levels 1-3, then GRPO on level 3) on CUDA.
@@ -31,7 +32,7 @@ quiet() { grep -v "Writing model shards\|Loading weights"; }
 # quickstart NAME [options]: one quickstart run on $DEVICE into $WORK/NAME; its results.json -> $OUT/NAME_results.json
 quickstart() {
   local name=$1 t=$SECONDS; shift
-  timeout 420 python3 -m slowthink.cli quickstart --device "$DEVICE" --out "$WORK/$name" --steps "$SFT_STEPS" \
+  timeout "${QS_TIMEOUT:-420}" python3 -m slowthink.cli quickstart --device "$DEVICE" --out "$WORK/$name" --steps "$SFT_STEPS" \
     --progress false "${QS_EXTRA[@]}" "$@" 2>&1 | quiet | tail -40
   echo "$name wall time: $((SECONDS - t)) s"
   cp "$WORK/$name/results.json" "$OUT/${name/qs/quickstart}_results.json" 2>/dev/null
@@ -46,19 +47,20 @@ transformers.__version__, 'tokenizers', tokenizers.__version__, 'cuda', torch.cu
 nproc
 
 if [ "$QUICK" = 1 ]; then
-  SFT_STEPS=20; RL_STEPS=3; PRESETS=tiny; Q3=(--hidden 64 --layers 2 --heads 4 --kv-heads 2); QS_EXTRA=(--eval-per-level 10 --route-per-level 8 --search-problems 6 --max-new-tokens 40)
+  SFT_STEPS=20; RL_STEPS=3; PRESETS=tiny; BENCH=(--repeats 1 --warmup 1); Q3=(--hidden 64 --layers 2 --heads 4 --kv-heads 2); QS_EXTRA=(--eval-per-level 10 --route-per-level 8 --search-problems 6 --max-new-tokens 40)
 else
-  SFT_STEPS=900; RL_STEPS=200; PRESETS=tiny,small,medium,large; Q3=(--hidden 512 --layers 8 --heads 8 --kv-heads 2); QS_EXTRA=()
+  SFT_STEPS=900; RL_STEPS=200; PRESETS=tiny,small,large,qwen2-0.5b; BENCH=(--repeats 3 --warmup 1); Q3=(--hidden 512 --layers 8 --heads 8 --kv-heads 2); QS_EXTRA=()
 fi
 
 if want 1; then
 stamp "1. pytest -m gpu"
-timeout 180 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_engine.py 2>&1 | tail -4
+timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_engine.py 2>&1 | tail -60
 fi
 
 if want 2; then
 stamp "2. engine vs HF generate ($PRESETS)"
-timeout 240 python3 dev/gpu_check.py --device "$DEVICE" --presets "$PRESETS" --json "$OUT/engine_gpu.json"
+timeout 300 python3 benchmarks/engine_bench.py --device "$DEVICE" --models "$PRESETS" "${BENCH[@]}" \
+  --trained-model "${TRAINED:-runs/quickstart/model}" --out "$OUT/engine_cuda.json"
 fi
 
 if want 3; then
@@ -79,7 +81,7 @@ fi
 
 if want 5; then
 stamp "5. RL recipe on $DEVICE (SFT levels 1-3, GRPO on level 3)"
-quickstart qs_rl --config recipes/quickstart_rl.yaml --rl-steps "$RL_STEPS" --rl-time-budget-s 150
+quickstart qs_rl --config recipes/quickstart_rl.yaml --rl-steps "$RL_STEPS" --rl-time-budget-s "${RL_BUDGET:-150}"
 cp "$WORK/qs_rl/rl.json" "$OUT/quickstart_rl_rl.json" 2>/dev/null
 fi
 

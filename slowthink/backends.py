@@ -10,7 +10,8 @@ notes are in ``slowthink/engine.py``'s docstring.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +41,10 @@ def _rms(x: torch.Tensor, eps: float) -> torch.Tensor:
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True).add_(eps))
 
 
+def _tensors(layers: list[_Layer]) -> list[torch.Tensor | None]:
+    return [getattr(w, f.name) for w in layers for f in fields(_Layer) if f.name not in ("q_norm", "k_norm")]
+
+
 def _fold(norm, *linears) -> torch.Tensor:
     """Concatenated weights of `linears`, each input column scaled by the RMSNorm weight before them."""
     w = torch.cat([m.weight for m in linears])
@@ -58,7 +63,7 @@ class LlamaBackend:
                 and rope.get("rope_type", "default") in STATIC_ROPE
                 and hasattr(getattr(model, "model", None), "rotary_emb"))
 
-    def __init__(self, model, max_rows: int):
+    def __init__(self, model, max_rows: int, cuda_graphs: bool | None = None):
         c = model.config
         self.model, self.base, self.max_rows = model, model.model, max_rows
         p = next(model.parameters())
@@ -70,17 +75,33 @@ class LlamaBackend:
         self.cache: torch.Tensor | None = None  # [layers, slots, 2, kv_heads, max_len, head_dim]
         self.lens: list[int] = []  # tokens cached per running row
         self.pos: torch.Tensor | None = None  # the same, on the device
-        # Modules whose parameters are copied into fused weights (watched for changes by sync()).
+        # Modules whose parameters are copied into fused weights or read by a captured CUDA graph (watched
+        # for changes by sync()).
         self._watched = [m for layer in self.base.layers for m in (
             layer.input_layernorm, layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
-            layer.post_attention_layernorm, layer.mlp.gate_proj, layer.mlp.up_proj)]
-        self._signature = None
+            layer.post_attention_layernorm, layer.mlp.gate_proj, layer.mlp.up_proj,
+            getattr(layer.self_attn, "q_norm", None), getattr(layer.self_attn, "k_norm", None)) if m is not None]
+        self._by_reference = [self.base.embed_tokens, self.base.norm, model.get_output_embeddings()]
+        self._watched += self._by_reference
+        self._signature, self._addresses = None, None
+        self.layers: list[_Layer] = []
+        # Bumped when the cache is reallocated / when a weight the decode step reads moved to a new address:
+        # captured CUDA graphs hold addresses, so either makes them stale.
+        self.cache_generation = self.weights_generation = 0
         # The C++ decode step (slowthink/native) where it applies: float32 on the CPU, no Qwen3 q/k norms.
         self.kernels = None
         if self.device.type == "cpu" and self.dtype == torch.float32 and getattr(attn, "q_norm", None) is None:
             from .native import decode_kernels
 
             self.kernels = decode_kernels()
+        # CUDA graphs of the decode step (slowthink/graphs.py) on a GPU, unless SLOWTHINK_CUDA_GRAPHS=0.
+        if cuda_graphs is None:
+            cuda_graphs = self.device.type == "cuda" and os.environ.get("SLOWTHINK_CUDA_GRAPHS", "1") != "0"
+        self.graphs = None
+        if cuda_graphs:
+            from .graphs import DecodeGraphs
+
+            self.graphs = DecodeGraphs(self)
         self._ninf = torch.tensor(float("-inf"), device=self.device, dtype=self.dtype)
         self._zero = torch.tensor(0.0, device=self.device, dtype=self.dtype)
 
@@ -91,18 +112,37 @@ class LlamaBackend:
         signature = [(id(t), t._version) for m in self._watched for t in m._parameters.values() if t is not None]
         if signature == self._signature:
             return
-        self.layers = []
+        fresh = []
         for layer in self.base.layers:
             a, mlp, ln1, ln2 = layer.self_attn, layer.mlp, layer.input_layernorm, layer.post_attention_layernorm
             qkv_b = None if a.q_proj.bias is None else torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias])
             gu_b = None if mlp.gate_proj.bias is None else torch.cat([mlp.gate_proj.bias, mlp.up_proj.bias])
-            self.layers.append(_Layer(
+            fresh.append(_Layer(
                 _fold(ln1, a.q_proj, a.k_proj, a.v_proj), qkv_b, getattr(a, "q_norm", None),
                 getattr(a, "k_norm", None), a.o_proj.weight.t(), a.o_proj.bias,
                 _fold(ln2, mlp.gate_proj, mlp.up_proj), gu_b, mlp.down_proj.weight.t(), mlp.down_proj.bias))
+        old, new = _tensors(self.layers), _tensors(fresh)
+        if self.layers and [None if t is None else (t.shape, t.dtype) for t in old] == \
+                [None if t is None else (t.shape, t.dtype) for t in new]:
+            # Same layout: copy into the tensors in use, so that captured graphs (which hold their addresses)
+            # stay valid across optimizer steps.
+            for o, f in zip(old, new):
+                if o is not None and o.data_ptr() != f.data_ptr():
+                    o.copy_(f)
+            for w, f in zip(self.layers, fresh):
+                w.q_norm, w.k_norm = f.q_norm, f.k_norm
+        else:
+            self.layers = fresh
         none = torch.empty(0, device=self.device, dtype=self.dtype)
         self._flat = [t.detach() if t is not None else none for w in self.layers for t in (
             w.qkv, w.qkv_b, w.o_t, w.o_b, w.gate_up, w.gate_up_b, w.down_t, w.down_b)]
+        # Everything the decode step reads by address: the fused weights and the modules used by reference.
+        modules = [*self._by_reference, *(m for w in self.layers for m in (w.q_norm, w.k_norm) if m is not None)]
+        by_reference = [p for m in modules for p in m._parameters.values() if p is not None]
+        addresses = [t.data_ptr() for t in (*_tensors(self.layers), *by_reference) if t is not None]
+        if addresses != self._addresses:
+            self._addresses = addresses
+            self.weights_generation += 1
         self._signature = signature
 
     # Cache -----------------------------------------------------------------------------------------
@@ -123,6 +163,7 @@ class LlamaBackend:
             self.cache[:, :b, :, :, :m] = old[:, :b, :, :, :m]
             pos[:b] = self.pos[:b]
         self.pos = pos
+        self.cache_generation += 1
         # Row r's k|v head j at position p is row (r * 2KV + j) * t + p of a layer's cache seen as [-1, D].
         self._write_base = torch.arange(s * kv2, device=dev).view(s, kv2) * t
         if t > t0:
@@ -197,19 +238,24 @@ class LlamaBackend:
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         B, H, KV = len(self.lens), self.H, self.KV
         pos = self.pos[:B]
-        x = F.embedding(tokens, self.base.embed_tokens.weight)
-        if self.kernels is not None:
-            x = self.kernels.decode_layers(x, self._flat, self.cache, pos, self.rope, H, KV, self.eps, self.scale)
+        if self.graphs is not None:
+            logits = self.graphs(tokens)
         else:
-            x = self._decode_layers(x, pos)
+            x = F.embedding(tokens, self.base.embed_tokens.weight)
+            if self.kernels is not None:
+                x = self.kernels.decode_layers(x, self._flat, self.cache, pos, self.rope, H, KV, self.eps,
+                                               self.scale)
+            else:
+                x = self._decode_layers(x, pos, max(self.lens) + 1)
+            logits = self._logits(x)
         pos += 1
         self.lens = [n + 1 for n in self.lens]
-        return self._logits(x)
+        return logits
 
-    def _decode_layers(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """The plain-torch decode step (any device and dtype), what the C++ kernel does on the CPU."""
-        B, H, KV, D = len(self.lens), self.H, self.KV, self.D
-        width = max(self.lens) + 1
+    def _decode_layers(self, x: torch.Tensor, pos: torch.Tensor, width: int) -> torch.Tensor:
+        """The plain-torch decode step (any device and dtype), what the C++ kernel does on the CPU: rows
+        ``x`` at positions ``pos`` attend to the first ``width`` cache positions, masked per row."""
+        B, H, KV, D = len(x), self.H, self.KV, self.D
         rope = self.rope[pos]  # [B, 2, D]
         cos, sin = rope[:, 0, None], rope[:, 1, None]
         # Additive mask, built once per step rather than converted from bool inside every SDPA call.

@@ -49,9 +49,9 @@ def _train(model, tok, steps: int, lr: float, op: str = "mul", seed: int = 0):
         p = task.sample(rng, rng.randint(1, 2))
         rows.append(render_example(tok, task.prompt(p, "system2"), "system2",
                                    task.reference(p, "system2").completion()).ids)
-    width = max(map(len, rows))
-    ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
-    labels = torch.tensor([r + [-100] * (width - len(r)) for r in rows])
+    width, device = max(map(len, rows)), next(model.parameters()).device
+    ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows], device=device)
+    labels = torch.tensor([r + [-100] * (width - len(r)) for r in rows], device=device)
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     model.train()
@@ -357,6 +357,109 @@ def test_cache_grows_while_running(tok, prompts):
     assert all(c.token_ids == hf_greedy(model, tok, prompts[1], 30) for c in second.completions)
 
 
+def _fixed_shape_engine(model, tok, max_batch: int) -> Engine:
+    """An engine whose decode runs the fixed-shape step that slowthink/graphs.py captures on a GPU, here
+    run eagerly: padded rows, bucketed cache width."""
+    from slowthink.graphs import DecodeGraphs
+
+    engine = Engine(model, tok, max_batch=max_batch)
+    engine.backend.graphs = DecodeGraphs(engine.backend, capture=False)
+    return engine
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "qwen3"])  # (the llama fixture's answers are too short to retire rows)
+def test_fixed_shape_decode_step_matches_hf(kind, models, tok, prompts):
+    """Rows padded up to a bucket (their stale positions and tokens included) and attention over a padded
+    cache width change nothing: greedy output still equals HF, while slots are retired and refilled."""
+    model = models(kind)
+    engine = _fixed_shape_engine(model, tok, max_batch=5)  # 6 prompts, 5 slots: refilled, then retired
+    backend, seen = engine.backend, []
+    step = backend.graphs._step
+    backend.graphs._step = lambda rows, width: seen.append((len(backend.lens), rows, width)) or step(rows, width)
+    out = engine.generate(prompts, sampling=GREEDY)
+    assert [cs[0].token_ids for cs in out] == [hf_greedy(model, tok, p) for p in prompts]
+    assert any(rows > running for running, rows, _ in seen), seen  # padding rows were decoded
+    length = backend.cache.shape[4]
+    assert all(width == length or width >= 64 and width & (width - 1) == 0 for _, _, width in seen)
+
+
+def test_fixed_shape_step_follows_weight_updates(models, tok, prompts):
+    """In-place optimizer steps keep the addresses a captured graph reads (the fused weights are copied
+    into); replacing a parameter object moves one and is noticed."""
+    model = copy.deepcopy(models("llama"))
+    engine = _fixed_shape_engine(model, tok, max_batch=8)
+    backend = engine.backend
+    engine.generate(prompts[:3], sampling=GREEDY)
+    generation, qkv = backend.weights_generation, backend.layers[0].qkv
+    _train(model, tok, steps=3, lr=1e-2, seed=1)
+    assert [cs[0].token_ids for cs in engine.generate(prompts[:3], sampling=GREEDY)] == \
+        [hf_greedy(model, tok, p) for p in prompts[:3]]
+    assert backend.weights_generation == generation and backend.layers[0].qkv is qkv
+    with torch.no_grad():  # by reference (o_proj's transposed view, the embedding): new addresses
+        for module in (model.model.layers[1].self_attn.o_proj, model.model.embed_tokens):
+            module.weight = torch.nn.Parameter(module.weight * 1.5)
+    assert [cs[0].token_ids for cs in engine.generate(prompts[:3], sampling=GREEDY)] == \
+        [hf_greedy(model, tok, p) for p in prompts[:3]]
+    assert backend.weights_generation > generation
+
+
+def test_row_and_width_buckets():
+    from slowthink.graphs import row_bucket, width_bucket
+
+    assert [row_bucket(n, 256) for n in (1, 3, 5, 17, 33, 64, 65, 200, 256)] == [1, 4, 8, 24, 48, 64, 96, 256, 256]
+    assert row_bucket(300, 512) == 384 and row_bucket(5, 5) == 5 and row_bucket(3, 3) == 3
+    assert [width_bucket(n, 4096) for n in (0, 10, 63, 64, 100, 500)] == [64, 64, 64, 128, 128, 512]
+    assert width_bucket(100, 112) == 112
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graphs_match_hf_and_survive_training(models, tok, prompts):
+    """The captured decode step: greedy equal to HF (and to the eager step), graphs reused across in-place
+    optimizer steps, re-captured when a parameter object is replaced or the cache grows."""
+    for kind in ("llama", "qwen2", "qwen3"):
+        model = copy.deepcopy(models(kind)).cuda()
+        engine = Engine(model, tok, max_batch=5)
+        assert engine.backend.graphs is not None and engine.backend.graphs.capture
+        out = engine.generate(prompts, sampling=GREEDY)
+        assert [cs[0].token_ids for cs in out] == [hf_greedy(model, tok, p) for p in prompts]
+        assert engine.backend.graphs.captured > 0
+    generation = engine.backend.weights_generation
+    _train(model, tok, steps=3, lr=1e-2, seed=1)
+    assert [cs[0].token_ids for cs in engine.generate(prompts, sampling=GREEDY)] == \
+        [hf_greedy(model, tok, p) for p in prompts]
+    assert engine.backend.weights_generation == generation
+    with torch.no_grad():  # o_proj is read through a view (its new values are copied in), embeddings directly
+        for module in (model.model.layers[0].self_attn.o_proj, model.model.embed_tokens):
+            module.weight = torch.nn.Parameter(module.weight * 1.5)
+    long = SamplingParams(max_tokens=200, temperature=0)  # past the cache's first length: it grows
+    captured = engine.backend.graphs.captured
+    assert [cs[0].token_ids for cs in engine.generate(prompts[:2], sampling=long)] == \
+        [hf_greedy(model, tok, p, 200) for p in prompts[:2]]
+    assert engine.backend.weights_generation > generation and engine.backend.graphs.captured > captured
+    # Teacher-forced, 150 steps (widths 64, 128, all 192; 6 rows padded to 8): graph logits == eager logits.
+    backend = Engine(model, tok, max_batch=8).backend
+    with torch.inference_mode():
+        backend.sync()
+        backend.prefill(prompts + prompts[:2], [1] * 8, [len(p) + 160 for p in prompts + prompts[:2]])
+        backend.keep(list(range(len(prompts))))
+        tokens = torch.arange(len(prompts), device="cuda") % 20 + 5
+        for _ in range(150):
+            cache, pos, lens = backend.cache.clone(), backend.pos.clone(), list(backend.lens)
+            graphed = backend.decode(tokens).clone()
+            after = backend.cache.clone()
+            backend.cache.copy_(cache), backend.pos.copy_(pos)  # in place: the graphs hold these addresses
+            backend.lens, graphs, backend.graphs = lens, backend.graphs, None
+            eager = backend.decode(tokens)
+            backend.graphs = graphs
+            torch.testing.assert_close(graphed, eager, rtol=1e-4, atol=1e-4)
+            # (Padding rows wrote to position 0 of the free slots 6 and 7, which nothing reads.)
+            torch.testing.assert_close(after[:, :6], backend.cache[:, :6], rtol=1e-4, atol=1e-4)
+            tokens = eager.argmax(-1)
+    length = backend.cache.shape[4]  # 192: the last width bucket is the cache's whole length
+    assert length > 128 and set(backend.graphs.graphs) >= {(8, 64), (8, 128), (8, length)}
+
+
 @pytest.mark.parametrize("kind", ["llama", "qwen2"])
 def test_cpp_decode_step_matches_the_torch_step(kind, models, tok, prompts):
     """The C++ decode step (slowthink/native) computes what the plain-torch step does, GQA and q/k/v bias
@@ -404,3 +507,4 @@ def test_native_kernels_can_be_turned_off_and_a_failed_build_falls_back(monkeypa
     monkeypatch.setattr(cpp, "load", broken)
     with pytest.warns(UserWarning, match="no compiler here.*plain-torch"):
         assert decode_kernels.__wrapped__() is None
+
