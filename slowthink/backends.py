@@ -2,7 +2,8 @@
 
 ``prefill(prompts, counts, reserve)`` appends rows, ``decode(tokens)`` advances every row by one token,
 ``keep(order)`` keeps rows ``order`` as the new ``[0, len(order))``; each returns last-position
-logits. ``LlamaBackend`` is the native fast path (Llama, Qwen2, Qwen3) in plain torch;
+logits. ``LlamaBackend`` is the native fast path (Llama, Qwen2, Qwen3) in plain torch, with its decode step
+in C++ on the CPU (``slowthink/native``) and captured as CUDA graphs on a GPU (``slowthink/graphs.py``);
 ``HFBackend`` runs any other Hugging Face causal LM through its own forward and cache. The design
 notes are in ``slowthink/engine.py``'s docstring.
 """
