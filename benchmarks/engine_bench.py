@@ -270,7 +270,8 @@ def main(argv=None):
                     help="torch threads (default: the cores this process may use)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--models", default="tiny,small")
+    ap.add_argument("--models", default="tiny,small",
+                    help="comma-separated presets (tiny, small, medium, large) or qwen2-0.5b (bf16 on a GPU)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--trained-model", default="runs/quickstart/model",
                     help="a trained model folder for the end-to-end eval workload (skipped if missing)")
