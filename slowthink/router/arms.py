@@ -157,8 +157,7 @@ def verifier_weights(engines: dict, name: str, problems: list[Problem], outs) ->
 
 def run_arm(arm: Arm, problem: Problem, engines: dict, task, seed: int | None = 0):
     """Run one arm on one problem through the search strategies; returns a ``search.Solution``."""
-    from ..search import Policy
-    from ..search import greedy, majority
+    from ..search import Policy, greedy, majority
 
     if arm.model not in engines:
         raise ValueError(f"arm {arm.name!r} needs model {arm.model!r}; engines given: {sorted(engines)}")
