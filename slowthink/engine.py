@@ -170,6 +170,7 @@ class Engine:
         self.waiting: deque[_Chunk] = deque()
         self._last: torch.Tensor | None = None  # each row's newest token: the next decode input
         self._params: _RowParams | None = None
+        self._pieces: dict[int, str] = {}  # token id -> its text alone (for the stop-string shortcut)
 
     @property
     def native(self) -> bool:
@@ -307,9 +308,16 @@ class Engine:
         return seq.completion is not None
 
     def _find_stop(self, seq: Sequence, stops: tuple[str, ...]) -> str | None:
+        # Decoding the whole completion every step costs O(length) per row; most tokens cannot end a stop
+        # string, and that is known from the token alone.
+        token = seq.token_ids[-1]
+        if (piece := self._pieces.get(token)) is None:
+            piece = self._pieces[token] = self._decode([token])
+        if not could_end_stop(piece, stops):
+            return None
         text = self._decode(seq.token_ids)
         hits = [i for s in stops if (i := text.find(s, max(0, seq.scanned - len(s) + 1))) >= 0]
-        seq.scanned = len(text)
+        seq.scanned = len(text.rstrip("\ufffd"))  # a trailing partial character may still change
         return text[:min(hits)] if hits else None
 
     def _decode(self, ids: list[int]) -> str:
@@ -379,6 +387,14 @@ class Engine:
             if p.greedy is not None:
                 tokens = torch.where(p.greedy[lo:lo + n], logits.argmax(-1), tokens)
         return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+def could_end_stop(piece: str, stops: tuple[str, ...]) -> bool:
+    """Whether a token that decodes (alone) to ``piece`` can be the one that completes a stop string: only if
+    it writes some stop's last character. Conservative where decoding one token alone is not the text it
+    adds: part of a multi-byte character (U+FFFD), nothing at all, or a stop ending in whitespace
+    (SentencePiece writes a word's leading space with the word's token, which alone decodes without it)."""
+    return not piece or "\ufffd" in piece or any(s[-1] in piece or s[-1].isspace() for s in stops)
 
 
 def _top_p(probs: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:

@@ -172,6 +172,63 @@ def test_stop_strings(kind, models, tok, prompts):
     assert len(c.logprobs) == len(c.token_ids)
 
 
+def _bpe(kind: str):
+    """A small trained BPE tokenizer: byte-level (GPT-2/Qwen style) or Metaspace (SentencePiece style)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE())
+    if kind == "bytes":
+        tk.pre_tokenizer, tk.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
+    else:
+        tk.pre_tokenizer, tk.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
+        alphabet = []
+    corpus = ["so the answer is 42 → done", "naïve café über straße", "<think> 3*4=12 </think> 12", "Answer: yes"] * 20
+    tk.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, initial_alphabet=alphabet))
+    return PreTrainedTokenizerFast(tokenizer_object=tk)
+
+
+@pytest.mark.parametrize("kind", ["bytes", "metaspace"])
+def test_stop_search_skips_only_tokens_that_cannot_end_a_stop(kind):
+    """The engine decodes a completion to look for stop strings only after a token that could end one;
+    with multi-byte characters split across tokens and word-leading spaces, it still stops at the same token
+    with the same text as a full search after every token."""
+    from slowthink.engine import Request
+
+    tok = _bpe(kind)
+
+    class Stub:  # what Engine._find_stop uses
+        tokenizer, _decode, _find_stop, _pieces = tok, Engine._decode, Engine._find_stop, {}
+
+    rng = random.Random(0)
+    texts = ["so the answer is 42 → done", "naïve café", "<think> 3*4=12 </think> 12", "yes Answer: no", "über"]
+    sequences = [tok.encode(t) for t in texts] + [[rng.randrange(len(tok)) for _ in range(30)] for _ in range(200)]
+    if kind == "bytes":  # "caf" + "é" split into its two bytes, one token each: the stop ends on a partial character
+        (mapped, _), = tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str("é")
+        sequences.append(tok.encode("caf") + tok.convert_tokens_to_ids(list(mapped)))
+    checked = 0
+    # (A stop ending in whitespace turns the shortcut off, so it gets a set of its own.)
+    for stops, ids in [(stops, ids) for stops in (("é", "→ d", "</think>", "42"), ("Answer: ",)) for ids in sequences]:
+        seq = Request([1], 1, SamplingParams()).sequences[0]
+        expected = None
+        for i, t in enumerate(ids):
+            text = tok.decode(ids[:i + 1], skip_special_tokens=False)
+            hits = [text.find(s) for s in stops if s in text]
+            if hits:
+                expected = (i, text[:min(hits)])
+                break
+        found = None
+        for i, t in enumerate(ids):
+            seq.token_ids.append(t)
+            if (cut := Stub()._find_stop(seq, stops)) is not None:
+                found = (i, cut)
+                break
+        assert found == expected, (ids, found, expected)
+        checked += expected is not None
+    assert checked >= 20  # stops were really found, in the texts and in random ids
+
+
 def _first_token_probs(model, prompt, temperature=1.0):
     with torch.no_grad():
         logits = model(torch.tensor([prompt])).logits[0, -1]
