@@ -13,8 +13,8 @@ final norm and LM head) as one launch. A graph replays fixed shapes and addresse
   was replaced (``LlamaBackend.sync`` copies re-fused weights into the old tensors, so optimizer steps
   between generations keep every graph valid).
 
-The logits returned are a view of the graph's output buffer: valid until the next decode step, which
-is all the engine needs (it samples from them at once). With ``capture=False`` the same fixed-shape
+The logits returned are a view of one output buffer shared by all graphs: valid until the next decode step,
+which is all the engine needs (it samples from them at once). With ``capture=False`` the same fixed-shape
 step runs eagerly, which is how the CPU tests check the padding and masking above.
 """
 
@@ -45,6 +45,10 @@ class DecodeGraphs:
         self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph | None, torch.Tensor | None]] = {}
         self.state = None  # (cache generation, weights generation) the graphs were captured with
         self.tokens = torch.zeros(backend.max_rows, dtype=torch.long, device=backend.device)
+        # Every graph writes its logits here, so that no graph keeps a [rows, vocab] block of the pool to itself
+        # (with a 150k vocabulary that would be tens of MB per graph).
+        vocab = backend.model.get_output_embeddings().weight.shape[0]
+        self.logits = torch.empty(backend.max_rows, vocab, dtype=backend.dtype, device=backend.device)
         self.pool = torch.cuda.graph_pool_handle() if capture else None
         self.captured = 0  # graphs captured so far (diagnostics, tests)
 
@@ -70,7 +74,7 @@ class DecodeGraphs:
     def _step(self, rows: int, width: int) -> torch.Tensor:
         b = self.backend
         x = F.embedding(self.tokens[:rows], b.base.embed_tokens.weight)
-        return b._logits(b._decode_layers(x, b.pos[:rows], width))
+        return self.logits[:rows].copy_(b._logits(b._decode_layers(x, b.pos[:rows], width)))
 
     def _capture(self, rows: int, width: int):
         if not self.capture:
