@@ -42,8 +42,12 @@ def _rms(x: torch.Tensor, eps: float) -> torch.Tensor:
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True).add_(eps))
 
 
+_FIELDS = [f.name for f in fields(_Layer)]
+_OWNED = ("qkv", "qkv_b", "gate_up", "gate_up_b")  # fused copies; the other fields are the model's own tensors
+
+
 def _tensors(layers: list[_Layer]) -> list[torch.Tensor | None]:
-    return [getattr(w, f.name) for w in layers for f in fields(_Layer) if f.name not in ("q_norm", "k_norm")]
+    return [getattr(w, name) for w in layers for name in _FIELDS if name not in ("q_norm", "k_norm")]
 
 
 def _fold(norm, *linears) -> torch.Tensor:
@@ -122,18 +126,18 @@ class LlamaBackend:
                 _fold(ln1, a.q_proj, a.k_proj, a.v_proj), qkv_b, getattr(a, "q_norm", None),
                 getattr(a, "k_norm", None), a.o_proj.weight.t(), a.o_proj.bias,
                 _fold(ln2, mlp.gate_proj, mlp.up_proj), gu_b, mlp.down_proj.weight.t(), mlp.down_proj.bias))
-        old, new = _tensors(self.layers), _tensors(fresh)
-        if self.layers and [None if t is None else (t.shape, t.dtype) for t in old] == \
-                [None if t is None else (t.shape, t.dtype) for t in new]:
-            # Same layout: copy into the tensors in use, so that captured graphs (which hold their addresses)
-            # stay valid across optimizer steps.
-            for o, f in zip(old, new):
-                if o is not None and o.data_ptr() != f.data_ptr():
-                    o.copy_(f)
-            for w, f in zip(self.layers, fresh):
-                w.q_norm, w.k_norm = f.q_norm, f.k_norm
-        else:
+        if len(fresh) != len(self.layers):
             self.layers = fresh
+        for w, f in zip(self.layers, fresh):
+            for name in _FIELDS:
+                old, new = getattr(w, name), getattr(f, name)
+                if name in _OWNED and old is not None and new is not None and old.shape == new.shape \
+                        and old.dtype == new.dtype and old is not new:
+                    # Copy into the fused tensors in use: captured CUDA graphs hold their addresses, so
+                    # optimizer steps between generations keep every graph valid.
+                    old.copy_(new)
+                else:  # the model's own tensors (o_proj/down_proj views, biases, norm modules) by reference
+                    setattr(w, name, new)
         none = torch.empty(0, device=self.device, dtype=self.dtype)
         self._flat = [t.detach() if t is not None else none for w in self.layers for t in (
             w.qkv, w.qkv_b, w.o_t, w.o_b, w.gate_up, w.gate_up_b, w.down_t, w.down_b)]

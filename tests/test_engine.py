@@ -486,7 +486,7 @@ def test_cuda_graphs_match_hf_and_survive_training(models, tok, prompts):
     assert [cs[0].token_ids for cs in engine.generate(prompts, sampling=GREEDY)] == \
         [hf_greedy(model, tok, p) for p in prompts]
     assert engine.backend.weights_generation == generation
-    with torch.no_grad():  # o_proj is read through a view (its new values are copied in), embeddings directly
+    with torch.no_grad():  # both read by reference (o_proj through a transposed view): re-captured
         for module in (model.model.layers[0].self_attn.o_proj, model.model.embed_tokens):
             module.weight = torch.nn.Parameter(module.weight * 1.5)
     long = SamplingParams(max_tokens=200, temperature=0)  # past the cache's first length: it grows
