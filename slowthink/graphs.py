@@ -10,8 +10,8 @@ final norm and LM head) as one launch. A graph replays fixed shapes and addresse
   it, and the padded width is masked per row as in the eager step.
 * inputs live in fixed buffers: the tokens here, positions in the backend's ``pos``.
 * graphs are dropped when the cache is reallocated (it grew) or a weight the step reads by reference
-  was replaced (``LlamaBackend.sync`` copies re-fused weights into the old tensors, so optimizer steps
-  between generations keep every graph valid).
+  was replaced (``LlamaBackend.sync`` copies re-fused weights into the fused tensors in use, so optimizer
+  steps between generations keep every graph valid).
 
 The logits returned are a view of one output buffer shared by all graphs: valid until the next decode step,
 which is all the engine needs (it samples from them at once). With ``capture=False`` the same fixed-shape
@@ -40,6 +40,8 @@ def width_bucket(longest: int, length: int) -> int:
 
 
 class DecodeGraphs:
+    """``LlamaBackend.decode``'s layers and LM head for the running rows, through one graph per shape."""
+
     def __init__(self, backend, capture: bool = True):
         self.backend, self.capture = backend, capture
         self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph | None, torch.Tensor | None]] = {}
