@@ -43,6 +43,7 @@ from slowthink.tasks.arithmetic import Arithmetic  # noqa: E402
 from slowthink.tokenizer import build_char_tokenizer, render_prompt  # noqa: E402
 
 NEW_TOKENS = 96
+FAST_STEPS = {"kernels": "C++ kernels (slowthink/native)", "graphs": "CUDA graphs (slowthink/graphs.py)"}
 
 
 def prompts_for(tok, count: int, seed: int = 0) -> list[list[int]]:
@@ -143,7 +144,7 @@ def bench_config(name, preset, tok, prompts, n, sample, repeats, warmup, device)
     engine = Engine(model, tok)
     # The same engine with its plain-torch eager step, where the C++ step or CUDA graphs are in use.
     torch_path = None
-    fast = [k for k in ("kernels", "graphs") if getattr(engine.backend, k, None) is not None]
+    fast = [k for k in FAST_STEPS if getattr(engine.backend, k, None) is not None]
     if fast:
         torch_path = Engine(model, tok)
         torch_path.backend.kernels = torch_path.backend.graphs = None
@@ -171,8 +172,7 @@ def bench_config(name, preset, tok, prompts, n, sample, repeats, warmup, device)
                speedup=round(hf_s / our_s, 2), hf_ms_per_step=round(hf_s / NEW_TOKENS * 1e3, 3),
                ours_ms_per_step=round(our_s / NEW_TOKENS * 1e3, 3),
                dtype=str(model.dtype).removeprefix("torch."),
-               decode_step={"kernels": "C++ kernels (slowthink/native)", "graphs": "CUDA graphs (slowthink/graphs.py)"}
-               [fast[0]] if fast else "plain torch",
+               decode_step=FAST_STEPS[fast[0]] if fast else "plain torch",
                hf_runs_s=[round(v, 4) for v in hf], ours_runs_s=[round(v, 4) for v in ours])
     if not sample and hf_tokens:
         # Random-init models have near-tied logits, so a few rows may part ways with HF on rounding alone; and

@@ -9,8 +9,8 @@
 #   ONLY="2 6" bash dev/gpu_check.sh      # just those checks
 #
 # Checks, each with its own time limit so that one failure does not cost the rest:
-#   1. pytest -m gpu: engine greedy output equal to HF generate on CUDA (llama, qwen3, gpt2), seeded sampling
-#      reproducible.
+#   1. pytest -m gpu: engine greedy output equal to HF generate on CUDA (llama, qwen2, qwen3 through the CUDA
+#      graphs, gpt2), seeded sampling reproducible, graph logits equal to the eager step's.
 #   2. benchmarks/engine_bench.py --device cuda: engine (CUDA graphs, and its eager step) vs HF generate, batch 64
 #      x 96 tokens, presets and a Qwen2.5-0.5B-shaped model in bf16; the eval workload with $TRAINED (carried).
 #   3. the quickstart (sft, eval, route, search, report) with --device cuda: wall time and the S1/S2 table.

@@ -128,16 +128,17 @@ class LlamaBackend:
                 _fold(ln2, mlp.gate_proj, mlp.up_proj), gu_b, mlp.down_proj.weight.t(), mlp.down_proj.bias))
         if len(fresh) != len(self.layers):
             self.layers = fresh
-        for w, f in zip(self.layers, fresh):
-            for name in _FIELDS:
-                old, new = getattr(w, name), getattr(f, name)
-                if name in _OWNED and old is not None and new is not None and old.shape == new.shape \
-                        and old.dtype == new.dtype and old is not new:
-                    # Copy into the fused tensors in use: captured CUDA graphs hold their addresses, so
-                    # optimizer steps between generations keep every graph valid.
-                    old.copy_(new)
-                else:  # the model's own tensors (o_proj/down_proj views, biases, norm modules) by reference
-                    setattr(w, name, new)
+        else:
+            for w, f in zip(self.layers, fresh):
+                for name in _FIELDS:
+                    old, new = getattr(w, name), getattr(f, name)
+                    if name in _OWNED and old is not None and new is not None and old.shape == new.shape \
+                            and old.dtype == new.dtype:
+                        # Copy into the fused tensors in use: captured CUDA graphs hold their addresses, so
+                        # optimizer steps between generations keep every graph valid.
+                        old.copy_(new)
+                    else:  # the model's own tensors (o_proj/down_proj views, biases, norm modules) by reference
+                        setattr(w, name, new)
         none = torch.empty(0, device=self.device, dtype=self.dtype)
         self._flat = [t.detach() if t is not None else none for w in self.layers for t in (
             w.qkv, w.qkv_b, w.o_t, w.o_b, w.gate_up, w.gate_up_b, w.down_t, w.down_b)]

@@ -414,6 +414,21 @@ def test_cache_grows_while_running(tok, prompts):
     assert all(c.token_ids == hf_greedy(model, tok, prompts[1], 30) for c in second.completions)
 
 
+def _decode_both_ways(backend, tokens, fast: str):
+    """One decode step with ``backend.<fast>`` (the C++ kernels or the CUDA graphs), then the same step from
+    the same state with the plain-torch step: (fast logits, plain logits, cache after the fast step). The state
+    is restored in place, since captured graphs hold the cache's and positions' addresses."""
+    cache, pos, lens = backend.cache.clone(), backend.pos.clone(), list(backend.lens)
+    fast_logits = backend.decode(tokens).clone()
+    after = backend.cache.clone()
+    backend.cache.copy_(cache), backend.pos.copy_(pos)
+    backend.lens, saved = lens, getattr(backend, fast)
+    setattr(backend, fast, None)
+    plain = backend.decode(tokens)
+    setattr(backend, fast, saved)
+    return fast_logits, plain, after
+
+
 def _fixed_shape_engine(model, tok, max_batch: int) -> Engine:
     """An engine whose decode runs the fixed-shape step that slowthink/graphs.py captures on a GPU, here
     run eagerly: padded rows, bucketed cache width."""
@@ -502,13 +517,7 @@ def test_cuda_graphs_match_hf_and_survive_training(models, tok, prompts):
         backend.keep(list(range(len(prompts))))
         tokens = torch.arange(len(prompts), device="cuda") % 20 + 5
         for _ in range(150):
-            cache, pos, lens = backend.cache.clone(), backend.pos.clone(), list(backend.lens)
-            graphed = backend.decode(tokens).clone()
-            after = backend.cache.clone()
-            backend.cache.copy_(cache), backend.pos.copy_(pos)  # in place: the graphs hold these addresses
-            backend.lens, graphs, backend.graphs = lens, backend.graphs, None
-            eager = backend.decode(tokens)
-            backend.graphs = graphs
+            graphed, eager, after = _decode_both_ways(backend, tokens, "graphs")
             torch.testing.assert_close(graphed, eager, rtol=1e-4, atol=1e-4)
             # (Padding rows wrote to position 0 of the free slots 6 and 7, which nothing reads.)
             torch.testing.assert_close(after[:, :6], backend.cache[:, :6], rtol=1e-4, atol=1e-4)
@@ -537,13 +546,7 @@ def test_cpp_decode_step_matches_the_torch_step(kind, models, tok, prompts):
         backend.prefill(prompts, [2] * len(prompts), [len(p) + 8 for p in prompts])
         tokens = torch.arange(2 * len(prompts)) % 20 + 5
         for _ in range(4):
-            cache, pos, lens = backend.cache.clone(), backend.pos.clone(), list(backend.lens)
-            native = backend.decode(tokens)
-            after = backend.cache.clone()
-            backend.cache, backend.pos, backend.lens = cache, pos, lens
-            backend.kernels, kernels = None, backend.kernels
-            plain = backend.decode(tokens)
-            backend.kernels = kernels
+            native, plain, after = _decode_both_ways(backend, tokens, "kernels")
             torch.testing.assert_close(native, plain, rtol=1e-4, atol=1e-4)  # summation order only
             torch.testing.assert_close(after, backend.cache, rtol=1e-4, atol=1e-4)
             tokens = plain.argmax(-1)
