@@ -265,7 +265,8 @@ def plot(result: dict, path: Path) -> None:
                    label="the base's System-1 (direct answer) pass@1")
     if "sub_problems_system1_pass@1" in base:
         ax.axhline(base["sub_problems_system1_pass@1"], color="tab:olive", linestyle=":", linewidth=1,
-                   label=f"the base's direct answers to the steps' sub-problems ({base['sub_problems']} held-out)")
+                   label=f"the base's direct answers to the sub-problems of held-out problems ({base['sub_problems']}; "
+                         "a sub-problem may also occur in training)")
     final = result["star"].get("final_heldout", {})
     if "system2_right" in base and "system2_right" in final:
         ax.text(0.01, 0.97, f"right System-2 answers with every step right: base {base['system2_right_with_right_steps']}"
