@@ -38,7 +38,7 @@ import transformers
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from slowthink.engine import Engine, SamplingParams  # noqa: E402
-from slowthink.models import build_model, count_parameters  # noqa: E402
+from slowthink.models import build_model, count_parameters, init_from_config  # noqa: E402
 from slowthink.tasks.arithmetic import Arithmetic  # noqa: E402
 from slowthink.tokenizer import build_char_tokenizer, render_prompt  # noqa: E402
 
@@ -62,17 +62,14 @@ def make_model(spec: str, tok, device: str):
     vocabulary, randomly initialised, bfloat16 on a GPU (float32 on the CPU). Nothing is downloaded."""
     if spec != "qwen2-0.5b":
         return build_model(spec, tok).eval().to(device)
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2Config
 
-    torch.manual_seed(0)
     config = Qwen2Config(vocab_size=len(tok), hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                          num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=4096,
                          rope_theta=1e6, rms_norm_eps=1e-6, tie_word_embeddings=True,
                          eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    model = Qwen2ForCausalLM(config).to(device=device, dtype=dtype).eval()
-    model.generation_config.eos_token_id, model.generation_config.pad_token_id = tok.eos_token_id, tok.pad_token_id
-    return model
+    return init_from_config(config, tok).to(device=device, dtype=dtype).eval()
 
 
 def hf_run(model, tok, prompts, n: int, sample: bool, tokens: list | None = None) -> float:

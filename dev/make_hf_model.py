@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from slowthink.models import count_parameters, save  # noqa: E402
+from slowthink.models import count_parameters, init_from_config, save  # noqa: E402
 from slowthink.tokenizer import build_char_tokenizer  # noqa: E402
 
 
@@ -31,8 +31,7 @@ def main() -> None:
     p.add_argument("--out", required=True)
     args = p.parse_args()
 
-    import torch
-    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config, Qwen3Config
+    from transformers import GPT2Config, LlamaConfig, Qwen2Config, Qwen3Config
 
     tok = build_char_tokenizer()
     common = dict(vocab_size=len(tok), eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
@@ -45,10 +44,7 @@ def main() -> None:
         config = cls(hidden_size=args.hidden, intermediate_size=int(args.hidden * 8 / 3) // 64 * 64,
                      num_hidden_layers=args.layers, num_attention_heads=args.heads,
                      num_key_value_heads=args.kv_heads, max_position_embeddings=args.max_positions, **common)
-    torch.manual_seed(args.seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.pad_token_id = tok.pad_token_id
+    model = init_from_config(config, tok, args.seed)
     save(model, tok, args.out)
     print(f"{args.arch}: {count_parameters(model) / 1e6:.1f}M parameters -> {args.out}")
 

@@ -48,9 +48,14 @@ def preset_config(name: str, tokenizer, max_positions: int = 512):
 
 def build_model(name: str, tokenizer, seed: int = 0, max_positions: int = 512):
     """A freshly initialised model from a preset (deterministic in ``seed``)."""
+    return init_from_config(preset_config(name, tokenizer, max_positions), tokenizer, seed)
+
+
+def init_from_config(config, tokenizer, seed: int = 0):
+    """A freshly initialised float32 causal LM of any Hugging Face architecture from its config (deterministic
+    in ``seed``, the global RNG left as it was), generating with ``tokenizer``'s end and padding tokens."""
     from transformers import AutoModelForCausalLM
 
-    config = preset_config(name, tokenizer, max_positions)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
