@@ -182,7 +182,8 @@ class OursRun:
                                   prompts_per_step=args.prompts_per_step, group_size=args.group_size,
                                   max_new_tokens=args.max_new_tokens, temperature=1.0, lr=args.lr,
                                   format_reward=FORMAT_BONUS, eval_every=0, eval_per_level=0,
-                                  checkpoint_every=10**9, seed=args.seed, threads=args.threads, progress=False)
+                                  checkpoint_every=10**9, seed=args.seed, threads=args.threads, progress=False,
+                                  async_rollout=args.async_rollout)
             wall0, t = time.time(), time.perf_counter()
             grpo.train(cfg, model=self.model, tok=self.tok)
             dt = time.perf_counter() - t
@@ -365,7 +366,9 @@ def plot(result: dict, path: Path) -> None:
     start = result["start"]["pass@1"]
     for name, color in (("ours", "tab:blue"), ("trl", "tab:orange")):
         side = result[name]
-        label = "ours (slowthink GRPO)" if name == "ours" else "TRL GRPOTrainer"
+        ours = "ours (slowthink GRPO, async rollout)" if result["settings"].get("ours_async_rollout") else \
+            "ours (slowthink GRPO)"
+        label = ours if name == "ours" else "TRL GRPOTrainer"
         a.plot([0] + [e["clock_s"] for e in side["evals"]], [start] + [e["pass@1"] for e in side["evals"]],
                "o-", color=color, label=label)
         xs, ys = [c["clock_s"] for c in side["curve"]], [c["reward_mean"] for c in side["curve"]]
@@ -411,6 +414,9 @@ def main(argv=None):
     ap.add_argument("--eval-per-level", type=int, default=64, help="held-out problems per level (level 1 has ~11)")
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--async-rollout", action="store_true",
+                    help="ours samples step s+1 in a background thread while learning on step s (GRPOConfig."
+                         "async_rollout: one step off-policy, --threads split between the two); TRL as always")
     ap.add_argument("--schedule", default="interleaved", choices=("interleaved", "sequential"),
                     help="interleaved: the two take turns at every evaluation point (same background load for "
                          "both); sequential: one whole run, then the other (--order)")
@@ -470,7 +476,7 @@ def main(argv=None):
                       max_new_tokens=args.max_new_tokens, temperature=1.0, lr=args.lr, lr_schedule="constant",
                       adam_betas=[0.9, 0.99], grad_clip=1.0, clip=[0.2, 0.28], loss="token mean (DAPO)", kl=0.0,
                       format_bonus=FORMAT_BONUS, budget_s=args.budget_s, heldout_problems=len(heldout),
-                      eval_per_level=args.eval_per_level, schedule=args.schedule,
+                      eval_per_level=args.eval_per_level, schedule=args.schedule, ours_async_rollout=args.async_rollout,
                       order=args.order if args.schedule == "sequential" else "turns, TRL first in each",
                       seed=args.seed),
         sft=sft_info,
@@ -481,7 +487,9 @@ def main(argv=None):
                    samples_per_s_median_step=round(ours["samples_per_s_median_step"]
                                                    / trl["samples_per_s_median_step"], 2),
                    steps=round(ours["steps"] / trl["steps"], 2),
-                   rollout_trl_over_ours=round(trl["median_rollout_s"] / ours["median_rollout_s"], 2),
+                   # async: our "rollout" is the wait for a batch sampled during the previous step, not its cost
+                   rollout_trl_over_ours=None if args.async_rollout else
+                   round(trl["median_rollout_s"] / ours["median_rollout_s"], 2),
                    rest_of_step_trl_over_ours=round(trl["median_rest_of_step_s"] / ours["median_rest_of_step_s"], 2),
                    pass_at_1_final_ours_minus_trl=round(ours["final"]["pass@1"] - trl["final"]["pass@1"], 4)),
         evaluation_s=round(evaluator.seconds, 1),

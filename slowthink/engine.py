@@ -42,7 +42,7 @@ double those weights' memory. They are rebuilt whenever a source parameter chang
 from each parameter's identity and in-place version counter (which optimizer steps and
 ``load_state_dict`` bump), so a trainer may call ``generate`` between optimizer steps. Embeddings, the
 final norm and the LM head are used by reference. Each step runs under ``inference_mode`` with autocast
-off, in the model's dtype and on its device, with the model in eval mode (its training flag restored).
+off, in the model's dtype and on its device, with the model in eval mode (each module's training flag restored after).
 """
 
 from __future__ import annotations
@@ -171,6 +171,7 @@ class Engine:
         self._last: torch.Tensor | None = None  # each row's newest token: the next decode input
         self._params: _RowParams | None = None
         self._pieces: dict[int, str] = {}  # token id -> its text alone (for the stop-string shortcut)
+        self._modules = list(model.modules())  # for the eval-mode switch around each step
 
     @property
     def native(self) -> bool:
@@ -205,9 +206,12 @@ class Engine:
         finished: list[Request] = []
         if not self.has_unfinished():
             return finished
-        was_training = self.model.training
-        if was_training:
-            self.model.eval()
+        # Eval mode for the step, each module's own flag restored after. Set directly: ``Module.train()``
+        # walks the tree through ``__setattr__`` (~1 ms for a 4-layer model, a quarter of a tiny model's
+        # rollout when done twice per token).
+        training = [m for m in self._modules if m.training]
+        for m in training:
+            m.__dict__["training"] = False
         try:
             with torch.inference_mode(), torch.autocast(self.device.type, enabled=False):
                 self.backend.sync()
@@ -215,8 +219,8 @@ class Engine:
                     self._emit(self.backend.decode(self._last), 0, finished)
                 self._admit(finished)
         finally:
-            if was_training:
-                self.model.train()
+            for m in training:
+                m.__dict__["training"] = True
         return finished
 
     def cancel(self, request: Request) -> None:

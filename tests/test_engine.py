@@ -361,6 +361,18 @@ def test_uses_current_weights_and_restores_training_flag(models, tok, prompts):
         [hf_greedy(model, tok, p) for p in prompts[:3]]
 
 
+def test_steps_run_in_eval_mode_and_restore_each_modules_flag(models, tok, prompts):
+    model = copy.deepcopy(models("gpt2"))  # GPT-2's dropout (0.1) would change tokens in training mode
+    model.eval()
+    refs = [hf_greedy(model, tok, p) for p in prompts[:3]]
+    model.train()
+    model.transformer.h[0].eval()  # a submodule its owner keeps in eval mode stays so
+    flags = {name: m.training for name, m in model.named_modules()}
+    out = Engine(model, tok).generate(prompts[:3], sampling=GREEDY)
+    assert [cs[0].token_ids for cs in out] == refs
+    assert {name: m.training for name, m in model.named_modules()} == flags
+
+
 @pytest.mark.parametrize("kwargs", [dict(temperature=-0.1), dict(top_p=0.0), dict(top_p=1.5), dict(max_tokens=0),
                                     dict(temperature=float("nan")), dict(stop=("",)), dict(seed=1.5)])
 def test_sampling_params_validation(kwargs):

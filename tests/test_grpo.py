@@ -13,6 +13,7 @@ from slowthink.engine import Completion, SamplingParams
 from slowthink.models import build_model, load_model
 from slowthink.rl import grpo, rloo
 from slowthink.rl.common import TrainingHalted
+from slowthink.rl.batch import Row, rollout_stats, sample_step
 from slowthink.rl.grpo import (GRPOConfig, collate_rows, drop_flat_groups, learner_logprobs, make_rows,
                                train)
 from slowthink.rl.losses import group_advantages, rloo_advantages
@@ -54,6 +55,48 @@ def test_learner_logprobs_match_engine_at_temperature(sft_model):
     with torch.no_grad():  # at T=1 they would differ: the temperature really is applied on both sides
         untempered = learner_logprobs(model, batch, temperature=1.0)
     assert (untempered - batch["old_logp"]).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_shared_prompt_forward_equals_whole_rows(tok, tiny_model, kind):
+    """Each distinct prompt once, its cache indexed out to its rows: same logits and same gradient as
+    running every row's prompt + completion (prompts of 3 lengths, completions of 1 to 9 tokens)."""
+    import copy
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from slowthink.rl.batch import completion_logits
+    from slowthink.rl.losses import token_logprobs
+
+    if kind == "llama":
+        model = copy.deepcopy(tiny_model)
+    else:
+        torch.manual_seed(0)
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=64, n_layer=2, n_head=2, n_positions=64,
+                                           pad_token_id=tok.pad_token_id)).eval()  # no dropout: same noise
+    g = torch.Generator().manual_seed(1)
+    ids = lambda n: torch.randint(5, len(tok), (n,), generator=g).tolist()  # noqa: E731
+    prompts = [ids(7), ids(4), ids(11), ids(5)]
+    rows = [Row(prompts[i], ids(n), [0.0] * n, float(a), True)
+            for i, n, a in [(0, 5, 1.0), (1, 9, -0.5), (0, 3, 0.3), (2, 1, 2.0), (1, 2, 0.7), (2, 6, -1.0),
+                            (0, 8, 0.1), (3, 4, 1.5)]]
+    batch = collate_rows(rows, tok.pad_token_id, "cpu")
+    assert batch["prompt_ids"].shape[0] == 4 and batch["src"].tolist() == [0, 1, 0, 2, 1, 2, 0, 3]
+    shapes = []
+    hook = model.register_forward_pre_hook(lambda m, a, kw: shapes.append(tuple(kw["input_ids"].shape)),
+                                           with_kwargs=True)
+    out = {}
+    for share in (True, False):
+        model.zero_grad()
+        logits = completion_logits(model, batch, 0.7, share_prompts=share)
+        logp = token_logprobs(logits, batch["tokens"])
+        (logp * batch["real"] * batch["advantages"][:, None]).sum().backward()
+        out[share] = (logits[batch["real"]], {n: p.grad.clone() for n, p in model.named_parameters()})
+    hook.remove()
+    assert shapes[:2] == [(4, 11), (8, 8)] and shapes[2] == (8, 17)  # shared: prompts, then completions
+    torch.testing.assert_close(out[True][0], out[False][0], atol=2e-5, rtol=1e-4)
+    for name, grad in out[False][1].items():
+        torch.testing.assert_close(out[True][1][name], grad, atol=2e-5, rtol=1e-4, msg=name)
 
 
 @pytest.mark.parametrize("loss_agg", ["token_mean", "sequence_mean", "constant_normalizer"])
@@ -157,6 +200,41 @@ def test_resume_matches_uninterrupted_run(sft_model, tmp_path):
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert all("kl_ref" in r for r in rows if r["groups_used"])
     assert any(r["truncated"] > 0 for r in rows) and any(r["groups_used"] for r in rows)
+
+
+def test_async_rollout_samples_from_the_previous_weights_and_resumes_exactly_after_a_kill(sft_model, tmp_path,
+                                                                                         monkeypatch):
+    common = dict(init=sft_model, prompts_per_step=4, group_size=4, lr=1e-3, async_rollout=True,
+                  **{**FAST, "max_new_tokens": 4, "checkpoint_every": 2})
+    task = Arithmetic(op="add", max_level=2)
+    straight = train(GRPOConfig(out=str(tmp_path / "a"), steps=5, **common), task=task)
+    rows = [r for r in read_metrics(straight) if "reward_mean" in r]
+    assert [r["policy_lag"] for r in rows] == [0, 1, 1, 1, 1]
+    # Step 2's batch is what the init weights sample for step 2's problems and seed.
+    model, tok = load_model(sft_model)
+    worker = LocalRolloutWorker(model, tok, task, RewardFn())
+    worker.load_weights(None, version=0)
+    cfg = GRPOConfig(out=str(tmp_path / "x"), steps=5, **common)
+    expected = rollout_stats(sample_step(worker, task, cfg, 1, "grpo"))
+    keys = ("pass_rate", "well_formed", "response_len", "truncated")  # the samples, not the reward's weights
+    assert {k: rows[1][k] for k in keys} == pytest.approx({k: expected[k] for k in keys})
+
+    real, calls = grpo.learner_update, []
+
+    def killed_in_step_4(*args, **kw):  # after the checkpoint at step 2, with step 5's batch in flight
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(grpo, "learner_update", killed_in_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        train(GRPOConfig(out=str(tmp_path / "b"), steps=5, **common), task=task)
+    monkeypatch.setattr(grpo, "learner_update", real)
+    resumed = train(GRPOConfig(out=str(tmp_path / "b"), steps=5, **common), task=task)
+    a, b = _weights(straight / "model"), _weights(resumed / "model")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["policy_lag"] for r in read_metrics(resumed) if "reward_mean" in r] == [0, 1, 1, 1, 1]
 
 
 def test_rloo_uses_leave_one_out_advantages_and_learns(sft_model, tmp_path, monkeypatch):

@@ -169,5 +169,7 @@ torch::Tensor decode_layers(torch::Tensor x, const std::vector<torch::Tensor>& w
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("decode_layers", &decode_layers, "every layer of one Llama decode step, float32 CPU");
+  // Without the GIL: a trainer's learner (another Python thread) runs while a background rollout decodes.
+  m.def("decode_layers", &decode_layers, "every layer of one Llama decode step, float32 CPU",
+        py::call_guard<py::gil_scoped_release>());
 }

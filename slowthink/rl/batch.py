@@ -16,18 +16,71 @@ from .rollout import Group
 
 
 def on_policy_rollout(worker, task, model, cfg, step: int, seed_name: str) -> list[Group]:
-    """One step's rollout: the step's problems, the learner's weights pushed to the worker (version
-    ``step``), n completions each at the configured temperature, checked to be on-policy."""
-    from ..engine import SamplingParams, derive_seed
-
-    problems = sample_problems(task, cfg.seed, step, cfg.prompts_per_step, cfg.levels)
+    """One step's rollout: the learner's weights pushed to the worker (version ``step``), then
+    ``sample_step``, checked to be on-policy."""
     worker.load_weights(model.state_dict(), version=step)
-    sampling = SamplingParams(max_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                              top_p=getattr(cfg, "top_p", 1.0), seed=derive_seed(seed_name, cfg.seed, step))
-    groups = worker.rollout(problems, cfg.mode, cfg.group_size, sampling)
+    groups = sample_step(worker, task, cfg, step, seed_name)
     if any(g.version != step for g in groups):
         raise RuntimeError(f"rollout at step {step} came from weights of another version (not on-policy)")
     return groups
+
+
+def sample_step(worker, task, cfg, step: int, seed_name: str) -> list[Group]:
+    """Step ``step``'s problems, n completions each at the configured temperature (seeded per step), from
+    whatever weights the worker holds."""
+    from ..engine import SamplingParams, derive_seed
+
+    problems = sample_problems(task, cfg.seed, step, cfg.prompts_per_step, cfg.levels)
+    sampling = SamplingParams(max_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                              top_p=getattr(cfg, "top_p", 1.0), seed=derive_seed(seed_name, cfg.seed, step))
+    return worker.rollout(problems, cfg.mode, cfg.group_size, sampling)
+
+
+class RolloutAhead:
+    """Samples the next step's batch in a background thread while the learner trains on this one.
+
+    ``submit(model, step)`` copies the learner's current weights (version ``step - 1``: before step
+    ``step - 1``'s update) into the worker's own model, then samples step ``step`` on the thread;
+    ``take(step)`` waits for it. The copy happens on the caller's thread before it returns, so which
+    weights sample a batch never depends on timing: a run is as reproducible as an on-policy one. The
+    thread runs the engine over a separate model, so it shares nothing mutable with the learner."""
+
+    def __init__(self, worker, task, cfg, seed_name: str, threads: int):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.worker, self.task, self.cfg, self.seed_name = worker, task, cfg, seed_name
+        # torch's intra-op thread count is per OS thread: the sampler's thread sets its own.
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="rollout",
+                                       initializer=torch.set_num_threads, initargs=(threads,))
+        self.pending = None  # (step, Future)
+
+    def submit(self, model, step: int) -> None:
+        if self.pending is not None:
+            raise RuntimeError(f"step {self.pending[0]}'s rollout is still pending")
+        self.worker.load_weights(model.state_dict(), version=step - 1)
+        self.pending = (step, self.pool.submit(sample_step, self.worker, self.task, self.cfg, step, self.seed_name))
+
+    def put(self, step: int, groups: list[Group]) -> None:
+        """A batch sampled earlier (a resumed run's checkpointed pending batch)."""
+        from concurrent.futures import Future
+
+        future = Future()
+        future.set_result(groups)
+        self.pending = (step, future)
+
+    def take(self, step: int) -> list[Group] | None:
+        """Step ``step``'s batch if one was submitted for it (None otherwise); raises the thread's error."""
+        if self.pending is None or self.pending[0] != step:
+            return None
+        groups, self.pending = self.pending[1].result(), None
+        return groups
+
+    def close(self) -> None:
+        """Wait for a running rollout (it uses the cores and the worker's model) and stop the thread."""
+        if self.pending is not None:
+            self.pending[1].exception()  # waits; an error in a batch nobody will use is dropped
+            self.pending = None
+        self.pool.shutdown(wait=True)
 
 
 def evaluate_on_heldout(worker, task, tok, heldout, cfg, log, bar, step: int) -> None:
@@ -91,23 +144,78 @@ def collate_rows(rows: list[Row], pad_id: int, device) -> dict[str, torch.Tensor
     loss = real & torch.tensor([r.in_loss for r in rows])[:, None]
     adv = torch.tensor([r.advantage for r in rows])
     out = dict(input_ids=ids, attention_mask=attn, where=where, tokens=tokens, old_logp=old, real=real,
-               loss_mask=loss, advantages=adv)
+               loss_mask=loss, advantages=adv, **_distinct_prompts(rows, pad_id))
     return {k: v.to(device) for k, v in out.items()}
 
 
-def completion_logits(model, batch: dict, temperature: float) -> torch.Tensor:
+def _distinct_prompts(rows: list[Row], pad_id: int) -> dict[str, torch.Tensor]:
+    """Each distinct prompt once (right-padded), its length, and which one each row continues (``src``)."""
+    index: dict[tuple[int, ...], int] = {}
+    src = torch.tensor([index.setdefault(tuple(r.prompt_ids), len(index)) for r in rows])
+    width = max(len(p) for p in index)
+    ids = torch.full((len(index), width), pad_id, dtype=torch.long)
+    for p, i in index.items():
+        ids[i, :len(p)] = torch.tensor(p)
+    lens = torch.tensor([len(p) for p in index])
+    return dict(prompt_ids=ids, prompt_mask=(torch.arange(width) < lens[:, None]).long(), prompt_lens=lens,
+                src=src)
+
+
+def completion_logits(model, batch: dict, temperature: float, share_prompts: bool = True) -> torch.Tensor:
     """Logits predicting each completion token, divided by the sampling temperature: [B, T, V].
 
-    Where the model supports it (``logits_to_keep``), the LM head runs only from the first position
-    that predicts a completion token onwards, not over the prompts (a large vocabulary makes the
-    logits the biggest activation)."""
+    When rows share prompts (a GRPO group, a DPO pair), each distinct prompt goes through the model
+    once and its KV cache is indexed out to its rows, whose completions then run on top of it; the
+    gradient reaching the prompt's cache is the sum over its rows, as when each row recomputes the
+    prompt. Otherwise (or with ``share_prompts=False``, or a model whose forward has no cache) every
+    row runs prompt + completion; there, where the model supports ``logits_to_keep``, the LM head runs
+    only from the first position that predicts a completion token onwards."""
+    shared = share_prompts and len(batch["prompt_ids"]) < len(batch["src"])
+    if shared:
+        logits = _shared_prompt_logits(model, batch)
+        if logits is not None:
+            return logits.float() / temperature
     where, width = batch["where"], batch["input_ids"].shape[1]
     kw = {}
-    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+    if _takes(model, "logits_to_keep"):
         kw["logits_to_keep"] = width - int(where[batch["real"]].min())
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kw).logits
     index = (where - (width - logits.shape[1])).clamp(min=0)  # padding positions: any valid index
     return logits.gather(1, index[..., None].expand(-1, -1, logits.shape[-1])).float() / temperature
+
+
+def _takes(model, name: str) -> bool:
+    return name in inspect.signature(model.forward).parameters
+
+
+def _shared_prompt_logits(model, batch: dict) -> torch.Tensor | None:
+    """``completion_logits`` (untempered) with one forward per distinct prompt; None if the model's
+    forward gives no cache that can be indexed by row (then the caller runs every row whole)."""
+    if not all(_takes(model, k) for k in ("past_key_values", "position_ids", "use_cache")):
+        return None
+    prompts, lens, src, tokens = batch["prompt_ids"], batch["prompt_lens"], batch["src"], batch["tokens"]
+    last = lens - 1  # the position whose logits predict the first completion token
+    kw = {}
+    if _takes(model, "logits_to_keep"):  # only the prompts' last positions need the LM head
+        keep = torch.unique(last)
+        kw["logits_to_keep"] = keep
+        column = torch.searchsorted(keep, last)
+    else:
+        column = last
+    out = model(input_ids=prompts, attention_mask=batch["prompt_mask"], use_cache=True, **kw)
+    cache = out.past_key_values
+    if not hasattr(cache, "batch_select_indices"):
+        return None
+    first = out.logits[torch.arange(len(prompts), device=prompts.device), column][src]  # [B, V]
+    if tokens.shape[1] == 1:
+        return first[:, None]
+    cache.batch_select_indices(src)  # each row's own view of its prompt's keys and values (autograd-tracked)
+    body = tokens[:, :-1]  # the last completion token predicts nothing
+    positions = lens[src, None] + torch.arange(body.shape[1], device=body.device)
+    mask = torch.cat([batch["prompt_mask"][src], torch.ones_like(body)], dim=1)
+    rest = model(input_ids=body, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                 use_cache=True).logits
+    return torch.cat([first[:, None], rest], dim=1)
 
 
 def learner_logprobs(model, batch: dict, temperature: float) -> torch.Tensor:

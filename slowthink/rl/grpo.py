@@ -24,6 +24,14 @@ Departures from GRPO as published (Shao et al. 2024, arXiv:2402.03300), most of 
   exactly nothing to the gradient, so the learner does not run them through the model; the loss's
   normalisers still count them, so the update is the same as with them. Entropy, clip fraction and
   approximate KL are then measured over the rows the learner ran (``learner_rows`` of ``rows``).
+- The learner forwards each distinct prompt once and runs the group's completions on its KV cache
+  (``batch.completion_logits``): the same logits and gradient as every row recomputing its prompt.
+- ``async_rollout`` (off by default) samples step s+1 in a background thread from the weights before
+  step s's update, while the learner trains on step s (one step off-policy, as in Noukhovitch et al.
+  2024, arXiv:2410.18252). The ratio is then taken against the sampler's log-probs, so the clip can
+  bind even at ``epochs_per_step=1``. A checkpoint holds the pending batch, so a run killed and resumed
+  equals an uninterrupted one; a finished run whose ``steps`` is raised and resumed samples its first
+  new step on-policy (no batch was pending when it ended).
 - A reward is the task's correctness plus an optional format bonus (``slowthink.rl.rewards``);
   outcome reward only (process rewards come with the PRM). Constant learning rate after warm-up.
 
@@ -35,6 +43,7 @@ advantages → optional dynamic sampling → learner update(s) → log → eval 
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -50,8 +59,8 @@ from .losses import (approx_kl, clip_fraction, clipped_pg_token_losses, constant
                      entropy_from_logits, group_advantages, kl_k3, masked_sum, sequence_mean_loss,
                      token_logprobs, token_mean_loss)
 from .rewards import RewardFn
-from .batch import (Counts, Row, collate_rows, completion_logits, evaluate_on_heldout, learner_logprobs, make_rows,
-                    micro_batches, on_policy_rollout, rollout_stats)
+from .batch import (Counts, RolloutAhead, Row, collate_rows, completion_logits, evaluate_on_heldout, learner_logprobs,
+                    make_rows, micro_batches, on_policy_rollout, rollout_stats)
 from .rollout import Group, LocalRolloutWorker
 from .common import OPTIMIZERS, budget_spent, halted, make_optimizer, open_run, resolve_task
 
@@ -90,6 +99,9 @@ class GRPOConfig:
     weight_decay: float = arg(0.0, "AdamW weight decay")
     epochs_per_step: int = arg(1, "optimizer steps on each rollout batch (PPO-style; 1: on-policy, ratio 1)")
     micro_batch_size: int = arg(0, "completions per learner forward (0: the whole batch at once)")
+    async_rollout: bool = arg(False, "sample step s+1 in a background thread, from the weights before step s's "
+                              "update, while the learner trains on step s (one step off-policy; the threads are "
+                              "split between the two)")
     clip_low: float = arg(0.2, "PPO clip below: ratio >= 1 - clip_low")
     clip_high: float = arg(0.28, "PPO clip above: ratio <= 1 + clip_high (DAPO clip-higher; 0.2 = symmetric)")
     loss_agg: str = arg("token_mean", f"loss aggregation: {', '.join(AGGREGATIONS)}")
@@ -244,11 +256,21 @@ def train(cfg: GRPOConfig, task=None, model=None, tok=None) -> Path:
                          overlong_penalty=cfg.overlong_penalty, max_tokens=cfg.max_new_tokens,
                          verify_steps=cfg.verify_steps)
     worker = LocalRolloutWorker(model, tok, task, reward_fn)
+    ahead = None
+    if cfg.async_rollout:  # the sampler gets its own copy: the learner updates ``model`` meanwhile
+        threads = max(1, torch.get_num_threads() // 2)
+        torch.set_num_threads(threads)
+        ahead = RolloutAhead(LocalRolloutWorker(copy.deepcopy(model), tok, task, reward_fn), task, cfg, "grpo",
+                             threads)
+        if ckpt is not None and state.get("pending_rollout") is not None:
+            ahead.put(start, state["pending_rollout"])
     heldout = task.heldout_set(cfg.eval_per_level, tuple(cfg.levels)) if cfg.eval_per_level else []
 
     def halt(why: str):
         bar.close()
         log.close()
+        if ahead is not None:
+            ahead.close()
         raise halted(why, ckpt)
 
     def evaluate_heldout(done: int) -> None:
@@ -260,10 +282,16 @@ def train(cfg: GRPOConfig, task=None, model=None, tok=None) -> Path:
     t_start = time.time()
     for step in range(start, cfg.steps):
         t0 = time.time()
-        # -- rollout: sample problems, push weights, generate and score n completions each
-        groups = on_policy_rollout(worker, task, model, cfg, step, "grpo")
+        # -- rollout: sample problems, push weights, generate and score n completions each (async: this
+        # step's batch was sampled during the previous step, and the next one starts now)
+        groups = ahead.take(step) if ahead is not None else None
+        if groups is None:
+            groups = on_policy_rollout(worker, task, model, cfg, step, "grpo")
+        if ahead is not None and step + 1 < cfg.steps:
+            ahead.submit(model, step + 1)
         t_rollout = time.time() - t0
         metrics = rollout_stats(groups)
+        metrics["policy_lag"] = step - min(g.version for g in groups)
 
         # -- advantages, dynamic sampling, learner update(s)
         if cfg.dynamic_sampling:
@@ -303,11 +331,18 @@ def train(cfg: GRPOConfig, task=None, model=None, tok=None) -> Path:
         if heldout and ((cfg.eval_every and done % cfg.eval_every == 0) or last):
             evaluate_heldout(done)
         if done % cfg.checkpoint_every == 0 or last:
+            pending = None
+            if ahead is not None and not last:  # the next batch, already sampled from older weights
+                pending = ahead.take(done)
+                ahead.put(done, pending)
             ckpt = save_checkpoint(run, model, tok, {"step": done, "optimizer": opt.state_dict(),
-                                                     "low_entropy_steps": low_entropy, "config": to_dict(cfg)})
+                                                     "low_entropy_steps": low_entropy, "config": to_dict(cfg),
+                                                     "pending_rollout": pending})
         if last:
             break
     bar.close()
     log.close()
+    if ahead is not None:
+        ahead.close()
     save(model, tok, run / "model")
     return run
