@@ -207,17 +207,24 @@ def test_async_rollout_samples_from_the_previous_weights_and_resumes_exactly_aft
     common = dict(init=sft_model, prompts_per_step=4, group_size=4, lr=1e-3, async_rollout=True,
                   **{**FAST, "max_new_tokens": 4, "checkpoint_every": 2})
     task = Arithmetic(op="add", max_level=2)
+    trained = []  # each step's batch, as the trainer sees it
+    monkeypatch.setattr(grpo, "rollout_stats", lambda groups: trained.append(groups) or rollout_stats(groups))
     straight = train(GRPOConfig(out=str(tmp_path / "a"), steps=5, **common), task=task)
     rows = [r for r in read_metrics(straight) if "reward_mean" in r]
     assert [r["policy_lag"] for r in rows] == [0, 1, 1, 1, 1]
-    # Step 2's batch is what the init weights sample for step 2's problems and seed.
-    model, tok = load_model(sft_model)
-    worker = LocalRolloutWorker(model, tok, task, RewardFn())
-    worker.load_weights(None, version=0)
-    cfg = GRPOConfig(out=str(tmp_path / "x"), steps=5, **common)
-    expected = rollout_stats(sample_step(worker, task, cfg, 1, "grpo"))
-    keys = ("pass_rate", "well_formed", "response_len", "truncated")  # the samples, not the reward's weights
-    assert {k: rows[1][k] for k in keys} == pytest.approx({k: expected[k] for k in keys})
+
+    # Step 2's batch is what the init weights sample for step 2's problems and seed, not what the weights
+    # after step 1's update sample.
+    def tokens_of_step_2(init):
+        model, tok = load_model(init)
+        worker = LocalRolloutWorker(model, tok, task, RewardFn())
+        worker.load_weights(None, version=0)
+        groups = sample_step(worker, task, GRPOConfig(out=str(tmp_path / "x"), steps=5, **common), 1, "grpo")
+        return [c.token_ids for g in groups for c in g.completions]
+
+    after_one = train(GRPOConfig(out=str(tmp_path / "one"), steps=1, **common), task=task) / "model"
+    assert [c.token_ids for g in trained[1] for c in g.completions] == tokens_of_step_2(sft_model) \
+        != tokens_of_step_2(str(after_one))
 
     real, calls = grpo.learner_update, []
 

@@ -68,11 +68,16 @@ class RolloutAhead:
         future.set_result(groups)
         self.pending = (step, future)
 
+    def peek(self, step: int) -> list[Group] | None:
+        """Step ``step``'s batch if one was submitted for it (None otherwise), waiting for it but leaving it
+        pending; raises the thread's error."""
+        return self.pending[1].result() if self.pending is not None and self.pending[0] == step else None
+
     def take(self, step: int) -> list[Group] | None:
-        """Step ``step``'s batch if one was submitted for it (None otherwise); raises the thread's error."""
-        if self.pending is None or self.pending[0] != step:
-            return None
-        groups, self.pending = self.pending[1].result(), None
+        """``peek``, and the batch is no longer pending."""
+        groups = self.peek(step)
+        if groups is not None:
+            self.pending = None
         return groups
 
     def close(self) -> None:

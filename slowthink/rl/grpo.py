@@ -331,10 +331,8 @@ def train(cfg: GRPOConfig, task=None, model=None, tok=None) -> Path:
         if heldout and ((cfg.eval_every and done % cfg.eval_every == 0) or last):
             evaluate_heldout(done)
         if done % cfg.checkpoint_every == 0 or last:
-            pending = None
-            if ahead is not None and not last:  # the next batch, already sampled from older weights
-                pending = ahead.take(done)
-                ahead.put(done, pending)
+            # the next batch, already sampled from older weights: a resumed run needs it to be exact
+            pending = ahead.peek(done) if ahead is not None and not last else None
             ckpt = save_checkpoint(run, model, tok, {"step": done, "optimizer": opt.state_dict(),
                                                      "low_entropy_steps": low_entropy, "config": to_dict(cfg),
                                                      "pending_rollout": pending})
