@@ -53,7 +53,8 @@ def sub_problems(task, problem) -> list:
 
 def train_base(out: Path, worked: int, steps: int, threads: int, seed: int = 0, worked_per_batch: int = 4,
                worked_levels: tuple[int, ...] = tuple(LEVELS), task_name: str = TASK, task_args: dict = TASK_ARGS,
-               levels: tuple[int, ...] = tuple(LEVELS), sub_skills: float = 0.0) -> Path:
+               levels: tuple[int, ...] = tuple(LEVELS), sub_skills: float = 0.0, preset: str = "small",
+               lr: float = 1e-3) -> Path:
     """SFT on direct answers plus ``worked`` fixed worked solutions (levels cycling through ``worked_levels``);
     returns the model folder. With ``sub_skills`` > 0, that share of the direct answers are to the
     sub-problems of a training problem's derivation (``sub_problems``) instead of to the problem itself."""
@@ -67,8 +68,8 @@ def train_base(out: Path, worked: int, steps: int, threads: int, seed: int = 0, 
         return out / "model"
     torch.set_num_threads(threads)
     task = get_task(task_name, **task_args)
-    cfg = SFTConfig(out=str(out), levels=list(levels), model="small", steps=steps, batch_size=64, lr=1e-3, warmup_steps=30)
-    model, tok = build_or_load("small", None, seed=seed)
+    cfg = SFTConfig(out=str(out), levels=list(levels), model=preset, steps=steps, batch_size=64, lr=lr, warmup_steps=30)
+    model, tok = build_or_load(preset, None, seed=seed)
     model.train()
     opt = make_optimizer(model, cfg)
     rng = random.Random(f"base-{seed}")
@@ -139,15 +140,24 @@ def curve(run: Path) -> list[tuple[int, float]]:
     return [(r["step"], r["eval/system2_pass@1"]) for r in read_metrics(run) if "eval/system2_pass@1" in r]
 
 
+def curve_by_level(run: Path, levels: list[int]) -> dict[str, list[tuple[int, float]]]:
+    rows = [r for r in read_metrics(run) if "eval/system2_pass@1" in r]
+    return {str(lv): [(r["step"], r[f"eval/system2_L{lv}"]) for r in rows if f"eval/system2_L{lv}" in r]
+            for lv in levels}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--worked", type=int, default=10, help="worked examples the base model sees (at most 10)")
     p.add_argument("--base-steps", type=int, default=300)
+    p.add_argument("--model", default="small", help="model preset of the base, trained from scratch")
+    p.add_argument("--base-lr", type=float, default=1e-3, help="peak lr of the base's training")
     p.add_argument("--worked-per-batch", type=int, default=4, help="of the base's 64 examples per step, how many are "
                    "drawn from the worked examples (the rest are direct answers)")
     p.add_argument("--task", default=TASK, help="task name or path/to/file.py:ClassName")
     p.add_argument("--task-args", default="op=add,cot=cells", help="task constructor arguments ('' for none)")
     p.add_argument("--levels", default="1,2,3,4", help="levels of the base's direct answers, STaR and evaluation")
+    p.add_argument("--base-levels", default="", help="levels of the base's direct answers, if not --levels")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--sub-skills", type=float, default=0.0, help="share of the base's direct answers that are to "
                    "the sub-problems of a derivation (its step claims; e.g. cot=chain) instead of whole problems")
@@ -157,6 +167,8 @@ def main() -> int:
     p.add_argument("--k", type=int, default=4, help="samples per problem")
     p.add_argument("--lr", type=float, default=3e-4, help="STaR fine-tune lr (the base is not converged on System-2)")
     p.add_argument("--epochs", type=float, default=3.0, help="STaR inner fine-tune passes over the kept traces")
+    p.add_argument("--steps-per-iteration", type=int, default=0, help="STaR inner fine-tune optimizer steps instead "
+                   "of --epochs (0: use epochs); with the few traces of a first iteration, epochs give ~2 steps")
     p.add_argument("--temperature", type=float, default=1.0, help="STaR sampling temperature")
     p.add_argument("--rationalize", action="store_true", help="retry unsolved problems with the answer as a hint")
     p.add_argument("--curriculum-every", type=int, default=0, help="STaR starts at level 1 and adds a level every N "
@@ -178,9 +190,10 @@ def main() -> int:
     levels = [int(x) for x in args.levels.split(",")]
     task_args = parse_mapping(args.task_args) if args.task_args else {}
     setting = dict(task_name=args.task, task_args=task_args, levels=tuple(levels))
+    base_setting = {**setting, "levels": tuple(int(x) for x in (args.base_levels or args.levels).split(","))}
     base = train_base(runs / f"base_w{args.worked}", args.worked, args.base_steps, args.threads,
                       worked_per_batch=args.worked_per_batch, worked_levels=worked_levels, sub_skills=args.sub_skills,
-                      **setting)
+                      preset=args.model, lr=args.base_lr, **base_setting)
     base_scores = base_eval(base, setting, args.eval_per_level, args.max_new_tokens, args.sub_skills > 0)
     print(f"base: {base_scores}")
     base_s = time.time() - t0
@@ -195,6 +208,7 @@ def main() -> int:
                           samples_per_problem=args.k, temperature=args.temperature,
                           max_new_tokens=args.max_new_tokens,
                           rationalize=args.rationalize, verify_steps=args.verify_steps, epochs=args.epochs,
+                          steps_per_iteration=args.steps_per_iteration,
                           curriculum_every=args.curriculum_every,
                           lr=args.lr, eval_per_level=args.eval_per_level, threads=args.threads))
     star_s = time.time() - t0
@@ -207,13 +221,14 @@ def main() -> int:
               if k in r} for r in rows if "traces_kept" in r]
     star_curve = curve(star_run)
     result = {"benchmark": "star_zero", "command": " ".join(sys.argv), "task": {"name": args.task, **task_args},
-              "levels": levels, "worked_examples": args.worked, "worked_levels": list(worked_levels), "star_options": {
-                  k: getattr(args, k) for k in ("iterations", "problems", "k", "lr", "epochs", "temperature",
+              "levels": levels, "base_levels": list(base_setting["levels"]), "worked_examples": args.worked, "worked_levels": list(worked_levels), "star_options": {
+                  k: getattr(args, k) for k in ("iterations", "problems", "k", "lr", "epochs", "steps_per_iteration", "temperature",
                                                 "rationalize", "verify_steps", "curriculum_every")},
-              "base_steps": args.base_steps, "worked_per_batch": args.worked_per_batch,
+              "base_steps": args.base_steps, "model": args.model, "base_lr": args.base_lr,
+              "worked_per_batch": args.worked_per_batch,
               "sub_skills": args.sub_skills, "base_s": round(base_s, 1),
               "base_heldout": base_scores,
-              "star": {"curve": star_curve, "iterations": iters, "wall_s": round(star_s, 1),
+              "star": {"curve": star_curve, "curve_by_level": curve_by_level(star_run, levels), "iterations": iters, "wall_s": round(star_s, 1),
                        "gain_points": round(100 * (star_curve[-1][1] - star_curve[0][1]), 1),
                        "final_heldout": final_scores}}
 
@@ -221,7 +236,7 @@ def main() -> int:
         from slowthink.rl.grpo import GRPOConfig, train as grpo_train
 
         zero_base = train_base(runs / "base_w0", 0, args.base_steps, args.threads, sub_skills=args.sub_skills,
-                               **setting)
+                               preset=args.model, lr=args.base_lr, **base_setting)
         zero_run = runs / "r1_zero"
         shutil.rmtree(zero_run, ignore_errors=True)
         budget = star_s if args.r1_zero_s < 0 else args.r1_zero_s
@@ -251,6 +266,9 @@ def plot(result: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     xs, ys = zip(*result["star"]["curve"])
     ax.plot(xs, ys, marker="o", label=f"STaR from direct answers + {result['worked_examples']} worked examples")
+    for level, points in result["star"].get("curve_by_level", {}).items():
+        lx, ly = zip(*points)
+        ax.plot(lx, ly, linewidth=0.9, alpha=0.7, linestyle=":", marker=".", label=f"level {level} alone")
     ax.set_xlabel("STaR iteration")
     ax.set_ylabel(f"held-out System-2 greedy pass@1 (levels {','.join(map(str, result['levels']))})")
     ax.set_ylim(0, 1.02)
@@ -272,7 +290,7 @@ def plot(result: dict, path: Path) -> None:
         ax.text(0.01, 0.97, f"right System-2 answers with every step right: base {base['system2_right_with_right_steps']}"
                 f" of {base['system2_right']}, after STaR {final['system2_right_with_right_steps']} of "
                 f"{final['system2_right']}", transform=ax.transAxes, fontsize=8, va="top")
-    ax.legend(fontsize=8, loc="center right")
+    ax.legend(fontsize=7, loc="upper right", bbox_to_anchor=(1.0, 0.86))
     ax.set_title(f"Zero start on {result['task']['name']}: bootstrapping worked solutions")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from slowthink.tasks import (MODES, Arithmetic, Countdown, Problem, Reference, Task, TaskError, get_task,
+from slowthink.tasks import (MODES, Arithmetic, Countdown, Doubling, Problem, Reference, Task, TaskError, get_task,
                              list_tasks, parse_task_args, split_completion)
 from slowthink.tasks.base import heldout_bucket
 from slowthink.tasks.countdown import ParseError, evaluate, leaves, parse_expression, reachable
@@ -22,6 +22,7 @@ TASK_FACTORIES = {
     "arithmetic-add": lambda: Arithmetic(op="add", max_level=4),
     "arithmetic-mixed": lambda: Arithmetic(op="mixed", max_level=3),
     "countdown": lambda: Countdown(),
+    "doubling": lambda: Doubling(width=6, max_doublings=4),
     "example-sort-letters": lambda: get_task(str(REPO_ROOT / "examples" / "my_task.py") + ":SortLetters",
                                              max_level=6),
 }
@@ -80,7 +81,7 @@ def test_references_score_correct_in_both_modes(task):
 def test_step_labels_of_references_and_corruptions(task):
     for p in problems(task, per_level=4):
         reasoning = task.reference(p, "system2").reasoning
-        lines = reasoning.split("\n")
+        lines = task.steps(reasoning)
         assert task.step_labels(p, reasoning) == [True] * len(lines)
         for k in range(len(lines)):
             broken = "\n".join(lines[:k] + [corrupt(lines[k])] + lines[k + 1:])
@@ -274,6 +275,48 @@ def test_countdown_step_labels(countdown, p178):
     assert not reachable((21, 25, 50), 178)
     assert labels("3*7=21\n50-25=25") == [False, False]
     assert labels("") == []
+
+
+# -- doubling -------------------------------------------------------------------------------------
+def test_doubling_answers_and_worked_lines():
+    task = Doubling()
+    p = task.sample(random.Random(5), 4)
+    x = int(p.question.split("*")[1])
+    assert p.question == f"2^4*{x:08d}" and p.answer == f"{x * 16:08d}"
+    assert task.reference(p, "system2").reasoning == f"2^1*{x * 2:08d} left3\n2^1*{x * 4:08d} left2\n2^1*{x * 8:08d} left1\n"
+    one = task.sample(random.Random(5), 1)  # one doubling: nothing to think
+    assert task.reference(one, "system2").completion() == "\n</think>\n\n" + one.answer
+    padded = next(q for q in problems(task, per_level=20) if q.answer.startswith("0"))
+    assert not task.score(padded, padded.answer.lstrip("0"), "system1").well_formed  # the answer keeps its padding
+    for bad in ({"width": 3, "max_doublings": 6}, {"max_doublings": 10}, {"width": "8"}):
+        with pytest.raises(ValueError):
+            Doubling(**bad)
+
+
+def test_doubling_step_sits_where_a_level_1_direct_answer_does():
+    """Every doubling of a worked solution (each line, and the answer) is width+11 tokens after the digits it
+    doubles, with the '1' of 2^1 two tokens before them where a direct answer's question has its k: the layout
+    the task's docstring promises, which the zero-start experiment rests on. Checked on rendered token ids,
+    so a change to the chat template breaks it here."""
+    from slowthink.data import reference_example
+    from slowthink.tokenizer import build_char_tokenizer
+
+    tok, task = build_char_tokenizer(), Doubling(width=8, max_doublings=5)
+
+    def numbers(p, mode):  # token texts, and where each run of 8 digit tokens starts
+        text = [tok.decode([i]) for i in reference_example(task, tok, p, mode).rendered.ids]
+        starts = [i for i in range(len(text) - 7) if all(t.isdigit() for t in text[i:i + 8])
+                  and not (i and text[i - 1].isdigit())]
+        return text, starts
+
+    for p in problems(task, per_level=2):
+        text, starts = numbers(p, "system1")
+        assert len(starts) == 2 and starts[1] - starts[0] == 19 and text[starts[0] - 2] == str(p.level)
+        text, starts = numbers(p, "system2")  # the question, k-1 lines, the answer
+        assert len(starts) == p.level + 1
+        assert all(b - a == 19 for a, b in zip(starts, starts[1:]))
+        assert text[starts[1] - 21] == str(p.level)  # the first doubling reads the question's k; every later
+        assert all(text[s - 21] == "1" for s in starts[2:])  # one (lines, answer) reads the 1 of 2^1 there
 
 
 # -- registry ---------------------------------------------------------------------------------------

@@ -26,8 +26,9 @@ from typing import Any
 from .arithmetic import Arithmetic
 from .base import MODES, REQUIRED_ATTRIBUTES, REQUIRED_METHODS, Problem, Reference, Score
 from .countdown import Countdown
+from .doubling import Doubling
 
-BUILTIN_TASKS: dict[str, type] = {"arithmetic": Arithmetic, "countdown": Countdown}
+BUILTIN_TASKS: dict[str, type] = {"arithmetic": Arithmetic, "countdown": Countdown, "doubling": Doubling}
 
 
 class TaskError(ValueError):
