@@ -136,14 +136,9 @@ def steps_right(engine, task, tok, heldout, max_new_tokens: int) -> dict:
             "system2_right_with_right_steps": sum(verified_steps(task, p, t, "system2") for p, t in right)}
 
 
-def curve(run: Path) -> list[tuple[int, float]]:
-    return [(r["step"], r["eval/system2_pass@1"]) for r in read_metrics(run) if "eval/system2_pass@1" in r]
-
-
-def curve_by_level(run: Path, levels: list[int]) -> dict[str, list[tuple[int, float]]]:
-    rows = [r for r in read_metrics(run) if "eval/system2_pass@1" in r]
-    return {str(lv): [(r["step"], r[f"eval/system2_L{lv}"]) for r in rows if f"eval/system2_L{lv}" in r]
-            for lv in levels}
+def curve(rows: list[dict], key: str = "eval/system2_pass@1") -> list[tuple[int, float]]:
+    """(step, value) of every metrics row that has ``key``."""
+    return [(r["step"], r[key]) for r in rows if key in r]
 
 
 def main() -> int:
@@ -219,16 +214,19 @@ def main() -> int:
     iters = [{k: r[k] for k in ("step", "hardest_level", "solved_direct", "solved_rationalized", "sampled_pass_rate",
                                 "hinted_pass_rate", "traces_kept", "train_set", "samples")
               if k in r} for r in rows if "traces_kept" in r]
-    star_curve = curve(star_run)
+    star_curve = curve(rows)
     result = {"benchmark": "star_zero", "command": " ".join(sys.argv), "task": {"name": args.task, **task_args},
-              "levels": levels, "base_levels": list(base_setting["levels"]), "worked_examples": args.worked, "worked_levels": list(worked_levels), "star_options": {
-                  k: getattr(args, k) for k in ("iterations", "problems", "k", "lr", "epochs", "steps_per_iteration", "temperature",
-                                                "rationalize", "verify_steps", "curriculum_every")},
+              "levels": levels, "base_levels": list(base_setting["levels"]), "worked_examples": args.worked,
+              "worked_levels": list(worked_levels), "star_options": {
+                  k: getattr(args, k) for k in ("iterations", "problems", "k", "lr", "epochs", "steps_per_iteration",
+                                                "temperature", "rationalize", "verify_steps", "curriculum_every")},
               "base_steps": args.base_steps, "model": args.model, "base_lr": args.base_lr,
               "worked_per_batch": args.worked_per_batch,
               "sub_skills": args.sub_skills, "base_s": round(base_s, 1),
               "base_heldout": base_scores,
-              "star": {"curve": star_curve, "curve_by_level": curve_by_level(star_run, levels), "iterations": iters, "wall_s": round(star_s, 1),
+              "star": {"curve": star_curve,
+                       "curve_by_level": {str(lv): curve(rows, f"eval/system2_L{lv}") for lv in levels},
+                       "iterations": iters, "wall_s": round(star_s, 1),
                        "gain_points": round(100 * (star_curve[-1][1] - star_curve[0][1]), 1),
                        "final_heldout": final_scores}}
 
@@ -245,8 +243,9 @@ def main() -> int:
                               levels=levels, mode="system2", steps=100_000, time_budget_s=budget, lr=1e-5,
                               format_reward=0.5, max_new_tokens=args.max_new_tokens, eval_every=25,
                               eval_per_level=args.eval_per_level, threads=args.threads))
-        zc = curve(zero_run)
-        zrows = [r for r in read_metrics(zero_run) if "reward_mean" in r]
+        zero_rows = read_metrics(zero_run)
+        zc = curve(zero_rows)
+        zrows = [r for r in zero_rows if "reward_mean" in r]
         result["r1_zero"] = {"curve": zc, "wall_s": round(time.time() - t0, 1), "steps": len(zrows),
                              "well_formed_first_last": [zrows[0]["well_formed"], zrows[-1]["well_formed"]],
                              "pass_rate_first_last": [zrows[0]["pass_rate"], zrows[-1]["pass_rate"]]}
