@@ -6,10 +6,10 @@
 
 The committed models were trained (1 thread each, at the same time, on a 2-core CPU shared with other jobs) by
 ``slowthink train sft --config Q --model tiny|medium --out runs/svb_tiny|medium --steps 400 --threads 1
---eval-every 0``, Q being recipes/quickstart.yaml without its quickstart-only ``k``/``out`` fields: the run
+--eval-every 0``, Q being recipes/quickstart_l12.yaml without its quickstart-only ``k``/``out`` fields: the run
 ``train()`` below makes.
 
-Recipe: the quickstart SFT recipe (``recipes/quickstart.yaml``: arithmetic op=mul cot=cells, levels 1-2 weighted
+Recipe: the earlier quickstart SFT recipe (``recipes/quickstart_l12.yaml``: arithmetic op=mul cot=cells, levels 1-2 weighted
 1:3, batch 64, lr 6e-4, 30 warm-up steps, cosine to 0.1, 75% System-2 examples) for both presets, with the same
 number of optimizer steps (``--steps``), i.e. the same training examples, so the bigger model gets ~8x the
 training FLOPs ("budget scaled to its size"). Given ``--small-model`` / ``--big-model`` folders (``RUN/model``),
@@ -59,7 +59,7 @@ def parse_args(argv=None):
                    help="trained big model folder (RUN/model); default: train --big-preset first")
     p.add_argument("--small-preset", default="tiny")
     p.add_argument("--big-preset", default="medium")
-    p.add_argument("--recipe", default=str(ROOT / "recipes/quickstart.yaml"), help="SFT recipe of both models")
+    p.add_argument("--recipe", default=str(ROOT / "recipes/quickstart_l12.yaml"), help="SFT recipe of both models")
     p.add_argument("--steps", type=int, default=400, help="optimizer steps of both models")
     p.add_argument("--runs", default=str(ROOT / "runs/small_vs_big"), help="where training writes RUNS/PRESET")
     p.add_argument("--level", type=int, default=2)

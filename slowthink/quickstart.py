@@ -34,12 +34,14 @@ class QuickstartConfig:
     out: str = arg("runs/quickstart", "run folder")
     task: str = arg("arithmetic", "task name or path/to/file.py:ClassName")
     task_args: dict = arg({"op": "mul", "cot": "cells"}, "task constructor arguments")
-    levels: list[int] = arg([1, 2], "levels to train and evaluate on (1x1 and 2x2 digits)")
-    level_weights: list[float] = arg([1, 3], "training weight of each level (1x1 has only 81 problems)")
+    levels: list[int] = arg([1, 2, 3], "levels to train and evaluate on (1x1, 2x2 and 3x3 digits)")
+    level_weights: list[float] = arg([1, 3, 1], "training weight of each level (1x1 has only 81 problems; 3x3 "
+                                     "light, so the SFT model ends at the edge of its competence there)")
     model: str = arg("small", "model preset or model folder to start from")
-    steps: int = arg(900, "SFT optimizer steps")
+    steps: int = arg(350, "SFT optimizer steps")
     batch_size: int = arg(64, "SFT examples per step")
-    lr: float = arg(6e-4, "SFT peak learning rate")
+    lr: float = arg(3e-3, "SFT peak learning rate")
+    optimizer: str = arg("muon", "SFT optimizer: adamw, or muon (Muon on the hidden matrices, AdamW on the rest)")
     warmup_steps: int = arg(30, "SFT warm-up steps")
     system2_fraction: float = arg(0.75, "share of SFT examples with a worked solution")
     eval_every: int = arg(100, "periodic held-out evaluation during SFT (steps)")
@@ -48,12 +50,12 @@ class QuickstartConfig:
     temperature: float = arg(1.0, "sampling temperature for pass@k / maj@k")
     max_new_tokens: int = arg(160, "generation limit")
     rl_level: int = arg(0, "level for the RL stage (0: the hardest of levels)")
-    rl_steps: int = arg(100, "GRPO steps in the RL stage (at most; see rl_time_budget_s)")
-    rl_time_budget_s: float = arg(240.0, "wall-time cap of the RL stage in seconds (0: none)")
+    rl_steps: int = arg(200, "GRPO steps in the RL stage (at most; see rl_time_budget_s)")
+    rl_time_budget_s: float = arg(180.0, "wall-time cap of the RL stage in seconds (0: none)")
     rl_lr: float = arg(1e-5, "GRPO learning rate")
     rl_prompts_per_step: int = arg(16, "GRPO problems per step")
     rl_group_size: int = arg(8, "GRPO completions per problem")
-    rl_eval_every: int = arg(25, "held-out evaluation during RL (steps)")
+    rl_eval_every: int = arg(20, "held-out evaluation during RL (steps)")
     route_per_level: int = arg(60, "route stage: training problems per level (train split) for the router")
     route_majority_ns: list[int] = arg([4, 8], "route stage: self-consistency arms (samples per question)")
     search_level: int = arg(0, "search stage: level of its held-out problems (0: the hardest of levels)")
@@ -64,9 +66,7 @@ class QuickstartConfig:
     seed: int = arg(0, "seed")
     threads: int = arg(0, "torch threads (0: all cores)")
     device: str = arg("cpu", "torch device of every stage (cpu, cuda, cuda:1, ...)")
-    stages: list[str] = arg(["sft", "eval", "route", "search", "report"],
-                            f"stages to run, in order, from: {', '.join(STAGE_NAMES)} "
-                            "(rl is opt-in: recipes/quickstart_rl.yaml)")
+    stages: list[str] = arg(list(STAGE_NAMES), f"stages to run, in order, from: {', '.join(STAGE_NAMES)}")
     progress: bool = arg(True, "progress bars")
 
     def __post_init__(self):
@@ -99,7 +99,7 @@ def stage_sft(cfg: QuickstartConfig, run: Path) -> None:
     sft = SFTConfig(out=str(run / "sft"), task=cfg.task, task_args=cfg.task_args, levels=cfg.levels,
                     level_weights=cfg.level_weights,
                     system2_fraction=cfg.system2_fraction, model=cfg.model, steps=cfg.steps,
-                    batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=cfg.warmup_steps, seed=cfg.seed,
+                    batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer, warmup_steps=cfg.warmup_steps, seed=cfg.seed,
                     eval_every=cfg.eval_every, max_new_tokens=cfg.max_new_tokens, threads=cfg.threads,
                     device=cfg.device, progress=cfg.progress)
     train(sft)

@@ -119,6 +119,8 @@ def test_recipes_load_and_quickstart_recipe_matches_defaults():
     recipe = load_config(QuickstartConfig, ROOT / "recipes" / "quickstart.yaml")
     defaults = QuickstartConfig()
     assert {**asdict(recipe), "out": None} == {**asdict(defaults), "out": None}
+    old = load_config(QuickstartConfig, ROOT / "recipes" / "quickstart_l12.yaml")
+    assert old.levels == [1, 2] and old.optimizer == "adamw" and "rl" not in old.stages
     three = load_config(QuickstartConfig, ROOT / "recipes" / "quickstart_3digit.yaml")
     assert three.levels == [1, 2, 3]
     rl = load_config(QuickstartConfig, ROOT / "recipes" / "quickstart_rl.yaml")

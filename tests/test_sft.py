@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from slowthink.config import ConfigError, build
 from slowthink.models import build_model
+from slowthink.rl.common import make_optimizer, orthogonalize
 from slowthink.rl.sft import SFTConfig, lr_at, train
 from slowthink.runlog import read_metrics
 from slowthink.tasks import Arithmetic
@@ -43,8 +44,9 @@ def test_sft_changes_parameters_and_lowers_loss(tmp_path, tok):
     assert list((run / "tb").iterdir()), "TensorBoard events written"
 
 
-def _sft_cmd(out: Path) -> list[str]:
+def _sft_cmd(out: Path, optimizer: str = "adamw") -> list[str]:
     return [sys.executable, "-m", "slowthink.cli", "train", "sft", "--out", str(out), "--model", "tiny",
+            "--optimizer", optimizer,
             "--levels", "1,2", "--steps", "60", "--batch-size", "8", "--checkpoint-every", "10",
             "--eval-every", "0", "--eval-per-level", "2", "--max-new-tokens", "8", "--threads", "1",
             "--progress", "false", "--log-every", "5", "--warmup-steps", "5"]
@@ -54,12 +56,13 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(str(next((run / "model").glob("*.safetensors"))))
 
 
-def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, optimizer):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    subprocess.run(_sft_cmd(straight), check=True, env=env, capture_output=True, timeout=300)
+    subprocess.run(_sft_cmd(straight, optimizer), check=True, env=env, capture_output=True, timeout=300)
 
-    proc = subprocess.Popen(_sft_cmd(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(_sft_cmd(killed, optimizer), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (killed / "ckpt" / "state.pt").exists():
         assert proc.poll() is None, "training ended before its first checkpoint"
@@ -70,13 +73,57 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     step_at_kill = torch.load(killed / "ckpt" / "state.pt", weights_only=False)["step"]
     assert step_at_kill < 60 and not (killed / "model").exists()
 
-    subprocess.run(_sft_cmd(killed), check=True, env=env, capture_output=True, text=True, timeout=300)
+    subprocess.run(_sft_cmd(killed, optimizer), check=True, env=env, capture_output=True, text=True, timeout=300)
     a, b = _weights(straight), _weights(killed)
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
     steps = [r["step"] for r in read_metrics(killed) if "loss" in r]
     assert steps == sorted(set(steps)) and steps[-1] == 60, "resumed log has no duplicate or missing rows"
+
+
+def test_orthogonalize_gives_the_polar_factor_roughly():
+    torch.manual_seed(0)
+    for shape in [(48, 16), (16, 48), (24, 24)]:
+        g = torch.randn(shape) @ torch.diag(torch.logspace(-1, 0.5, shape[1]))  # condition number ~30
+        o = orthogonalize(g)
+        assert o.shape == g.shape
+        s = torch.linalg.svdvals(o)
+        # the quintic iteration trades exactness for speed: singular values in ~[0.7, 1.2], not at 1
+        assert 0.6 < float(s.min()) and float(s.max()) < 1.25, s
+        u, _, vh = torch.linalg.svd(g, full_matrices=False)
+        assert float((o * (u @ vh)).sum() / (u @ vh).norm() ** 2) > 0.8  # close to U V^T, not just any matrix
+
+
+def test_muon_step_matches_torch_muon_and_adamw_takes_the_embedding(tok):
+    """Our Muon (fp32 Newton-Schulz) takes torch's ``Muon(adjust_lr_fn="match_rms_adamw")`` step up to torch's
+    bf16 rounding; the embedding table and the norms go to AdamW."""
+    model = build_model("tiny", tok, seed=0)
+    opt = make_optimizer(model, SFTConfig(optimizer="muon", lr=1e-2, weight_decay=0.1))
+    emb = model.get_input_embeddings().weight
+    muon_params = [p for g in opt.muon.param_groups for p in g["params"]]
+    adamw_params = [p for g in opt.adamw.param_groups for p in g["params"]]
+    assert all(p.ndim == 2 for p in muon_params) and not any(p is emb for p in muon_params)
+    assert any(p is emb for p in adamw_params)
+    assert len(muon_params) + len(adamw_params) == len(list(model.parameters()))
+    w = muon_params[0]
+    ref = torch.nn.Parameter(w.detach().clone())
+    torch_muon = torch.optim.Muon([ref], lr=1e-2, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")
+    for step in range(3):
+        g = torch.randn_like(w)
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+        w.grad, ref.grad = g.clone(), g.clone()
+        start = w.detach().clone()
+        opt.step()
+        torch_muon.step()
+        ours, theirs = w.detach() - start, ref.detach() - start
+        assert ours.norm() > 0
+        assert float((ours - theirs).norm() / theirs.norm()) < 0.05, step
+    state = opt.state_dict()
+    assert set(state) == {"muon", "adamw"}
+    with pytest.raises(ValueError, match="not a Muon"):
+        opt.load_state_dict({"state": {}, "param_groups": []})
 
 
 def test_lr_schedule_warmup_then_cosine():

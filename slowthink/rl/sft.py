@@ -43,6 +43,8 @@ class SFTConfig:
     warmup_steps: int = arg(50, "linear warm-up steps")
     weight_decay: float = arg(0.01, "AdamW weight decay")
     betas: list[float] = arg([0.9, 0.98], "AdamW betas")
+    optimizer: str = arg("adamw", "adamw, or muon (Muon on the hidden matrices, AdamW on embeddings and norms, "
+                                  "one lr: Muon's updates are scaled to AdamW's RMS)")
     micro_batches: int = arg(2, "split each batch into this many length-sorted micro-batches (less padding)")
     grad_clip: float = arg(1.0, "clip the global gradient norm to this value (0: off)")
     seed: int = arg(0, "seed for model init and data")
@@ -71,6 +73,7 @@ class SFTConfig:
                                            and all(w >= 0 for w in self.level_weights) and sum(self.level_weights) > 0),
                 "level_weights", "one non-negative weight per level, not all zero")
         require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "two values in [0, 1)")
+        require(self.optimizer in ("adamw", "muon"), "optimizer", "must be adamw or muon")
         require(self.checkpoint_every > 0, "checkpoint_every", "must be > 0")
         require(self.snapshot_every >= 0, "snapshot_every", "must be >= 0")
         require(self.grad_clip >= 0, "grad_clip", "must be >= 0")
