@@ -5,9 +5,9 @@ held-out pass@1 in the same wall-time budget on this machine?
     python benchmarks/rl_gain.py --methods grpo --budget-s 900  # the headline: GRPO, 15 minutes
     python benchmarks/rl_gain.py --methods rloo,ppo --budget-s 300 --out benchmarks/results/rl_gain_table.json
 
-The start checkpoint (``--init``, default: made once and cached in ``runs/rl_start``) is the quickstart
-recipe stopped early: the ``small`` preset after 350 SFT steps on 2-digit multiplication (worked
-solutions and direct answers), when its held-out System-2 greedy pass@1 on 2x2 digits is low but not
+The start checkpoint (``--init``, default: made once and cached in ``runs/rl_start``) is the earlier
+quickstart recipe (``recipes/quickstart_l12.yaml``) stopped early: the ``small`` preset after 350 SFT
+steps on 2-digit multiplication (worked solutions and direct answers), when its held-out System-2 greedy pass@1 on 2x2 digits is low but not
 zero. Every method then trains from it on the same level with the same time budget (``time_budget_s``
 of its config: the run stops after the step that crosses it, evaluates, and saves), the same held-out
 problems (the task's fixed held-out split, ``--eval-per-level`` of them) and the same generation limit.

@@ -6,7 +6,7 @@ count of the trace store.
         --out benchmarks/results/serve_load.json
 
 ``--model`` is any trained model folder; ``slowthink quickstart --out runs/quickstart`` makes
-``runs/quickstart/model`` (about 8 minutes on 2 cores).
+``runs/quickstart/model`` (about 13 minutes on 2 cores).
 
 Starts ``slowthink serve`` (``serve_main``) in a subprocess on 127.0.0.1 and a free port, with an API key
 and a fresh trace database in a temporary folder (jobs off), so the server has its own interpreter and

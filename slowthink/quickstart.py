@@ -75,6 +75,7 @@ class QuickstartConfig:
         require(not bad, "stages", f"unknown stage(s) {bad}; choose from {list(STAGE_NAMES)}")
         require(self.eval_per_level > 0, "eval_per_level", "must be > 0")
         require(self.k >= 1, "k", "must be >= 1")
+        require(self.optimizer in ("adamw", "muon"), "optimizer", "must be adamw or muon")
         require(self.rl_level == 0 or self.rl_level in self.levels, "rl_level",
                 f"must be 0 (the hardest) or one of levels {self.levels}")
         require(self.search_level >= 0, "search_level", "must be 0 (the hardest of levels) or a level")

@@ -80,6 +80,12 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, optimizer):
         assert torch.equal(a[k], b[k]), k
     steps = [r["step"] for r in read_metrics(killed) if "loss" in r]
     assert steps == sorted(set(steps)) and steps[-1] == 60, "resumed log has no duplicate or missing rows"
+    # Resuming with the other optimizer is refused, naming the field, before anything is overwritten.
+    other = "muon" if optimizer == "adamw" else "adamw"
+    cmd = [a if a != optimizer else other for a in _sft_cmd(killed, optimizer)] + ["--steps", "70"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "optimizer" in r.stderr and "Traceback" not in r.stderr, r.stderr[-500:]
+    assert torch.equal(_weights(killed)[next(iter(b))], b[next(iter(b))])
 
 
 def test_orthogonalize_gives_the_polar_factor_roughly():
@@ -150,6 +156,8 @@ def test_config_yaml_overrides_and_errors(tmp_path):
         build(SFTConfig, {"stepz": 3})
     with pytest.raises(ConfigError, match="system2_fraction"):
         build(SFTConfig, {"system2_fraction": 1.5})
+    with pytest.raises(ConfigError, match="optimizer"):
+        build(SFTConfig, {"optimizer": "lion"})
     with pytest.raises(ConfigError, match="'device': 'gpu:0' is not a torch device"):
         build(SFTConfig, {"device": "gpu:0"})
     if not torch.cuda.is_available():  # asked-for hardware that is not there: refused before any work starts

@@ -130,6 +130,10 @@ def train(cfg: SFTConfig, task=None, model=None, tok=None) -> Path:
     ckpt = latest_checkpoint(run) if cfg.resume else None
     if ckpt is not None:
         state = load_checkpoint(ckpt, model)
+        written_with = state.get("config", {}).get("optimizer", "adamw")
+        require(written_with == cfg.optimizer, "optimizer",
+                f"{ckpt} was written with optimizer {written_with!r}, not {cfg.optimizer!r}: resume with the same "
+                "optimizer, or start a new run folder")
         opt.load_state_dict(state["optimizer"])
         start = state["step"]
         truncate_metrics(run, start)
