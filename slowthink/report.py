@@ -20,7 +20,7 @@ def _plt():
 def plot_training(metrics: list[dict], path: str | Path, title: str = "SFT") -> Path:
     """Loss (left axis) and held-out greedy accuracy per mode (right axis) against step."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(7, 4.4))
     loss = [(r["step"], r["loss"]) for r in metrics if "loss" in r]
     if loss:
         ax.plot(*zip(*loss), color="gray", label="training loss")
@@ -36,7 +36,8 @@ def plot_training(metrics: list[dict], path: str | Path, title: str = "SFT") -> 
     ax2.set_ylim(0, 1.02)
     lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
     labels = ax.get_legend_handles_labels()[1] + ax2.get_legend_handles_labels()[1]
-    ax.legend(lines, labels, loc="center right", fontsize=8)
+    # below the axes: the curves cross every corner of the plot at one point of training or another
+    ax.legend(lines, labels, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, fontsize=8, frameon=False)
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
