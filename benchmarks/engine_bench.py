@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from slowthink.engine import Engine, SamplingParams  # noqa: E402
 from slowthink.models import build_model, count_parameters, init_from_config  # noqa: E402
 from slowthink.tasks.arithmetic import Arithmetic  # noqa: E402
+from slowthink.runlog import cpu_model  # noqa: E402
 from slowthink.tokenizer import build_char_tokenizer, render_prompt  # noqa: E402
 
 NEW_TOKENS = 96
@@ -248,11 +249,7 @@ def eval_workload(model_dir: str, device: str, levels=(1, 2), per_level: int = 1
 
 
 def machine_info(threads: int, device: str) -> dict:
-    cpu = "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     info = dict(cpu=cpu, cores=len(os.sched_getaffinity(0)), torch_threads=threads, torch=torch.__version__,
                 transformers=transformers.__version__, python=platform.python_version(), device=device,
                 load_average_at_start=[round(v, 2) for v in os.getloadavg()])

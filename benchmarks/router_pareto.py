@@ -36,10 +36,9 @@ sys.path.insert(0, str(ROOT))
 def machine() -> dict:
     import torch
 
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor() or "unknown"
+    from slowthink.runlog import cpu_model
+
+    cpu = cpu_model()
     return dict(cpu=cpu, cores=len(os.sched_getaffinity(0)), torch=torch.__version__, torch_threads=torch.get_num_threads(),
                 python=platform.python_version())
 

@@ -48,10 +48,9 @@ def free_port() -> int:
 def machine_info(server_threads: int | None) -> dict:
     import torch
 
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor() or "unknown"
+    from slowthink.runlog import cpu_model
+
+    cpu = cpu_model()
     return dict(cpu=cpu, cores=len(os.sched_getaffinity(0)), torch=torch.__version__,
                 server_torch_threads=server_threads or torch.get_num_threads(),
                 python=platform.python_version(), load_average_at_start=[round(v, 2) for v in os.getloadavg()])

@@ -53,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from slowthink.engine import Engine  # noqa: E402
 from slowthink.evaluate import heldout_metrics  # noqa: E402
 from slowthink.models import count_parameters, is_model_dir, load_model  # noqa: E402
+from slowthink.runlog import cpu_model  # noqa: E402
 from slowthink.rl.batch import sample_problems  # noqa: E402
 from slowthink.rl.rewards import RewardFn  # noqa: E402
 from slowthink.runlog import read_metrics, rng_state, set_rng_state  # noqa: E402
@@ -68,11 +69,7 @@ def load_avg() -> list[float]:
 
 
 def machine_info(threads: int) -> dict:
-    cpu = "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     info = dict(cpu=cpu, cores=len(os.sched_getaffinity(0)), torch_threads=threads, torch=torch.__version__,
                 transformers=transformers.__version__, python=platform.python_version())
     for name in ("trl", "accelerate", "datasets"):

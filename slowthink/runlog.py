@@ -79,17 +79,23 @@ def write_json(path: str | Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what ``platform`` knows."""
+    import platform
+
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine() or "unknown"
+
+
 def machine_info(threads: int | None = None, **extra) -> dict:
     """What a measurement ran on, for results files: CPU model, cores, torch threads, versions, load average."""
     import platform
 
     import transformers
 
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor() or platform.machine()
-    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "torch_threads": threads or torch.get_num_threads(),
+    return {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)), "torch_threads": threads or torch.get_num_threads(),
             "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
             "load_avg_at_start": [round(v, 2) for v in os.getloadavg()], **extra}
 
