@@ -75,7 +75,9 @@ class QuickstartConfig:
         require(not bad, "stages", f"unknown stage(s) {bad}; choose from {list(STAGE_NAMES)}")
         require(self.eval_per_level > 0, "eval_per_level", "must be > 0")
         require(self.k >= 1, "k", "must be >= 1")
-        require(self.optimizer in ("adamw", "muon"), "optimizer", "must be adamw or muon")
+        from .rl.common import SFT_OPTIMIZERS
+
+        require(self.optimizer in SFT_OPTIMIZERS, "optimizer", f"must be one of {SFT_OPTIMIZERS}")
         require(self.rl_level == 0 or self.rl_level in self.levels, "rl_level",
                 f"must be 0 (the hardest) or one of levels {self.levels}")
         require(self.search_level >= 0, "search_level", "must be 0 (the hardest of levels) or a level")
@@ -100,8 +102,8 @@ def stage_sft(cfg: QuickstartConfig, run: Path) -> None:
     sft = SFTConfig(out=str(run / "sft"), task=cfg.task, task_args=cfg.task_args, levels=cfg.levels,
                     level_weights=cfg.level_weights,
                     system2_fraction=cfg.system2_fraction, model=cfg.model, steps=cfg.steps,
-                    batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer, warmup_steps=cfg.warmup_steps, seed=cfg.seed,
-                    eval_every=cfg.eval_every, max_new_tokens=cfg.max_new_tokens, threads=cfg.threads,
+                    batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer, warmup_steps=cfg.warmup_steps,
+                    seed=cfg.seed,                    eval_every=cfg.eval_every, max_new_tokens=cfg.max_new_tokens, threads=cfg.threads,
                     device=cfg.device, progress=cfg.progress)
     train(sft)
     shutil.rmtree(run / "model", ignore_errors=True)

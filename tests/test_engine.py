@@ -7,7 +7,6 @@ import copy
 import math
 import os
 import random
-import time
 from collections import Counter
 
 import pytest
@@ -563,40 +562,3 @@ def test_cpp_decode_step_matches_the_torch_step(kind, models, tok, prompts):
             torch.testing.assert_close(native, plain, rtol=1e-4, atol=1e-4)  # summation order only
             torch.testing.assert_close(after, backend.cache, rtol=1e-4, atol=1e-4)
             tokens = plain.argmax(-1)
-
-
-def test_native_kernels_can_be_turned_off_and_a_failed_build_falls_back(monkeypatch):
-    import torch.utils.cpp_extension as cpp
-
-    from slowthink.native import decode_kernels
-
-    monkeypatch.setenv("SLOWTHINK_NATIVE", "0")
-    assert decode_kernels.__wrapped__() is None
-    monkeypatch.setenv("SLOWTHINK_NATIVE", "1")
-
-    def broken(**kwargs):
-        raise RuntimeError("no compiler here")
-
-    monkeypatch.setattr(cpp, "load", broken)
-    with pytest.warns(UserWarning, match="no compiler here.*plain-torch"):
-        assert decode_kernels.__wrapped__() is None
-
-
-def test_build_lock_of_a_live_build_is_waited_for_and_a_stale_one_removed(tmp_path, capsys):
-    import threading
-
-    from slowthink.native import wait_for_build_lock
-
-    lock = tmp_path / "lock"
-    wait_for_build_lock(lock)  # no lock: returns at once, says nothing
-    assert capsys.readouterr().err == ""
-    lock.touch()  # a live build: waited for until its lock goes
-    threading.Timer(0.3, lock.unlink).start()
-    t0 = time.time()
-    wait_for_build_lock(lock, stale_s=60, poll_s=0.05)
-    assert 0.25 < time.time() - t0 < 5 and "waiting for the C++ decode build" in capsys.readouterr().err
-    lock.touch()  # a killed build's lock: removed once it is older than stale_s, not waited on forever
-    os.utime(lock, (time.time() - 120, time.time() - 120))
-    wait_for_build_lock(lock, stale_s=60, poll_s=0.05)
-    assert not lock.exists() and "did not finish" in capsys.readouterr().err
-

@@ -23,7 +23,7 @@ import torch
 from ..config import arg, check_device, require, to_dict
 from ..data import collate, sample_examples
 from ..evaluate import heldout_metrics
-from .common import TrainingHalted, make_optimizer, open_run, resolve_task
+from .common import SFT_OPTIMIZERS, TrainingHalted, make_optimizer, open_run, resolve_task
 from ..runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
 
 
@@ -73,7 +73,7 @@ class SFTConfig:
                                            and all(w >= 0 for w in self.level_weights) and sum(self.level_weights) > 0),
                 "level_weights", "one non-negative weight per level, not all zero")
         require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "two values in [0, 1)")
-        require(self.optimizer in ("adamw", "muon"), "optimizer", "must be adamw or muon")
+        require(self.optimizer in SFT_OPTIMIZERS, "optimizer", f"must be one of {SFT_OPTIMIZERS}")
         require(self.checkpoint_every > 0, "checkpoint_every", "must be > 0")
         require(self.snapshot_every >= 0, "snapshot_every", "must be >= 0")
         require(self.grad_clip >= 0, "grad_clip", "must be >= 0")
