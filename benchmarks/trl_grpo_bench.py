@@ -55,6 +55,7 @@ from slowthink.evaluate import heldout_metrics  # noqa: E402
 from slowthink.models import count_parameters, is_model_dir, load_model  # noqa: E402
 from slowthink.runlog import cpu_model  # noqa: E402
 from slowthink.rl.batch import sample_problems  # noqa: E402
+from slowthink.rl.grpo import GRPOConfig  # noqa: E402
 from slowthink.rl.rewards import RewardFn  # noqa: E402
 from slowthink.runlog import read_metrics, rng_state, set_rng_state  # noqa: E402
 from slowthink.tasks import get_task  # noqa: E402
@@ -180,7 +181,7 @@ class OursRun:
                                   max_new_tokens=args.max_new_tokens, temperature=1.0, lr=args.lr,
                                   format_reward=FORMAT_BONUS, eval_every=0, eval_per_level=0,
                                   checkpoint_every=10**9, seed=args.seed, threads=args.threads, progress=False,
-                                  async_rollout=args.async_rollout)
+                                  async_rollout=args.async_rollout, sampler_share=args.sampler_share)
             wall0, t = time.time(), time.perf_counter()
             grpo.train(cfg, model=self.model, tok=self.tok)
             dt = time.perf_counter() - t
@@ -414,6 +415,9 @@ def main(argv=None):
     ap.add_argument("--async-rollout", action="store_true",
                     help="ours samples step s+1 in a background thread while learning on step s (GRPOConfig."
                          "async_rollout: one step off-policy, --threads split between the two); TRL as always")
+    ap.add_argument("--sampler-share", type=float, default=GRPOConfig.__dataclass_fields__["sampler_share"].default,
+                    help="with --async-rollout: share of our learner's rows that the sampler's thread computes once "
+                         "its rollout is done (GRPOConfig.sampler_share)")
     ap.add_argument("--schedule", default="interleaved", choices=("interleaved", "sequential"),
                     help="interleaved: the two take turns at every evaluation point (same background load for "
                          "both); sequential: one whole run, then the other (--order)")
@@ -448,9 +452,10 @@ def main(argv=None):
         runner = OursRun(args, init, task, evaluator, Schedule(args.budget_s, every))
 
         def ours_turn():  # our resume restores the RNG state of its checkpoint: give TRL its own back
-            state = rng_state()
+            state, threads = rng_state(), torch.get_num_threads()
             runner.advance()
             set_rng_state(state)
+            torch.set_num_threads(threads)  # and its thread count (an async trainer of ours halves it)
 
         trl = run_trl(args, init, task, evaluator, Schedule(args.budget_s, every), after_eval=ours_turn)
         while not runner.advance():
@@ -474,6 +479,7 @@ def main(argv=None):
                       adam_betas=[0.9, 0.99], grad_clip=1.0, clip=[0.2, 0.28], loss="token mean (DAPO)", kl=0.0,
                       format_bonus=FORMAT_BONUS, budget_s=args.budget_s, heldout_problems=len(heldout),
                       eval_per_level=args.eval_per_level, schedule=args.schedule, ours_async_rollout=args.async_rollout,
+                      ours_sampler_share=args.sampler_share,
                       order=args.order if args.schedule == "sequential" else "turns, TRL first in each",
                       seed=args.seed),
         sft=sft_info,

@@ -13,7 +13,7 @@ from slowthink.engine import Completion, SamplingParams
 from slowthink.models import build_model, load_model
 from slowthink.rl import grpo, rloo
 from slowthink.rl.common import TrainingHalted
-from slowthink.rl.batch import Row, rollout_stats, sample_step
+from slowthink.rl.batch import Row, SharedChunks, micro_batches, rollout_stats, sample_step
 from slowthink.rl.grpo import (GRPOConfig, collate_rows, drop_flat_groups, learner_logprobs, make_rows,
                                train)
 from slowthink.rl.losses import group_advantages, rloo_advantages
@@ -130,6 +130,71 @@ def test_learner_skips_zero_advantage_rows_without_changing_the_gradient(sft_mod
     assert all(p.grad is not None and not p.grad.any() for p in model.parameters())
 
 
+def _linear_chunks():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 3)
+    chunks = [torch.randn(n, 8) for n in (5, 3, 7, 2, 4)]
+
+    def compute(x):
+        return model(x).pow(2).mean() * len(x), {"rows": len(x)}
+    return model, chunks, compute
+
+
+def test_shared_chunks_add_gradients_in_chunk_order_whichever_thread_computes_them():
+    import threading
+
+    model, chunks, compute = _linear_chunks()
+    for x in chunks:  # the reference: one thread, backward() accumulating in order
+        compute(x)[0].backward()
+    reference = [p.grad.clone() for p in model.parameters()]
+
+    # A helper thread claims chunk 0 first and is slow with it, so the owner computes chunks 1-4 and must
+    # hold their gradients until chunk 0's is added.
+    model.zero_grad(set_to_none=True)
+    claimed, go = threading.Event(), threading.Event()
+
+    def slow_for_the_helper(x):
+        if threading.current_thread() is not threading.main_thread() and not claimed.is_set():
+            claimed.set()
+            go.wait(10)
+        return compute(x)
+    shared = SharedChunks(chunks, slow_for_the_helper, list(model.parameters()))
+    helper = threading.Thread(target=shared.work)
+    helper.start()
+    assert claimed.wait(10)
+    threading.Timer(0.2, go.set).start()
+    stats = shared.finish()
+    helper.join()
+    assert [s["rows"] for s in stats] == [5, 3, 7, 2, 4]  # chunk order, not completion order
+    assert all(torch.equal(p.grad, r) for p, r in zip(model.parameters(), reference))
+
+
+def test_shared_chunks_raise_a_helpers_error_in_the_owner():
+    import threading
+
+    model, chunks, compute = _linear_chunks()
+
+    def fails_on_chunk_2(x):
+        if len(x) == 7:
+            raise ValueError("chunk 2 broke")
+        return compute(x)
+    shared = SharedChunks(chunks, fails_on_chunk_2, list(model.parameters()))
+    helper = threading.Thread(target=shared.work)
+    helper.start()
+    with pytest.raises(ValueError, match="chunk 2 broke"):
+        shared.finish()
+    helper.join()
+
+
+def test_micro_batches_leave_a_separate_tail_for_a_late_thread():
+    rows = [Row([1], [2] * n, [0.0] * n, 1.0, True) for n in (5, 1, 9, 3, 7, 2, 8, 4, 6, 10)]
+    sizes = lambda chunks: [[len(r.token_ids) for r in c] for c in chunks]  # noqa: E731
+    assert sizes(micro_batches(rows, 0)) == [list(range(1, 11))]
+    assert sizes(micro_batches(rows, 0, tail_share=0.2)) == [list(range(1, 9)), [9, 10]]
+    assert sizes(micro_batches(rows, 3, tail_share=0.4)) == [[1, 2, 3], [4, 5, 6], [7, 8, 9], [10]]
+    assert sizes(micro_batches(rows[:1], 0, tail_share=0.9)) == [[5]]  # never an empty chunk
+
+
 # -- (b) a few steps raise the reward -----------------------------------------------------------------
 
 def test_grpo_moves_parameters_and_raises_reward(sft_model, tmp_path):
@@ -202,10 +267,13 @@ def test_resume_matches_uninterrupted_run(sft_model, tmp_path):
     assert any(r["truncated"] > 0 for r in rows) and any(r["groups_used"] for r in rows)
 
 
+@pytest.mark.parametrize("sampler_share", [0.0, 0.5])
 def test_async_rollout_samples_from_the_previous_weights_and_resumes_exactly_after_a_kill(sft_model, tmp_path,
-                                                                                         monkeypatch):
+                                                                                         monkeypatch, sampler_share):
+    # sampler_share 0.5: the sampler's thread computes the learner's second micro-batch whenever it is free
+    # first; the weights must not depend on which thread took it.
     common = dict(init=sft_model, prompts_per_step=4, group_size=4, lr=1e-3, async_rollout=True,
-                  **{**FAST, "max_new_tokens": 4, "checkpoint_every": 2})
+                  sampler_share=sampler_share, **{**FAST, "max_new_tokens": 4, "checkpoint_every": 2})
     task = Arithmetic(op="add", max_level=2)
     trained = []  # each step's batch, as the trainer sees it
     monkeypatch.setattr(grpo, "rollout_stats", lambda groups: trained.append(groups) or rollout_stats(groups))
@@ -242,6 +310,9 @@ def test_async_rollout_samples_from_the_previous_weights_and_resumes_exactly_aft
     a, b = _weights(straight / "model"), _weights(resumed / "model")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [r["policy_lag"] for r in read_metrics(resumed) if "reward_mean" in r] == [0, 1, 1, 1, 1]
+    # The two threads split the configured count while training; the caller gets it back.
+    train(GRPOConfig(out=str(tmp_path / "c"), steps=2, **{**common, "threads": 2}), task=task)
+    assert torch.get_num_threads() == 2
 
 
 def test_rloo_uses_leave_one_out_advantages_and_learns(sft_model, tmp_path, monkeypatch):
@@ -310,7 +381,8 @@ def test_config_errors(sft_model, tmp_path):
     for bad, field in [(dict(clip_low=-0.1), "clip_low"), (dict(clip_high=-0.2), "clip_high"),
                        (dict(loss_agg="mean"), "loss_agg"), (dict(group_size=1), "group_size"),
                        (dict(temperature=0.0), "temperature"), (dict(mode="fast"), "mode"),
-                       (dict(overlong_buffer=99, max_new_tokens=8), "overlong_buffer")]:
+                       (dict(overlong_buffer=99, max_new_tokens=8), "overlong_buffer"),
+                       (dict(sampler_share=1.0), "sampler_share")]:
         with pytest.raises(ConfigError, match=f"'{field}'"):
             GRPOConfig(init=sft_model, **bad)
     with pytest.raises(ConfigError, match="sequence_mean"):  # the error lists the valid choices

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import inspect
 import random
+import threading
+import time
 from dataclasses import dataclass
 
 import torch
@@ -58,27 +60,38 @@ class RolloutAhead:
         if self.pending is not None:
             raise RuntimeError(f"step {self.pending[0]}'s rollout is still pending")
         self.worker.load_weights(model.state_dict(), version=step - 1)
-        self.pending = (step, self.pool.submit(sample_step, self.worker, self.task, self.cfg, step, self.seed_name))
+        self.pending = (step, self.pool.submit(self._timed_sample, step))
+
+    def _timed_sample(self, step: int) -> tuple[list[Group], float]:
+        t0 = time.perf_counter()
+        groups = sample_step(self.worker, self.task, self.cfg, step, self.seed_name)
+        return groups, time.perf_counter() - t0
 
     def put(self, step: int, groups: list[Group]) -> None:
         """A batch sampled earlier (a resumed run's checkpointed pending batch)."""
         from concurrent.futures import Future
 
         future = Future()
-        future.set_result(groups)
+        future.set_result((groups, None))
         self.pending = (step, future)
 
     def peek(self, step: int) -> list[Group] | None:
         """Step ``step``'s batch if one was submitted for it (None otherwise), waiting for it but leaving it
         pending; raises the thread's error."""
-        return self.pending[1].result() if self.pending is not None and self.pending[0] == step else None
+        return self.pending[1].result()[0] if self.pending is not None and self.pending[0] == step else None
 
-    def take(self, step: int) -> list[Group] | None:
-        """``peek``, and the batch is no longer pending."""
-        groups = self.peek(step)
-        if groups is not None:
-            self.pending = None
-        return groups
+    def take(self, step: int) -> tuple[list[Group] | None, float | None]:
+        """``peek``, and the batch is no longer pending; also how long the thread took to sample it (None for
+        a batch from a checkpoint)."""
+        if self.pending is None or self.pending[0] != step:
+            return None, None
+        groups, seconds = self.pending[1].result()
+        self.pending = None
+        return groups, seconds
+
+    def share(self, shared: "SharedChunks") -> None:
+        """The sampler's thread helps with the learner's micro-batches once its queued rollout is done."""
+        self.pool.submit(shared.work)
 
     def close(self) -> None:
         """Wait for a running rollout (it uses the cores and the worker's model) and stop the thread."""
@@ -229,11 +242,77 @@ def learner_logprobs(model, batch: dict, temperature: float) -> torch.Tensor:
     return torch.where(batch["real"], logp, torch.zeros_like(logp))
 
 
-def micro_batches(rows: list[Row], size: int) -> list[list[Row]]:
-    """Rows sorted by length (less padding), in chunks of ``size`` (0: one chunk)."""
+def micro_batches(rows: list[Row], size: int, tail_share: float = 0.0) -> list[list[Row]]:
+    """Rows sorted by length (less padding), in chunks of ``size`` (0: one chunk). With ``tail_share`` > 0
+    the last ``round(tail_share * len(rows))`` rows are chunked on their own, after the others: a piece
+    sized for a thread that joins late (``SharedChunks``)."""
     rows = sorted(rows, key=lambda r: len(r.prompt_ids) + len(r.token_ids))
-    size = size or len(rows)
-    return [rows[i:i + size] for i in range(0, len(rows), size)]
+    k = min(len(rows) - 1, round(tail_share * len(rows)))
+    parts = [rows[:len(rows) - k], rows[len(rows) - k:]] if k > 0 else [rows]
+    return [part[i:i + (size or len(part))] for part in parts for i in range(0, len(part), size or len(part))]
+
+
+class SharedChunks:
+    """A learner's micro-batches, which any thread that calls ``work()`` helps compute; each chunk's gradient
+    is added to ``.grad`` in chunk order by the thread that called ``finish()``.
+
+    ``compute(chunk)`` returns ``(loss, stats)``: a scalar loss whose gradient is the chunk's share, and
+    numbers to sum. Its gradient is taken with ``torch.autograd.grad`` (nothing is written to ``.grad`` from a
+    helper thread) and the sums run in chunk order, so the result does not depend on which thread took which
+    chunk or when: a run stays bit-reproducible. Chunk gradients that arrive out of order wait until the
+    ones before them are added, so at most those are held in memory (none when one thread does all)."""
+
+    def __init__(self, chunks: list, compute, params: list[torch.Tensor]):
+        self.chunks, self.compute, self.params = chunks, compute, params
+        self.cond = threading.Condition()
+        self.claimed = self.added = 0
+        self.ready: dict[int, tuple] = {}  # chunk index -> (grads, stats), not yet added
+        self.stats: list[dict] = []  # per chunk, in chunk order
+        self.error: BaseException | None = None
+
+    def work(self, owner: bool = False) -> None:
+        """Claim and compute chunks until none is left (or a thread failed); the ``owner`` (the thread that
+        will call ``finish``) also adds, between its chunks, the gradients that are next in order."""
+        while True:
+            with self.cond:
+                if self.claimed == len(self.chunks) or self.error is not None:
+                    return
+                i, self.claimed = self.claimed, self.claimed + 1
+            try:
+                loss, stats = self.compute(self.chunks[i])
+                grads = torch.autograd.grad(loss, self.params, allow_unused=True)
+            except BaseException as e:  # handed to finish(): the owner's thread raises it
+                with self.cond:
+                    self.error = e
+                    self.cond.notify_all()
+                return
+            with self.cond:
+                self.ready[i] = (grads, stats)
+                self.cond.notify_all()
+            if owner:
+                self._add_ready(wait=False)
+
+    def finish(self) -> list[dict]:
+        """Work until no chunk is left, add every chunk's gradient in order, and return the chunks' stats."""
+        self.work(owner=True)
+        self._add_ready(wait=True)
+        return self.stats
+
+    def _add_ready(self, wait: bool) -> None:
+        while self.added < len(self.chunks):
+            with self.cond:
+                while wait and self.added not in self.ready and self.error is None:
+                    self.cond.wait()
+                if self.error is not None:
+                    raise self.error
+                if self.added not in self.ready:
+                    return
+                grads, stats = self.ready.pop(self.added)
+            for p, g in zip(self.params, grads):
+                if g is not None:
+                    p.grad = g if p.grad is None else p.grad.add_(g)
+            self.stats.append(stats)
+            self.added += 1
 
 
 def rollout_stats(groups: list[Group]) -> dict[str, float]:

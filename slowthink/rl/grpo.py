@@ -31,7 +31,10 @@ Departures from GRPO as published (Shao et al. 2024, arXiv:2402.03300), most of 
   2024, arXiv:2410.18252). The ratio is then taken against the sampler's log-probs, so the clip can
   bind even at ``epochs_per_step=1``. A checkpoint holds the pending batch, so a run killed and resumed
   equals an uninterrupted one; a finished run whose ``steps`` is raised and resumed samples its first
-  new step on-policy (no batch was pending when it ended).
+  new step on-policy (no batch was pending when it ended). The learner is the longer of the two jobs on a
+  CPU, so ``sampler_share`` hands a last micro-batch of it to the sampler's thread once its rollout is
+  done; chunk gradients are summed in chunk order, so the weights do not depend on which thread took
+  which chunk (``SharedChunks``). ``learner_s`` and ``sampler_s`` in the metrics show the balance.
 - A reward is the task's correctness plus an optional format bonus (``slowthink.rl.rewards``);
   outcome reward only (process rewards come with the PRM). Constant learning rate after warm-up.
 
@@ -60,7 +63,7 @@ from .losses import (approx_kl, clip_fraction, clipped_pg_token_losses, constant
                      token_logprobs, token_mean_loss)
 from .rewards import RewardFn
 from .batch import (Counts, RolloutAhead, Row, collate_rows, completion_logits, evaluate_on_heldout, learner_logprobs,
-                    make_rows, micro_batches, on_policy_rollout, rollout_stats)
+                    make_rows, micro_batches, on_policy_rollout, rollout_stats, SharedChunks)
 from .rollout import Group, LocalRolloutWorker
 from .common import OPTIMIZERS, budget_spent, halted, make_optimizer, open_run, resolve_task
 
@@ -102,6 +105,10 @@ class GRPOConfig:
     async_rollout: bool = arg(False, "sample step s+1 in a background thread, from the weights before step s's "
                               "update, while the learner trains on step s (one step off-policy; the threads are "
                               "split between the two)")
+    sampler_share: float = arg(0.15, "async_rollout only: share of the learner's rows (its last micro-batch) that the "
+                               "sampler's thread may take once its rollout is done, whichever thread is free first. "
+                               "Balanced near (learner_s - sampler_s) / (2 * learner_s) from the metrics; 0: the "
+                               "learner's thread does all")
     clip_low: float = arg(0.2, "PPO clip below: ratio >= 1 - clip_low")
     clip_high: float = arg(0.28, "PPO clip above: ratio <= 1 + clip_high (DAPO clip-higher; 0.2 = symmetric)")
     loss_agg: str = arg("token_mean", f"loss aggregation: {', '.join(AGGREGATIONS)}")
@@ -162,6 +169,7 @@ class GRPOConfig:
         require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "two values in [0, 1)")
         require(self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {OPTIMIZERS}")
         require(0 <= self.momentum < 1, "momentum", "must be in [0, 1)")
+        require(0 <= self.sampler_share < 1, "sampler_share", "must be in [0, 1)")
 
 
 def lr_at(step: int, cfg: GRPOConfig) -> float:
@@ -176,51 +184,64 @@ def drop_flat_groups(groups: list[Group]) -> list[Group]:
 
 # ----------------------------------------------------------------------------- learner
 
+def pg_chunk_loss(model, ref_model, chunk: list[Row], cfg: GRPOConfig, counts: Counts, pad_id: int,
+                  device) -> tuple[torch.Tensor, dict[str, float]]:
+    """One micro-batch's share of the clipped PG loss (+ KL), and its sums for the diagnostics."""
+    b = collate_rows(chunk, pad_id, device)
+    logits = completion_logits(model, b, cfg.temperature)
+    logp = token_logprobs(logits, b["tokens"])
+    token_losses = clipped_pg_token_losses(logp, b["old_logp"], b["advantages"], cfg.clip_low, cfg.clip_high)
+    sums = {}
+    if ref_model is not None:
+        with torch.no_grad():
+            ref_logp = learner_logprobs(ref_model, b, cfg.temperature)
+        kl = kl_k3(logp, ref_logp)
+        token_losses = token_losses + cfg.kl_coef * kl
+        sums["kl_ref"] = float(masked_sum(kl.detach(), b["loss_mask"]))
+    loss = AGGREGATIONS[cfg.loss_agg](token_losses, b["loss_mask"], counts)
+    in_loss = int(b["loss_mask"].sum())
+    with torch.no_grad():
+        sums.update(loss=float(loss), real=int(b["real"].sum()), in_loss=in_loss,
+                    entropy=float(masked_sum(entropy_from_logits(logits.detach()), b["real"])),
+                    clip_frac=float(clip_fraction(logp, b["old_logp"], b["loss_mask"], cfg.clip_low,
+                                                  cfg.clip_high)) * in_loss,
+                    approx_kl=float(approx_kl(logp, b["old_logp"], b["loss_mask"])) * in_loss)
+    return loss, sums
+
+
 def learner_update(model, ref_model, rows: list[Row], cfg: GRPOConfig, pad_id: int,
-                   skip_zero_advantage: bool = True) -> dict[str, float]:
+                   skip_zero_advantage: bool = True, helper=None) -> dict[str, float]:
     """One gradient (accumulated over micro-batches) of the clipped PG loss (+ KL); the caller clips and
     steps. Returns the loss and diagnostics: entropy of the tempered (sampling) distribution over all
     completion tokens; clip fraction, approximate KL to the sampling policy and k3 KL to the reference
-    over the tokens in the loss."""
+    over the tokens in the loss. ``helper.share(shared)``, if given, has the async sampler's thread
+    compute micro-batches too once its rollout is done (``RolloutAhead``); the gradient does not depend
+    on it (``SharedChunks``)."""
     counts = Counts(sequences=sum(1 for r in rows if r.in_loss and r.token_ids),
                     tokens=sum(len(r.token_ids) for r in rows if r.in_loss), max_tokens=cfg.max_new_tokens)
-    aggregate = AGGREGATIONS[cfg.loss_agg]
     device = next(model.parameters()).device
     # A zero-advantage token's clipped PG loss is 0 at every ratio, so its gradient is 0: with no KL
     # term such rows need no forward pass (``counts`` above still include them).
     skip = skip_zero_advantage and ref_model is None
     forward = [r for r in rows if r.advantage != 0.0] if skip else rows
-    sums = dict(loss=0.0, entropy=0.0, clip_frac=0.0, approx_kl=0.0, kl_ref=0.0)
-    n_real = n_loss = 0
     if not forward:  # nothing carries signal: a zero gradient, stepped like any other
         for p in model.parameters():
             p.grad = torch.zeros_like(p)
         return {"loss": 0.0, "learner_rows": 0, "rows": len(rows)}
-    for chunk in micro_batches(forward, cfg.micro_batch_size):
-        b = collate_rows(chunk, pad_id, device)
-        logits = completion_logits(model, b, cfg.temperature)
-        logp = token_logprobs(logits, b["tokens"])
-        token_losses = clipped_pg_token_losses(logp, b["old_logp"], b["advantages"], cfg.clip_low, cfg.clip_high)
-        if ref_model is not None:
-            with torch.no_grad():
-                ref_logp = learner_logprobs(ref_model, b, cfg.temperature)
-            kl = kl_k3(logp, ref_logp)
-            token_losses = token_losses + cfg.kl_coef * kl
-            sums["kl_ref"] += float(masked_sum(kl.detach(), b["loss_mask"]))
-        loss = aggregate(token_losses, b["loss_mask"], counts)
-        loss.backward()
-        real, in_loss = int(b["real"].sum()), int(b["loss_mask"].sum())
-        with torch.no_grad():
-            sums["loss"] += float(loss)
-            sums["entropy"] += float(masked_sum(entropy_from_logits(logits.detach()), b["real"]))
-            sums["clip_frac"] += float(clip_fraction(logp, b["old_logp"], b["loss_mask"], cfg.clip_low,
-                                                     cfg.clip_high)) * in_loss
-            sums["approx_kl"] += float(approx_kl(logp, b["old_logp"], b["loss_mask"])) * in_loss
-        n_real, n_loss = n_real + real, n_loss + in_loss
-    return {"loss": sums["loss"], "learner_rows": len(forward), "rows": len(rows),
-            "entropy": sums["entropy"] / max(1, n_real),
-            "clip_frac": sums["clip_frac"] / max(1, n_loss), "approx_kl": sums["approx_kl"] / max(1, n_loss),
-            **({"kl_ref": sums["kl_ref"] / max(1, n_loss)} if ref_model is not None else {})}
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    tail = cfg.sampler_share if helper is not None else 0.0
+    shared = SharedChunks(micro_batches(forward, cfg.micro_batch_size, tail),
+                          lambda chunk: pg_chunk_loss(model, ref_model, chunk, cfg, counts, pad_id, device), params)
+    if helper is not None and ref_model is None and len(shared.chunks) > 1:
+        helper.share(shared)
+    per_chunk = shared.finish()
+    total = {k: sum(c.get(k, 0.0) for c in per_chunk) for k in per_chunk[0]}
+    n_real, n_loss = max(1, total["real"]), max(1, total["in_loss"])
+    return {"loss": total["loss"], "learner_rows": len(forward), "rows": len(rows),
+            "entropy": total["entropy"] / n_real, "clip_frac": total["clip_frac"] / n_loss,
+            "approx_kl": total["approx_kl"] / n_loss,
+            **({"kl_ref": total["kl_ref"] / n_loss} if ref_model is not None else {})}
 
 
 # ----------------------------------------------------------------------------- training loop
@@ -258,7 +279,8 @@ def train(cfg: GRPOConfig, task=None, model=None, tok=None) -> Path:
     worker = LocalRolloutWorker(model, tok, task, reward_fn)
     ahead = None
     if cfg.async_rollout:  # the sampler gets its own copy: the learner updates ``model`` meanwhile
-        threads = max(1, torch.get_num_threads() // 2)
+        outer_threads = torch.get_num_threads()  # given back when train() returns
+        threads = max(1, outer_threads // 2)
         torch.set_num_threads(threads)
         ahead = RolloutAhead(LocalRolloutWorker(copy.deepcopy(model), tok, task, reward_fn), task, cfg, "grpo",
                              threads)
@@ -271,6 +293,7 @@ def train(cfg: GRPOConfig, task=None, model=None, tok=None) -> Path:
         log.close()
         if ahead is not None:
             ahead.close()
+            torch.set_num_threads(outer_threads)
         raise halted(why, ckpt)
 
     def evaluate_heldout(done: int) -> None:
@@ -284,7 +307,7 @@ def train(cfg: GRPOConfig, task=None, model=None, tok=None) -> Path:
         t0 = time.time()
         # -- rollout: sample problems, push weights, generate and score n completions each (async: this
         # step's batch was sampled during the previous step, and the next one starts now)
-        groups = ahead.take(step) if ahead is not None else None
+        groups, sampler_s = ahead.take(step) if ahead is not None else (None, None)
         if groups is None:
             groups = on_policy_rollout(worker, task, model, cfg, step, "grpo")
         if ahead is not None and step + 1 < cfg.steps:
@@ -292,6 +315,8 @@ def train(cfg: GRPOConfig, task=None, model=None, tok=None) -> Path:
         t_rollout = time.time() - t0
         metrics = rollout_stats(groups)
         metrics["policy_lag"] = step - min(g.version for g in groups)
+        if sampler_s is not None:  # async: the sampler thread's time on this batch (rollout_s is only the wait)
+            metrics["sampler_s"] = sampler_s
 
         # -- advantages, dynamic sampling, learner update(s)
         if cfg.dynamic_sampling:
@@ -302,9 +327,10 @@ def train(cfg: GRPOConfig, task=None, model=None, tok=None) -> Path:
         if groups:
             adv = cfg.advantages(torch.tensor([g.totals for g in groups]))
             rows = make_rows(groups, adv, cfg.overlong_filter)
+            t_learn = time.time()
             for _ in range(cfg.epochs_per_step):
                 opt.zero_grad(set_to_none=True)
-                stats = learner_update(model, ref_model, rows, cfg, tok.pad_token_id)
+                stats = learner_update(model, ref_model, rows, cfg, tok.pad_token_id, helper=ahead)
                 gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf")))
                 entropy = stats.get("entropy", 1.0)  # absent: no row ran, nothing to measure
                 if not (math.isfinite(stats["loss"]) and math.isfinite(gnorm) and math.isfinite(entropy)):
@@ -312,7 +338,7 @@ def train(cfg: GRPOConfig, task=None, model=None, tok=None) -> Path:
                     halt(f"non-finite loss/gradient/entropy at step {step + 1} (loss {stats['loss']}, "
                          f"grad norm {gnorm}, entropy {entropy})")
                 opt.step()
-            metrics.update(stats, grad_norm=gnorm)
+            metrics.update(stats, grad_norm=gnorm, learner_s=time.time() - t_learn)
             if "entropy" in stats:
                 low_entropy = low_entropy + 1 if stats["entropy"] < cfg.entropy_floor else 0
         done = step + 1
@@ -342,5 +368,6 @@ def train(cfg: GRPOConfig, task=None, model=None, tok=None) -> Path:
     log.close()
     if ahead is not None:
         ahead.close()
+        torch.set_num_threads(outer_threads)
     save(model, tok, run / "model")
     return run
