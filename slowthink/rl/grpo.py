@@ -233,7 +233,7 @@ def learner_update(model, ref_model, rows: list[Row], cfg: GRPOConfig, pad_id: i
     tail = cfg.sampler_share if helper is not None else 0.0
     shared = SharedChunks(micro_batches(forward, cfg.micro_batch_size, tail),
                           lambda chunk: pg_chunk_loss(model, ref_model, chunk, cfg, counts, pad_id, device), params)
-    if helper is not None and ref_model is None and len(shared.chunks) > 1:
+    if helper is not None and len(shared.chunks) > 1:
         helper.share(shared)
     per_chunk = shared.finish()
     total = {k: sum(c.get(k, 0.0) for c in per_chunk) for k in per_chunk[0]}
