@@ -415,7 +415,7 @@ def main(argv=None):
     ap.add_argument("--async-rollout", action="store_true",
                     help="ours samples step s+1 in a background thread while learning on step s (GRPOConfig."
                          "async_rollout: one step off-policy, --threads split between the two); TRL as always")
-    ap.add_argument("--sampler-share", type=float, default=GRPOConfig.__dataclass_fields__["sampler_share"].default,
+    ap.add_argument("--sampler-share", type=float, default=GRPOConfig.sampler_share,
                     help="with --async-rollout: share of our learner's rows that the sampler's thread computes once "
                          "its rollout is done (GRPOConfig.sampler_share)")
     ap.add_argument("--schedule", default="interleaved", choices=("interleaved", "sequential"),
@@ -455,7 +455,7 @@ def main(argv=None):
             state, threads = rng_state(), torch.get_num_threads()
             runner.advance()
             set_rng_state(state)
-            torch.set_num_threads(threads)  # and its thread count (an async trainer of ours halves it)
+            torch.set_num_threads(threads)  # and its thread count (our trainer sets its own from its config)
 
         trl = run_trl(args, init, task, evaluator, Schedule(args.budget_s, every), after_eval=ours_turn)
         while not runner.advance():

@@ -103,7 +103,7 @@ def stage_sft(cfg: QuickstartConfig, run: Path) -> None:
                     level_weights=cfg.level_weights,
                     system2_fraction=cfg.system2_fraction, model=cfg.model, steps=cfg.steps,
                     batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer, warmup_steps=cfg.warmup_steps,
-                    seed=cfg.seed,                    eval_every=cfg.eval_every, max_new_tokens=cfg.max_new_tokens, threads=cfg.threads,
+                    seed=cfg.seed, eval_every=cfg.eval_every, max_new_tokens=cfg.max_new_tokens, threads=cfg.threads,
                     device=cfg.device, progress=cfg.progress)
     train(sft)
     shutil.rmtree(run / "model", ignore_errors=True)

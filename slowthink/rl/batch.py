@@ -89,7 +89,7 @@ class RolloutAhead:
         self.pending = None
         return groups, seconds
 
-    def share(self, shared: "SharedChunks") -> None:
+    def share(self, shared: SharedChunks) -> None:
         """The sampler's thread helps with the learner's micro-batches once its queued rollout is done."""
         self.pool.submit(shared.work)
 
@@ -247,9 +247,12 @@ def micro_batches(rows: list[Row], size: int, tail_share: float = 0.0) -> list[l
     the last ``round(tail_share * len(rows))`` rows are chunked on their own, after the others: a piece
     sized for a thread that joins late (``SharedChunks``)."""
     rows = sorted(rows, key=lambda r: len(r.prompt_ids) + len(r.token_ids))
-    k = min(len(rows) - 1, round(tail_share * len(rows)))
-    parts = [rows[:len(rows) - k], rows[len(rows) - k:]] if k > 0 else [rows]
-    return [part[i:i + (size or len(part))] for part in parts for i in range(0, len(part), size or len(part))]
+    cut = len(rows) - min(len(rows) - 1, round(tail_share * len(rows)))
+    chunks = []
+    for part in (rows[:cut], rows[cut:]):
+        step = size or len(part) or 1
+        chunks += [part[i:i + step] for i in range(0, len(part), step)]
+    return chunks
 
 
 class SharedChunks:
