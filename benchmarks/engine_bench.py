@@ -12,8 +12,8 @@ tokens over the whole call (prefill included).
 "Floor" is a machine reference, not a competitor: the same per-step matmuls our decode step runs (fused
 qkv, o, gate|up, down per layer, then the LM head) at batch 64 for 96 steps, with no attention, cache or
 Python around them. "attention" is SDPA alone over a cache of the same shape, for the same 96 steps.
-"ours" decodes with the C++ step of ``slowthink/native`` where it applies (float32 on the CPU) and with the
-decode step captured as CUDA graphs on a GPU (``slowthink/graphs.py``); the same engine with its plain-torch
+"ours" decodes with the C++ step of ``slowthink/engine/native`` where it applies (float32 on the CPU) and with the
+decode step captured as CUDA graphs on a GPU (``slowthink/engine/graphs.py``); the same engine with its plain-torch
 eager step is measured alongside ("torch path"). "tiny b8" shows a small batch, where
 per-step overhead dominates. The "8x8 sampled" config (8 prompts x n=8, temperature 1) shows prefill-once: HF
 expands the prompts before prefill (``num_return_sequences``), we prefill 8 and copy the cache.
@@ -40,11 +40,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from slowthink.engine import Engine, SamplingParams  # noqa: E402
 from slowthink.models import build_model, count_parameters, init_from_config  # noqa: E402
 from slowthink.tasks.arithmetic import Arithmetic  # noqa: E402
-from slowthink.runlog import cpu_model  # noqa: E402
+from slowthink.train.runlog import cpu_model
 from slowthink.tokenizer import build_char_tokenizer, render_prompt  # noqa: E402
 
 NEW_TOKENS = 96
-FAST_STEPS = {"kernels": "C++ kernels (slowthink/native)", "graphs": "CUDA graphs (slowthink/graphs.py)"}
+FAST_STEPS = {"kernels": "C++ kernels (slowthink/engine/native)", "graphs": "CUDA graphs (slowthink/engine/graphs.py)"}
 
 
 def prompts_for(tok, count: int, seed: int = 0) -> list[list[int]]:

@@ -65,7 +65,7 @@ from slowthink.critics.train import (  # noqa: E402
     training_problems,
 )
 from slowthink.evaluate import majority  # noqa: E402
-from slowthink.runlog import machine_info, write_json  # noqa: E402
+from slowthink.train.runlog import machine_info, write_json
 from slowthink.search import Meter, Policy, aggregate  # noqa: E402
 from slowthink.search.weighted_majority import weighted_vote  # noqa: E402
 
@@ -106,7 +106,7 @@ def make_completer(policy: str, out: Path, steps: int, threads: int) -> float:
     """The completer: the policy trained further with the same SFT recipe and data (System-2 only), so that it
     finishes a right prefix more often than the policy does. No step label is involved. Returns seconds spent
     (0 when cached)."""
-    from slowthink.rl.sft import SFTConfig, train
+    from slowthink.train.sft import SFTConfig, train
 
     if (out / "model" / "config.json").exists():
         return 0.0
@@ -214,9 +214,9 @@ def plot(path: Path, res: dict, roc: dict) -> None:
 def main(argv=None) -> int:
     from slowthink.engine import Engine
     from slowthink.models import load_model
-    from slowthink.runlog import RunLog
+    from slowthink.train.runlog import RunLog
     from slowthink.search import best_of_n, get_strategy
-    from slowthink.search.evaluate import evaluate_strategy
+    from slowthink.evaluate import evaluate_strategy
     from slowthink.config import parse_mapping
     from slowthink.tasks import get_task
 

@@ -33,7 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from slowthink.runlog import read_metrics, write_json  # noqa: E402
+from slowthink.train.runlog import read_metrics, write_json
 
 TASK = dict(task="arithmetic", task_args={"op": "mul", "cot": "cells"})
 START = dict(levels=[1, 2], level_weights=[1, 3], model="small", steps=350, batch_size=64, lr=6e-4,
@@ -41,7 +41,7 @@ START = dict(levels=[1, 2], level_weights=[1, 3], model="small", steps=350, batc
 
 
 def make_start(out: Path, threads: int) -> Path:
-    from slowthink.rl.sft import SFTConfig, train
+    from slowthink.train.sft import SFTConfig, train
 
     if not (out / "model" / "config.json").exists():
         train(SFTConfig(out=str(out), **TASK, **START, eval_every=0, eval_per_level=16, threads=threads))

@@ -10,7 +10,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.rl_gain import plot  # noqa: E402
-from slowthink.runlog import write_json  # noqa: E402
+from slowthink.train.runlog import write_json
 
 
 def main() -> int:

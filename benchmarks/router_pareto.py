@@ -12,7 +12,7 @@ What runs: arms = System-1 greedy, System-2 greedy, System-2 majority of 4/8/16 
 256 tokens per sample. Every arm is run once on every training problem (train split) and every held-out
 problem (the task's held-out split); the router is fitted on the training problems and scored on the
 held-out ones, where each router setting's accuracy is that of the arm it picks per question and its tokens
-are the arm's plus its signals' (slowthink/router/evaluate.py). The signal sets are compared too: which
+are the arm's plus its signals' (slowthink/router/scoring.py). The signal sets are compared too: which
 cheap signals pay off. Reported: the bar (router within 1 point of the best fixed arm's accuracy with at
 most 35% of its mean tokens), the predictor's AUROC per arm, and RouteLLM's figure (share of questions sent
 to the slow path to recover 80% of the always-fast/always-slow gap; 0.8 for random routing).
@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 def machine() -> dict:
     import torch
 
-    from slowthink.runlog import cpu_model
+    from slowthink.train.runlog import cpu_model
 
     cpu = cpu_model()
     return dict(cpu=cpu, cores=len(os.sched_getaffinity(0)), torch=torch.__version__, torch_threads=torch.get_num_threads(),
@@ -64,7 +64,7 @@ def main() -> int:
 
     from slowthink.report import plot_pareto
     from slowthink.router.arms import arm_table, default_arms
-    from slowthink.router.evaluate import score_routing
+    from slowthink.router.scoring import score_routing
     from slowthink.router.signals import SIGNAL_SETS, compute_signals
     from slowthink.router.train import RouterConfig, fit_from_table, load_engines, training_problems
     from slowthink.tasks import get_task

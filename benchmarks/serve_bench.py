@@ -48,7 +48,7 @@ def free_port() -> int:
 def machine_info(server_threads: int | None) -> dict:
     import torch
 
-    from slowthink.runlog import cpu_model
+    from slowthink.train.runlog import cpu_model
 
     cpu = cpu_model()
     return dict(cpu=cpu, cores=len(os.sched_getaffinity(0)), torch=torch.__version__,

@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from slowthink.config import load_config  # noqa: E402
 from slowthink.quickstart import QuickstartConfig  # noqa: E402
-from slowthink.rl.sft import SFTConfig, train  # noqa: E402
-from slowthink.runlog import machine_info, read_metrics  # noqa: E402
+from slowthink.train.sft import SFTConfig, train
+from slowthink.train.runlog import machine_info, read_metrics
 
 
 def parse_args(argv=None):

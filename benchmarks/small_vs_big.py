@@ -87,7 +87,7 @@ def train(preset: str, args) -> Path:
     import yaml
 
     from slowthink.config import load_config
-    from slowthink.rl.sft import SFTConfig, train as sft_train
+    from slowthink.train.sft import SFTConfig, train as sft_train
 
     known = set(SFTConfig.__dataclass_fields__)
     values = {k: v for k, v in yaml.safe_load(Path(args.recipe).read_text()).items() if k in known}
@@ -271,7 +271,7 @@ def plot(path: Path, res: dict) -> None:
 
 
 def main(argv=None) -> int:
-    from slowthink.runlog import machine_info, write_json
+    from slowthink.train.runlog import machine_info, write_json
     from slowthink.tasks import get_task
 
     args = parse_args(argv)

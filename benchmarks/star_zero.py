@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from slowthink.config import parse_mapping  # noqa: E402
-from slowthink.runlog import read_metrics, write_json  # noqa: E402
+from slowthink.train.runlog import read_metrics, write_json
 
 TASK = "arithmetic"
 TASK_ARGS = {"op": "add", "cot": "cells"}
@@ -58,10 +58,10 @@ def train_base(out: Path, worked: int, steps: int, threads: int, seed: int = 0, 
     """SFT on direct answers plus ``worked`` fixed worked solutions (levels cycling through ``worked_levels``);
     returns the model folder. With ``sub_skills`` > 0, that share of the direct answers are to the
     sub-problems of a training problem's derivation (``sub_problems``) instead of to the problem itself."""
-    from slowthink.data import reference_example
+    from slowthink.train.data import reference_example
     from slowthink.models import build_or_load, save
-    from slowthink.rl.common import make_optimizer
-    from slowthink.rl.sft import SFTConfig, lr_at, token_mean_backward
+    from slowthink.train.optimizers import make_optimizer
+    from slowthink.train.sft import SFTConfig, lr_at, token_mean_backward
     from slowthink.tasks import get_task
 
     if (out / "model" / "config.json").exists():

@@ -29,7 +29,7 @@ seed=1234)``).
 
 What runs how:
 * greedy, beam (PRM), mcts (PRM), budget_forcing: through their real ``solve`` functions via
-  ``slowthink.search.evaluate.evaluate_strategy``, one setting at a time (beam ``n``/``beam_width`` pairs,
+  ``slowthink.evaluate.evaluate_strategy``, one setting at a time (beam ``n``/``beam_width`` pairs,
   MCTS simulation counts, budget-forcing ``min_thinking``), on the first ``--search-problems`` problems.
 * majority, best_of_n, weighted_majority (N = 1, 2, 4, ..., 64): to save time, one pool of ``--n-max``
   samples per problem is drawn once (same Policy, temperature and max_tokens as the strategies use; the code is
@@ -64,7 +64,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from slowthink.search import Policy, get_strategy, make_verifier  # noqa: E402
-from slowthink.search.evaluate import evaluate_strategy  # noqa: E402
+from slowthink.evaluate import evaluate_strategy
 from slowthink.search.scaling import draw_pool, interp_log, pool_curves, score_pool  # noqa: E402
 
 # The pool strategies of this benchmark (slowthink.search.scaling rules), in the order they are plotted.
@@ -213,7 +213,7 @@ def bars(res: dict, st: float) -> None:
 def main(argv=None) -> int:
     from slowthink.engine import Engine
     from slowthink.models import load_model
-    from slowthink.runlog import machine_info, write_json
+    from slowthink.train.runlog import machine_info, write_json
     from slowthink.config import parse_mapping
     from slowthink.tasks import get_task
 

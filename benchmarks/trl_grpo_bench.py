@@ -53,11 +53,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from slowthink.engine import Engine  # noqa: E402
 from slowthink.evaluate import heldout_metrics  # noqa: E402
 from slowthink.models import count_parameters, is_model_dir, load_model  # noqa: E402
-from slowthink.runlog import cpu_model  # noqa: E402
+from slowthink.train.runlog import cpu_model
 from slowthink.rl.batch import sample_problems  # noqa: E402
 from slowthink.rl.grpo import GRPOConfig  # noqa: E402
 from slowthink.rl.rewards import RewardFn  # noqa: E402
-from slowthink.runlog import read_metrics, rng_state, set_rng_state  # noqa: E402
+from slowthink.train.runlog import read_metrics, rng_state, set_rng_state
 from slowthink.tasks import get_task  # noqa: E402
 from slowthink.tokenizer import end_of_turn_ids, render_prompt  # noqa: E402
 
@@ -95,7 +95,7 @@ def ensure_init(args) -> tuple[str, dict | None]:
     """``--init`` as given, or a tiny model trained with our SFT (cached: reused while its settings match)."""
     if args.init:
         return args.init, None
-    from slowthink.rl import sft
+    from slowthink.train import sft
 
     settings = sft_settings(args)
     run = Path(args.workdir) / "sft"

@@ -34,8 +34,9 @@ from __future__ import annotations
 import random
 import string
 
-from slowthink.tasks import BaseTask, Mode, Problem, Score, split_completion
-from slowthink.tasks.base import check_mode
+from slowthink.tasks import BaseTask, Problem, Score
+from slowthink.chat import Mode, split_completion
+from slowthink.chat import check_mode
 
 MAX_ANSWER_CHARS = 64
 

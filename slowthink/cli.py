@@ -25,6 +25,7 @@ import os
 import sys
 
 from .config import ConfigError, add_arguments, load_config, overrides_from_args, parse_mapping
+from .chat import Mode
 
 
 def _config_parser(sub, name: str, cls, help: str) -> argparse.ArgumentParser:
@@ -73,7 +74,8 @@ def cmd_quickstart(ns) -> int:
 def trainers() -> dict:
     """Algorithm name -> (config class, train function); one trainer module per algorithm."""
     from .critics import train as critic
-    from .rl import dpo, grpo, ppo, revise, rloo, sft, star
+    from .rl import dpo, grpo, ppo, revise, rloo, star
+    from .train import sft
     from .router import train as router
 
     return {"sft": (sft.SFTConfig, sft.train), "grpo": (grpo.GRPOConfig, grpo.train),
@@ -85,7 +87,7 @@ def trainers() -> dict:
 
 
 def cmd_train(ns) -> int:
-    from .rl.common import TrainingHalted
+    from .train.loop import TrainingHalted
 
     cfg_cls, train = trainers()[ns.algo]
     try:
@@ -148,7 +150,7 @@ def _strategy(ns, task, mode: str):
     if name in NEEDS_VERIFIER and verifier is None:
         raise ValueError(f"strategy {name!r} needs a verifier: --verifier oracle (ground-truth step labels) or "
                          "outcome-oracle (ground-truth answer check), or RUN/critic (slowthink train prm|orm)")
-    if name in SYSTEM2_ONLY and mode != "system2":
+    if name in SYSTEM2_ONLY and mode != Mode.SYSTEM2:
         raise ValueError(f"strategy {name!r} needs mode system2")
     return solve, verifier
 
@@ -156,9 +158,9 @@ def _strategy(ns, task, mode: str):
 def _eval_strategy(ns, task, levels, model, tok, problems) -> int:
     from .engine import Engine
     from .search import SYSTEM2_ONLY, Policy
-    from .search.evaluate import evaluate_strategy
+    from .evaluate import evaluate_strategy
 
-    modes = tuple(m.strip() for m in (ns.modes or ("system2" if ns.strategy in SYSTEM2_ONLY else
+    modes = tuple(m.strip() for m in (ns.modes or (Mode.SYSTEM2 if ns.strategy in SYSTEM2_ONLY else
                                                      "system1,system2")).split(","))
     engine, res = Engine(model, tok), {}
     for mode in modes:
@@ -211,7 +213,7 @@ def _eval_effort(ns, task, levels, problems) -> int:
     rows = []
     for p in tqdm(problems, desc=f"effort {ns.reasoning_effort}", unit="problem"):
         sol = solve_with_effort(p, ns.reasoning_effort, engines, task, router, seed=ns.seed)
-        mode = sol.extra.get("mode", "system1" if ns.reasoning_effort == "none" else "system2")
+        mode = sol.extra.get("mode", Mode.SYSTEM1 if ns.reasoning_effort == "none" else Mode.SYSTEM2)
         rows.append((p.level, task.score(p, sol.completion, mode).correct, sol.policy_tokens,
                      sol.extra.get("route", {}).get("arm", ns.reasoning_effort)))
     by_level: dict = {}
@@ -237,7 +239,7 @@ def _solve_effort(ns, task, problem) -> int:
 
     engines, router = _effort_setup(ns, task)
     sol = solve_with_effort(problem, ns.reasoning_effort, engines, task, router, seed=ns.seed)
-    mode = sol.extra.get("mode", "system1" if ns.reasoning_effort == "none" else "system2")
+    mode = sol.extra.get("mode", Mode.SYSTEM1 if ns.reasoning_effort == "none" else Mode.SYSTEM2)
     correct = task.score(problem, sol.completion, mode).correct
     print(f"question: {problem.question}")
     route = sol.extra.get("route")
@@ -266,7 +268,7 @@ def cmd_solve(ns) -> int:
     from .engine import Engine
     from .models import load_model
     from .search import Policy
-    from .search.evaluate import problem_from_question
+    from .evaluate import problem_from_question
     from .tasks import get_task
 
     task = get_task(ns.task, **parse_mapping(ns.task_args))
@@ -285,7 +287,7 @@ def cmd_solve(ns) -> int:
     correct = task.score(problem, sol.completion, ns.mode).correct
     print(f"question: {problem.question}")
     print(f"strategy: {ns.strategy}" + (f" (verifier: {ns.verifier})" if verifier is not None else ""))
-    if ns.mode == "system2":
+    if ns.mode == Mode.SYSTEM2:
         print("reasoning:")
         print(sol.reasoning if sol.reasoning is not None else "(malformed completion)\n" + sol.completion)
     print(f"answer: {sol.answer if sol.answer is not None else '(none: malformed)'}  ({'correct' if correct else 'wrong'}, "
@@ -440,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     so.add_argument("--question", default="", help="the problem, e.g. 47*86 (arithmetic); else a held-out problem "
                                                     "of --level is generated from --seed")
     so.add_argument("--level", type=int, default=None)
-    so.add_argument("--mode", default="system2", choices=["system1", "system2"])
+    so.add_argument("--mode", default=Mode.SYSTEM2, choices=[Mode.SYSTEM1, Mode.SYSTEM2])
     so.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (greedy: always 0)")
     so.add_argument("--max-new-tokens", type=int, default=256, help="longest single completion")
     so.add_argument("--seed", type=int, default=0)
@@ -494,7 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--task", default="arithmetic")
     sa.add_argument("--task-args", default="")
     sa.add_argument("--level", type=int, default=None)
-    sa.add_argument("--mode", default="system2", choices=["system1", "system2"])
+    sa.add_argument("--mode", default=Mode.SYSTEM2, choices=[Mode.SYSTEM1, Mode.SYSTEM2])
     sa.add_argument("--seed", type=int, default=0)
     return parser
 

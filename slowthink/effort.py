@@ -18,12 +18,13 @@ from __future__ import annotations
 import dataclasses
 
 from .router.arms import Arm
+from .chat import Mode
 
 EFFORTS: dict[str, Arm | None] = {
-    "none": Arm("none", "system1", 1, max_tokens=256),
-    "low": Arm("low", "system2", 1, max_tokens=256),
-    "medium": Arm("medium", "system2", 1, max_tokens=1024),
-    "high": Arm("high", "system2", 8, temperature=0.7, max_tokens=1024),
+    "none": Arm("none", Mode.SYSTEM1, 1, max_tokens=256),
+    "low": Arm("low", Mode.SYSTEM2, 1, max_tokens=256),
+    "medium": Arm("medium", Mode.SYSTEM2, 1, max_tokens=1024),
+    "high": Arm("high", Mode.SYSTEM2, 8, temperature=0.7, max_tokens=1024),
     "auto": None,  # the router
 }
 DEFAULT_EFFORT = "medium"
@@ -57,7 +58,7 @@ def solve_with_effort(problem, effort: str, engines: dict, task, router=None, se
         sol.extra["effort"] = "auto"
         return sol
     used = AUTO_FALLBACK if effort == "auto" else effort
-    model = "slow" if "slow" in engines and EFFORTS[used].mode == "system2" else (
+    model = "slow" if "slow" in engines and EFFORTS[used].mode == Mode.SYSTEM2 else (
         "fast" if "fast" in engines else "main")
     sol = run_arm(effort_arm(used, max_tokens, model), problem, engines, task, seed)
     sol.extra["effort"] = effort

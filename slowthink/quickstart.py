@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import arg, check_device, require, to_dict
-from .runlog import write_json
+from .train.runlog import write_json
+from .chat import Mode
 
 STAGE_NAMES = ("sft", "eval", "rl", "route", "search", "report")
 
@@ -75,7 +76,7 @@ class QuickstartConfig:
         require(not bad, "stages", f"unknown stage(s) {bad}; choose from {list(STAGE_NAMES)}")
         require(self.eval_per_level > 0, "eval_per_level", "must be > 0")
         require(self.k >= 1, "k", "must be >= 1")
-        from .rl.common import SFT_OPTIMIZERS
+        from .train.optimizers import SFT_OPTIMIZERS
 
         require(self.optimizer in SFT_OPTIMIZERS, "optimizer", f"must be one of {SFT_OPTIMIZERS}")
         require(self.rl_level == 0 or self.rl_level in self.levels, "rl_level",
@@ -97,7 +98,7 @@ class QuickstartConfig:
 
 
 def stage_sft(cfg: QuickstartConfig, run: Path) -> None:
-    from .rl.sft import SFTConfig, train
+    from .train.sft import SFTConfig, train
 
     sft = SFTConfig(out=str(run / "sft"), task=cfg.task, task_args=cfg.task_args, levels=cfg.levels,
                     level_weights=cfg.level_weights,
@@ -133,7 +134,7 @@ def stage_eval(cfg: QuickstartConfig, run: Path) -> None:
 def stage_rl(cfg: QuickstartConfig, run: Path) -> None:
     """GRPO on the hardest level, from the SFT model; its held-out pass@1 there before and after."""
     from .rl.grpo import GRPOConfig, train
-    from .runlog import read_metrics
+    from .train.runlog import read_metrics
 
     if not (run / "model").exists():
         raise FileNotFoundError(f"{run / 'model'} is missing: run the 'sft' stage first")
@@ -153,7 +154,7 @@ def stage_rl(cfg: QuickstartConfig, run: Path) -> None:
 def stage_route(cfg: QuickstartConfig, run: Path) -> None:
     """Train the router beside the model (``model/router``: ``reasoning_effort=auto`` loads it), then
     score every fixed arm and the router on the held-out problems of all levels."""
-    from .router.evaluate import evaluate_routing
+    from .router.scoring import evaluate_routing
     from .router.train import RouterConfig, fit_router, load_engines, training_problems
     from .tasks import get_task
 
@@ -197,7 +198,7 @@ def stage_search(cfg: QuickstartConfig, run: Path) -> None:
     level = cfg.search_at
     # The eval stage's held-out draw (same seed): the first problems of this level are the ones it scored.
     problems = task.heldout_set(cfg.search_problems, (level,), seed=cfg.seed + 1000)
-    policy = Policy(Engine(model, tok), task, "system2", temperature=cfg.search_temperature,
+    policy = Policy(Engine(model, tok), task, Mode.SYSTEM2, temperature=cfg.search_temperature,
                     max_tokens=cfg.max_new_tokens, seed=cfg.seed)
     # Greedy (the search "greedy" strategy's rule: one completion at T=0), all problems in one batched run.
     g = [pool[0] for pool in draw_pool(replace(policy, temperature=0.0), problems, 1, chunk=len(problems))]
@@ -222,7 +223,7 @@ def stage_search(cfg: QuickstartConfig, run: Path) -> None:
 def stage_report(cfg: QuickstartConfig, run: Path) -> None:
     from .report import (TABLE_HEADER, markdown_table, plot_accuracy_by_level, plot_pareto, plot_rl, plot_training,
                          results_table)
-    from .runlog import read_metrics
+    from .train.runlog import read_metrics
 
     if not (run / "eval.json").exists():
         raise FileNotFoundError(f"{run / 'eval.json'} is missing: run the 'eval' stage first")
@@ -230,7 +231,7 @@ def stage_report(cfg: QuickstartConfig, run: Path) -> None:
     res = ev["results"]
     plot_training(read_metrics(run / "sft"), run / "training.png", title="SFT on both modes")
     plot_accuracy_by_level(res, run / "accuracy_by_level.png")
-    s1, s2 = res["system1"]["overall"]["pass@1"], res["system2"]["overall"]["pass@1"]
+    s1, s2 = res[Mode.SYSTEM1]["overall"]["pass@1"], res[Mode.SYSTEM2]["overall"]["pass@1"]
     timings = json.loads((run / "timings.json").read_text()) if (run / "timings.json").exists() else {}
     summary = {"system1_pass@1": s1, "system2_pass@1": s2, "gap_points": round(100 * (s2 - s1), 1),
                "k": ev["k"], "eval": res, "timings_s": timings, "config": to_dict(cfg)}

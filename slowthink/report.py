@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from .chat import Mode
 
-MODE_LABEL = {"system1": "System-1 (answer directly)", "system2": "System-2 (think first)"}
-MODE_COLOR = {"system1": "#d62728", "system2": "#1f77b4"}
+MODE_LABEL = {Mode.SYSTEM1: "System-1 (answer directly)", Mode.SYSTEM2: "System-2 (think first)"}
+MODE_COLOR = {Mode.SYSTEM1: "#d62728", Mode.SYSTEM2: "#1f77b4"}
 
 
 def _plt():
@@ -45,7 +46,7 @@ def plot_training(metrics: list[dict], path: str | Path, title: str = "SFT") -> 
     return Path(path)
 
 
-def plot_rl(metrics: list[dict], path: str | Path, title: str = "RL", mode: str = "system2") -> Path:
+def plot_rl(metrics: list[dict], path: str | Path, title: str = "RL", mode: str = Mode.SYSTEM2) -> Path:
     """Reward and sampled pass rate per step (left) and held-out greedy pass@1 (markers) against step."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -187,7 +188,7 @@ def plot_scaling(search: dict, path: str | Path, title: str) -> Path:
 
 def results_table(results: dict) -> list[list[str]]:
     """Rows of (level, S1 acc, S2 acc, S2 mean tokens) with an overall row last."""
-    s1, s2 = results.get("system1"), results.get("system2")
+    s1, s2 = results.get(Mode.SYSTEM1), results.get(Mode.SYSTEM2)
     rows = []
     levels = sorted((s2 or s1)["by_level"], key=int)
     for lv in levels + ["all"]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 
-from .tasks.base import Mode, check_mode
+from .chat import Mode, check_mode
 
 IM_START, IM_END, PAD, UNK = "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<unk>"
 THINK_TOKENS = ("<think>", "</think>")
@@ -87,7 +87,7 @@ class Rendered:
 def render_prompt(tok, messages: list[dict], mode: Mode) -> list[int]:
     """Token ids of the generation prompt for a conversation in the given mode."""
     check_mode(mode)
-    out = tok.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=(mode == "system2"),
+    out = tok.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=(mode == Mode.SYSTEM2),
                                   tokenize=True, return_dict=False)
     if isinstance(out, dict) or hasattr(out, "input_ids"):
         out = out["input_ids"]

@@ -41,7 +41,7 @@ def tiny_sft(out: Path, tok, steps: int, system2_fraction: float) -> str:
     import torch
 
     from slowthink.models import build_model
-    from slowthink.rl.sft import SFTConfig, train
+    from slowthink.train.sft import SFTConfig, train
     from slowthink.tasks import Arithmetic
 
     threads = torch.get_num_threads()

@@ -47,7 +47,7 @@ def overfit_seven(tok):
     import torch
 
     from slowthink.models import build_model
-    from slowthink.rl.sft import token_mean_backward
+    from slowthink.train.sft import token_mean_backward
     from slowthink.tokenizer import render_example
 
     torch.manual_seed(0)

@@ -293,7 +293,7 @@ def test_cli_train_prm_orm_and_eval_with_the_learned_verifier(sft_model, tmp_pat
     import json
 
     from slowthink.cli import main
-    from slowthink.runlog import read_metrics
+    from slowthink.train.runlog import read_metrics
 
     common = ["--init", sft_model, "--task-args", "op=add,max_level=2", "--levels", "1", "--problems", "6",
               "--samples-per-problem", "2", "--epochs", "1", "--batch-size", "4", "--threads", "1",

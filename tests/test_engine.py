@@ -442,9 +442,9 @@ def _decode_both_ways(backend, tokens, fast: str):
 
 
 def _fixed_shape_engine(model, tok, max_batch: int) -> Engine:
-    """An engine whose decode runs the fixed-shape step that slowthink/graphs.py captures on a GPU, here
+    """An engine whose decode runs the fixed-shape step that slowthink/engine/graphs.py captures on a GPU, here
     run eagerly: padded rows, bucketed cache width."""
-    from slowthink.graphs import DecodeGraphs
+    from slowthink.engine.graphs import DecodeGraphs
 
     engine = Engine(model, tok, max_batch=max_batch)
     engine.backend.graphs = DecodeGraphs(engine.backend, capture=False)
@@ -488,7 +488,7 @@ def test_fixed_shape_step_follows_weight_updates(models, tok, prompts):
 
 
 def test_row_and_width_buckets():
-    from slowthink.graphs import row_bucket, width_bucket
+    from slowthink.engine.graphs import row_bucket, width_bucket
 
     assert [row_bucket(n, 256) for n in (1, 3, 5, 17, 33, 64, 65, 200, 256)] == [1, 4, 8, 24, 48, 64, 96, 256, 256]
     assert row_bucket(300, 512) == 384 and row_bucket(5, 5) == 5 and row_bucket(3, 3) == 3
@@ -540,11 +540,11 @@ def test_cuda_graphs_match_hf_and_survive_training(models, tok, prompts):
 
 @pytest.mark.parametrize("kind", ["llama", "qwen2"])
 def test_cpp_decode_step_matches_the_torch_step(kind, models, tok, prompts):
-    """The C++ decode step (slowthink/native) computes what the plain-torch step does, GQA and q/k/v bias
+    """The C++ decode step (slowthink/engine/native) computes what the plain-torch step does, GQA and q/k/v bias
     included, for rows of different lengths; it is built wherever a C++ compiler is."""
     import shutil
 
-    from slowthink.native import decode_kernels
+    from slowthink.engine.native import decode_kernels
 
     if shutil.which("c++") is None or os.environ.get("SLOWTHINK_NATIVE") == "0":
         pytest.skip("no C++ compiler on this machine, or SLOWTHINK_NATIVE=0: the engine runs its torch step")

@@ -12,14 +12,14 @@ from slowthink.config import ConfigError
 from slowthink.engine import Completion, SamplingParams
 from slowthink.models import build_model, load_model
 from slowthink.rl import grpo, rloo
-from slowthink.rl.common import TrainingHalted
+from slowthink.train.loop import TrainingHalted
 from slowthink.rl.batch import Row, SharedChunks, micro_batches, rollout_stats, sample_step
 from slowthink.rl.grpo import (GRPOConfig, collate_rows, drop_flat_groups, learner_logprobs, make_rows,
                                train)
 from slowthink.rl.losses import group_advantages, rloo_advantages
 from slowthink.rl.rewards import RewardFn, soft_overlong_penalty
 from slowthink.rl.rollout import Group, LocalRolloutWorker
-from slowthink.runlog import read_metrics
+from slowthink.train.runlog import read_metrics
 from slowthink.tasks import Arithmetic, Problem
 from slowthink.tokenizer import render_prompt
 

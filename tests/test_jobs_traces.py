@@ -211,7 +211,7 @@ def test_traces_to_examples_and_a_training_step(served, tmp_path):
     # sampling of its own (0 samples kept: the model's own tries are cut at 1 token), every
     # fine-tuning example comes from the export; the loss must fall over the inner fine-tune.
     from slowthink.models import save
-    from slowthink.runlog import read_metrics
+    from slowthink.train.runlog import read_metrics
 
     init = tmp_path / "init"
     save(build_model("tiny", tok, seed=1), tok, init)

@@ -10,7 +10,7 @@ import pytest
 def test_native_kernels_can_be_turned_off_and_a_failed_build_falls_back(monkeypatch):
     import torch.utils.cpp_extension as cpp
 
-    from slowthink.native import decode_kernels
+    from slowthink.engine.native import decode_kernels
 
     monkeypatch.setenv("SLOWTHINK_NATIVE", "0")
     assert decode_kernels.__wrapped__() is None
@@ -27,7 +27,7 @@ def test_native_kernels_can_be_turned_off_and_a_failed_build_falls_back(monkeypa
 def test_build_lock_of_a_live_build_is_waited_for_and_a_stale_one_removed(tmp_path, capsys):
     import threading
 
-    from slowthink.native import wait_for_build_lock
+    from slowthink.engine.native import wait_for_build_lock
 
     lock = tmp_path / "lock"
     wait_for_build_lock(lock)  # no lock: returns at once, says nothing

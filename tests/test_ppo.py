@@ -11,9 +11,9 @@ from slowthink.config import ConfigError
 from slowthink.models import build_model
 from slowthink.rl import ppo
 from slowthink.rl.batch import collate_rows
-from slowthink.rl.common import TrainingHalted
+from slowthink.train.loop import TrainingHalted
 from slowthink.rl.ppo import PPOConfig, PPORow, ValueModel, train
-from slowthink.runlog import read_metrics
+from slowthink.train.runlog import read_metrics
 from slowthink.tasks import Arithmetic
 
 FAST = dict(levels=[1], mode="system1", max_new_tokens=6, eval_every=0, eval_per_level=0, checkpoint_every=1000,

@@ -244,7 +244,7 @@ def test_s2check_signal_is_a_cascade_stage_whose_answer_the_greedy_arm_reuses(s2
     from slowthink.models import load_model
     from slowthink.router import Router
     from slowthink.router.arms import CHECK, arm_table
-    from slowthink.router.evaluate import routed_outcome
+    from slowthink.router.scoring import routed_outcome
     from slowthink.router.signals import compute_signals
     from slowthink.router.solve import route_solve
     from slowthink.router.train import RouterConfig, fit_router, training_problems

@@ -16,11 +16,11 @@ from slowthink.rl import revise
 from slowthink.rl.revise import ReviseConfig, reflect_metrics, revision_completion, revision_traces
 from slowthink.rl.rewards import RewardFn
 from slowthink.rl.rollout import Group
-from slowthink.runlog import read_metrics
+from slowthink.train.runlog import read_metrics
 from slowthink.search import STRATEGIES, Policy
 from slowthink.search.reflect import REVISE_CUE, thinking_of, with_cue
 from slowthink.tasks import Arithmetic, Problem
-from slowthink.tasks.base import THINK_CLOSE
+from slowthink.chat import THINK_CLOSE
 from search_helpers import SpyEngine
 
 TASK = Arithmetic(op="add", max_level=2)

@@ -27,7 +27,8 @@ from fastapi import Request  # noqa: E402 - the fake remote's handler annotation
 
 from slowthink.serve.app import create_app
 from slowthink.serve.remote import (LOCAL, LogprobsUnavailable, OpenAIBackend, _apportion, _ChoiceText,
-                                    require_logprobs, split_think)
+    require_logprobs)
+from slowthink.chat import split_think
 from slowthink.serve.traces import iter_traces
 from serve_helpers import Q, free_port, overfit_seven, serve_in_thread
 

@@ -26,7 +26,7 @@ from slowthink.router import (
     pareto_front,
     slow_share_for_gap,
 )
-from slowthink.router.evaluate import evaluate_routing
+from slowthink.router.scoring import evaluate_routing
 from slowthink.router.solve import route_solve
 from slowthink.router.train import RouterConfig, fit_from_table, fit_router, training_problems
 from slowthink.tasks import Arithmetic

@@ -29,7 +29,7 @@ from slowthink.search import (
 from slowthink.search.base import Meter
 from slowthink.search.weighted_majority import weighted_vote
 from slowthink.tasks import Arithmetic, Problem, Score
-from slowthink.tasks.base import THINK_CLOSE, split_completion
+from slowthink.chat import THINK_CLOSE, split_completion
 from search_helpers import SpyEngine
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,7 +24,7 @@ from slowthink.models import build_model
 from slowthink.serve.app import SequenceStream, create_app, split_output
 from slowthink.serve.scheduler import Scheduler
 from slowthink.tasks.arithmetic import Arithmetic
-from slowthink.tasks.base import split_completion
+from slowthink.chat import split_completion
 from slowthink.tokenizer import render_prompt
 from serve_helpers import serve_in_thread
 
@@ -35,7 +35,7 @@ MAX = 64  # completion budget used in comparisons
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tok):
-    from slowthink.rl.sft import SFTConfig, train
+    from slowthink.train.sft import SFTConfig, train
 
     model = build_model("tiny", tok, seed=0)
     cfg = SFTConfig(out=str(tmp_path_factory.mktemp("sft")), levels=[1], steps=150, batch_size=16, lr=3e-3,

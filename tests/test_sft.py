@@ -13,9 +13,9 @@ from safetensors.torch import load_file
 
 from slowthink.config import ConfigError, build
 from slowthink.models import build_model
-from slowthink.rl.common import make_optimizer, orthogonalize
-from slowthink.rl.sft import SFTConfig, lr_at, train
-from slowthink.runlog import read_metrics
+from slowthink.train.optimizers import make_optimizer, orthogonalize
+from slowthink.train.sft import SFTConfig, lr_at, train
+from slowthink.train.runlog import read_metrics
 from slowthink.tasks import Arithmetic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -204,7 +204,7 @@ def test_any_hf_causal_lm_by_path_trains_and_evaluates(tmp_path, tok):
 
 
 def test_non_finite_loss_stops_with_a_clear_message_and_keeps_no_bad_checkpoint(tmp_path, tok):
-    from slowthink.rl.common import TrainingHalted
+    from slowthink.train.loop import TrainingHalted
 
     model = build_model("tiny", tok, seed=0)
     with torch.no_grad():

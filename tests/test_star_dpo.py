@@ -12,12 +12,12 @@ from safetensors.torch import load_file
 from slowthink.config import ConfigError
 from slowthink.engine import Completion
 from slowthink.rl import dpo, star
-from slowthink.rl.common import TrainingHalted
+from slowthink.train.loop import TrainingHalted
 from slowthink.rl.dpo import DPOConfig, make_pairs
 from slowthink.rl.rewards import RewardFn
 from slowthink.rl.rollout import Group
 from slowthink.rl.star import Hinted, STaRConfig, collect, hinted_prompt, render_trace
-from slowthink.runlog import read_metrics
+from slowthink.train.runlog import read_metrics
 from slowthink.tasks import Arithmetic, Problem
 from slowthink.tokenizer import render_prompt
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from slowthink.tasks import (MODES, Arithmetic, Countdown, Doubling, Problem, Reference, Task, TaskError, get_task,
-                             list_tasks, parse_task_args, split_completion)
+from slowthink.chat import MODES, split_completion
+from slowthink.tasks import (Arithmetic, Countdown, Doubling, Problem, Reference, Task, TaskError, get_task,
+    list_tasks, parse_task_args)
 from slowthink.tasks.base import heldout_bucket
 from slowthink.tasks.countdown import ParseError, evaluate, leaves, parse_expression, reachable
 
@@ -298,7 +299,7 @@ def test_doubling_step_sits_where_a_level_1_direct_answer_does():
     doubles, with the '1' of 2^1 two tokens before them where a direct answer's question has its k: the layout
     the task's docstring promises, which the zero-start experiment rests on. Checked on rendered token ids,
     so a change to the chat template breaks it here."""
-    from slowthink.data import reference_example
+    from slowthink.train.data import reference_example
     from slowthink.tokenizer import build_char_tokenizer
 
     tok, task = build_char_tokenizer(), Doubling(width=8, max_doublings=5)

@@ -23,6 +23,7 @@ import torch
 from ..tasks.base import Problem
 from ..tokenizer import render_prompt
 from .segment import encode_steps, right_pad
+from ..chat import Mode
 
 PREFIX = "gen:"  # --verifier gen:MODEL_DIR
 
@@ -30,13 +31,13 @@ PREFIX = "gen:"  # --verifier gen:MODEL_DIR
 class GenerativeVerifier:
     kind = "generative"
 
-    def __init__(self, model, tokenizer, task, mode: str = "system2", batch_size: int = 64):
+    def __init__(self, model, tokenizer, task, mode: str = Mode.SYSTEM2, batch_size: int = 64):
         self.model, self.tokenizer, self.task, self.mode = model.eval(), tokenizer, task, mode
         self.batch_size = batch_size
         self.tokens = 0
 
     @classmethod
-    def load(cls, path: str, task, mode: str = "system2", device: str = "cpu") -> GenerativeVerifier:
+    def load(cls, path: str, task, mode: str = Mode.SYSTEM2, device: str = "cpu") -> GenerativeVerifier:
         from ..models import load_model
 
         model, tok = load_model(path, device=device)

@@ -22,6 +22,7 @@ from torch import nn
 from ..tasks.base import Problem
 from ..tokenizer import render_prompt
 from .segment import encode_steps, right_pad
+from ..chat import Mode
 
 CRITIC_FILE = "critic.json"
 KINDS = ("prm", "orm")
@@ -34,7 +35,7 @@ def is_critic_dir(path) -> bool:
 class Critic(nn.Module):
     kind = "critic"
 
-    def __init__(self, backbone, tokenizer, task, mode: str = "system2", meta: dict | None = None):
+    def __init__(self, backbone, tokenizer, task, mode: str = Mode.SYSTEM2, meta: dict | None = None):
         super().__init__()
         self.backbone, self.tokenizer, self.task, self.mode = backbone, tokenizer, task, mode
         self.head = nn.Linear(backbone.config.hidden_size, 1)
@@ -125,7 +126,7 @@ class OutcomeRewardModel(Critic):
 CLASSES = {"prm": ProcessRewardModel, "orm": OutcomeRewardModel}
 
 
-def new_critic(kind: str, init: str, task, mode: str = "system2", meta: dict | None = None,
+def new_critic(kind: str, init: str, task, mode: str = Mode.SYSTEM2, meta: dict | None = None,
                device: str = "cpu") -> Critic:
     """A fresh critic whose backbone is the model in folder ``init`` (the policy)."""
     from ..models import load_model

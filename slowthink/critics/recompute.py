@@ -25,7 +25,8 @@ from __future__ import annotations
 
 from ..engine import Engine, SamplingParams
 from ..tasks.arithmetic import parse_integer_answer
-from ..tasks.base import Claim, Problem, check_mode, split_completion
+from ..tasks.base import Claim, Problem
+from ..chat import Mode, check_mode, split_completion
 from ..tokenizer import render_prompt
 
 PREFIX = "check:"  # --verifier check:MODEL_DIR  (System-2 checker) or check:MODEL_DIR@system1
@@ -33,7 +34,7 @@ PREFIX = "check:"  # --verifier check:MODEL_DIR  (System-2 checker) or check:MOD
 
 def parse_spec(spec: str) -> tuple[str, str]:
     """``MODEL_DIR`` or ``MODEL_DIR@system1|system2`` -> (model dir, checker mode; System-2 by default)."""
-    path, _, mode = spec.rpartition("@") if "@" in spec else (spec, "", "system2")
+    path, _, mode = spec.rpartition("@") if "@" in spec else (spec, "", Mode.SYSTEM2)
     if not path:
         raise ValueError(f"check verifier needs a model folder: check:MODEL_DIR[@system1|system2], got {spec!r}")
     return path, check_mode(mode)
@@ -42,7 +43,7 @@ def parse_spec(spec: str) -> tuple[str, str]:
 class RecomputeVerifier:
     kind = "recompute"
 
-    def __init__(self, engine: Engine, task, checker_mode: str = "system2", max_tokens: int = 64):
+    def __init__(self, engine: Engine, task, checker_mode: str = Mode.SYSTEM2, max_tokens: int = 64):
         if not callable(getattr(task, "step_claims", None)):
             raise ValueError(f"task {getattr(task, 'name', task)!r} has no step_claims(problem, steps): "
                              "a step-recomputing verifier needs the claims each step makes")
@@ -117,7 +118,7 @@ class RecomputeVerifier:
         self._scope([p for p, _ in items])
         claims = []
         for p, text in items:
-            parts = split_completion(text, "system2")
+            parts = split_completion(text, Mode.SYSTEM2)
             steps = self.task.steps(parts.reasoning or "") if parts.well_formed else []
             claims.append(self.task.step_claims(p, steps, answer=parts.answer_text) if steps else [None])
         return [min(scores) for scores in self._check(claims)]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..tasks.base import STEP_DELIMITER, THINK_CLOSE
+from ..chat import STEP_DELIMITER, THINK_CLOSE
 
 
 def completion_steps(task, completion: str) -> list[str]:

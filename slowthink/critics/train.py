@@ -31,6 +31,7 @@ from ..config import arg, check_device, require
 from .mc_labels import Sample, StepLabels
 from .metrics import auroc
 from .model import KINDS, Critic
+from ..chat import Mode
 
 
 @dataclass
@@ -44,7 +45,7 @@ class CriticConfig:
     task: str = arg("arithmetic", "task name or path/to/file.py:ClassName")
     task_args: dict = arg({}, "task constructor arguments, e.g. op=mul,max_level=5")
     levels: list[int] = arg([2], "difficulty levels of the training problems")
-    mode: str = arg("system2", "prompt mode of the policy (a PRM needs system2: steps live in the think block)")
+    mode: str = arg(Mode.SYSTEM2, "prompt mode of the policy (a PRM needs system2: steps live in the think block)")
     problems: int = arg(256, "training problems (train split; held-out problems are never sampled)")
     samples_per_problem: int = arg(4, "policy samples per problem")
     rollouts: int = arg(8, "PRM: Monte-Carlo completions per distinct step prefix (Math-Shepherd's N)")
@@ -68,8 +69,8 @@ class CriticConfig:
     def __post_init__(self):
         check_device(self.device)
         require(self.kind in KINDS, "kind", f"must be one of {KINDS}")
-        require(self.mode in ("system1", "system2"), "mode", "must be system1 or system2")
-        require(self.kind == "orm" or self.mode == "system2", "mode", "a PRM scores reasoning steps: use system2")
+        require(self.mode in (Mode.SYSTEM1, Mode.SYSTEM2), "mode", "must be system1 or system2")
+        require(self.kind == "orm" or self.mode == Mode.SYSTEM2, "mode", "a PRM scores reasoning steps: use system2")
         require(self.problems > 0 and self.samples_per_problem > 0, "problems", "problems and samples must be > 0")
         require(self.rollouts >= 0, "rollouts", "must be >= 0")
         require(self.rollouts > 0 or self.reuse_samples, "rollouts", "0 rollouts needs reuse_samples")
@@ -235,8 +236,8 @@ def make_policy(path: str, task, cfg: CriticConfig):
 
 def train(cfg: CriticConfig, task=None) -> Path:
     """``slowthink train prm|orm``: sample, label, fit, save ``out/critic``; returns the run folder."""
-    from ..rl.common import open_run, resolve_task
-    from ..runlog import RunLog, write_json
+    from ..train.loop import open_run, resolve_task
+    from ..train.runlog import RunLog, write_json
     from .model import new_critic
 
     run = open_run(cfg, cfg.kind)

@@ -37,10 +37,11 @@ import torch
 from ..config import ConfigError, arg, check_device, require, to_dict
 from ..engine import SamplingParams, derive_seed
 from ..evaluate import heldout_metrics
-from ..runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
-from ..tasks.base import MODES
+from ..train.runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
+from ..chat import MODES, Mode
 from .batch import Row, collate_rows, learner_logprobs, rollout_stats, sample_problems
-from .common import TrainingHalted, make_optimizer, open_run, resolve_task
+from ..train.loop import TrainingHalted, open_run, resolve_task
+from ..train.optimizers import make_optimizer
 from .losses import dpo_loss
 from .rewards import RewardFn
 from .rollout import Group, LocalRolloutWorker
@@ -53,7 +54,7 @@ class DPOConfig:
     task: str = arg("arithmetic", "task name or path/to/file.py:ClassName")
     task_args: dict = arg({}, "task constructor arguments, e.g. op=mul,max_level=5")
     levels: list[int] = arg([1, 2, 3], "difficulty levels to sample problems from (uniformly)")
-    mode: str = arg("system2", "system2 (think first) or system1 (answer directly)")
+    mode: str = arg(Mode.SYSTEM2, "system2 (think first) or system1 (answer directly)")
     num_problems: int = arg(512, "train problems to sample pairs from (phase 1)")
     samples_per_problem: int = arg(8, "completions sampled per problem (k)")
     temperature: float = arg(1.0, "sampling temperature for the pairs (> 0)")

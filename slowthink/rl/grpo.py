@@ -56,8 +56,8 @@ from pathlib import Path
 import torch
 
 from ..config import ConfigError, arg, check_device, require, to_dict
-from ..runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
-from ..tasks.base import MODES
+from ..train.runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
+from ..chat import MODES, Mode
 from .losses import (approx_kl, clip_fraction, clipped_pg_token_losses, constant_normalizer_loss,
                      entropy_from_logits, group_advantages, kl_k3, masked_sum, sequence_mean_loss,
                      token_logprobs, token_mean_loss)
@@ -65,7 +65,8 @@ from .rewards import RewardFn
 from .batch import (Counts, RolloutAhead, Row, collate_rows, completion_logits, evaluate_on_heldout, learner_logprobs,
                     make_rows, micro_batches, on_policy_rollout, rollout_stats, SharedChunks)
 from .rollout import Group, LocalRolloutWorker
-from .common import OPTIMIZERS, budget_spent, halted, make_optimizer, open_run, resolve_task
+from ..train.optimizers import OPTIMIZERS, make_optimizer
+from ..train.loop import budget_spent, halted, open_run, resolve_task
 
 # Each aggregation turns [B, T] token losses of one micro-batch into its share of the batch loss;
 # ``n`` holds the whole batch's counts, so the micro-batch shares add up to the full-batch loss.
@@ -85,7 +86,7 @@ class GRPOConfig:
     task: str = arg("arithmetic", "task name or path/to/file.py:ClassName")
     task_args: dict = arg({}, "task constructor arguments, e.g. op=mul,max_level=5")
     levels: list[int] = arg([1, 2, 3], "difficulty levels to sample training problems from (uniformly)")
-    mode: str = arg("system2", "system2 (think first) or system1 (answer directly)")
+    mode: str = arg(Mode.SYSTEM2, "system2 (think first) or system1 (answer directly)")
     steps: int = arg(200, "RL steps (each: one rollout batch, epochs_per_step optimizer steps)")
     prompts_per_step: int = arg(16, "problems per step")
     group_size: int = arg(8, "completions sampled per problem (the group, n)")

@@ -38,11 +38,12 @@ from torch import nn
 
 from ..config import ConfigError, arg, check_device, require, to_dict
 from ..engine import derive_seed
-from ..runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
-from ..tasks.base import MODES
+from ..train.runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
+from ..chat import MODES, Mode
 from .batch import (Row, collate_rows, completion_logits, evaluate_on_heldout, learner_logprobs, micro_batches,
                     on_policy_rollout, rollout_stats)
-from .common import budget_spent, halted, make_optimizer, open_run, resolve_task
+from ..train.loop import budget_spent, halted, open_run, resolve_task
+from ..train.optimizers import make_optimizer
 from .losses import (approx_kl, clip_fraction, clipped_pg_token_losses, clipped_value_loss, entropy_from_logits,
                      gae, masked_sum, masked_whiten, token_logprobs, token_mean_loss)
 from .rewards import RewardFn
@@ -56,7 +57,7 @@ class PPOConfig:
     task: str = arg("arithmetic", "task name or path/to/file.py:ClassName")
     task_args: dict = arg({}, "task constructor arguments, e.g. op=mul,max_level=5")
     levels: list[int] = arg([1, 2, 3], "difficulty levels to sample training problems from (uniformly)")
-    mode: str = arg("system2", "system2 (think first) or system1 (answer directly)")
+    mode: str = arg(Mode.SYSTEM2, "system2 (think first) or system1 (answer directly)")
     steps: int = arg(200, "RL steps (each: one rollout batch, epochs_per_step x minibatches optimizer steps)")
     prompts_per_step: int = arg(16, "problems per step")
     group_size: int = arg(4, "completions sampled per problem (PPO needs no groups; more samples per prompt)")

@@ -5,7 +5,7 @@ Each iteration: sample the policy's own System-2 drafts on generated train probl
 *revision traces*: the draft's thinking (right or wrong; its ``</think>`` and answer dropped), the cue
 on its own line (``slowthink.search.reflect.with_cue``, "Wait"), the task's correct worked solution
 (``task.solution_lines``), ``</think>`` and the right answer — "draft, Wait, redo it correctly" → mix in
-plain reference examples (the SFT data of ``slowthink.data``) so the model keeps its normal behaviour →
+plain reference examples (the SFT data of ``slowthink.train.data``) so the model keeps its normal behaviour →
 fine-tune (the STaR inner fine-tune: fresh AdamW, warm-up, token-mean loss on the assistant's tokens)
 → held-out greedy pass@1 and the reflect metrics (draft, then cue, then revision) → checkpoint.
 The test-time side is ``slowthink.search.reflect`` (``--strategy reflect``); budget forcing's "Wait"
@@ -40,17 +40,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import ConfigError, arg, check_device, require, to_dict
-from ..data import reference_example
+from ..train.data import reference_example
 from ..engine import SamplingParams, derive_seed
 from ..evaluate import heldout_metrics
-from ..runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
+from ..train.runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
 from ..search.reflect import REVISE_CUE, thinking_of, with_cue
 from ..tasks.base import Problem, Reference
 from ..tokenizer import render_example
-from .common import TrainingHalted, open_run, resolve_task
+from ..train.loop import TrainingHalted, open_run, resolve_task
 from .rewards import RewardFn
 from .rollout import Group, LocalRolloutWorker
 from .star import check_fine_tune, fine_tune_rendered, iteration_problems
+from ..chat import Mode
 
 
 @dataclass
@@ -171,7 +172,7 @@ def plain_examples(task, tok, cfg: ReviseConfig, iteration: int, count: int) -> 
     rng = random.Random(f"revise-plain-{cfg.seed}-{iteration}")
     out = []
     for _ in range(count):
-        mode = "system2" if rng.random() < cfg.system2_fraction else "system1"
+        mode = Mode.SYSTEM2 if rng.random() < cfg.system2_fraction else Mode.SYSTEM1
         out.append(reference_example(task, tok, task.sample_split(rng, rng.choice(cfg.levels), "train"), mode).rendered)
     return out
 
@@ -186,14 +187,14 @@ def reflect_metrics(engine, task, problems: list[Problem], max_tokens: int, cue:
 
     if not problems:
         return {}
-    policy = Policy(engine, task, "system2", temperature=0.0, max_tokens=max_tokens)
+    policy = Policy(engine, task, Mode.SYSTEM2, temperature=0.0, max_tokens=max_tokens)
     meter = Meter(None)
     prompts = [policy.prompt_ids(p) for p in problems]
     drafts = [c for [c] in policy.sample_many(prompts, 1, meter)]
     prefixes = [with_cue(thinking_of(c.text), cue) for c in drafts]
     revisions = [c for [c] in policy.sample_many([pr + policy.encode(x) for pr, x in zip(prompts, prefixes)], 1, meter)]
-    d = [task.score(p, c.text, "system2") for p, c in zip(problems, drafts)]
-    r = [task.score(p, x + c.text, "system2") for p, x, c in zip(problems, prefixes, revisions)]
+    d = [task.score(p, c.text, Mode.SYSTEM2) for p, c in zip(problems, drafts)]
+    r = [task.score(p, x + c.text, Mode.SYSTEM2) for p, x, c in zip(problems, prefixes, revisions)]
     n = len(problems)
     return {"eval/draft_pass@1": sum(s.correct for s in d) / n, "eval/revised_pass@1": sum(s.correct for s in r) / n,
             "eval/revised_well_formed": sum(s.well_formed for s in r) / n,
@@ -231,7 +232,7 @@ def train(cfg: ReviseConfig, task=None, model=None, tok=None) -> Path:
         if not heldout:
             return {}
         model.eval()
-        ev = {**heldout_metrics(worker.engine, task, tok, heldout, ("system2",), cfg.max_new_tokens),
+        ev = {**heldout_metrics(worker.engine, task, tok, heldout, (Mode.SYSTEM2,), cfg.max_new_tokens),
               **reflect_metrics(worker.engine, task, heldout, cfg.max_new_tokens, cfg.cue)}
         log.log(step, **ev)
         return ev
@@ -247,13 +248,13 @@ def train(cfg: ReviseConfig, task=None, model=None, tok=None) -> Path:
         problems = iteration_problems(task, cfg.seed + 7919, iteration, cfg.problems_per_iteration, cfg.levels)
         sampling = SamplingParams(max_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                                   seed=derive_seed("revise", cfg.seed, iteration))
-        groups = worker.rollout(problems, "system2", cfg.drafts_per_problem, sampling)
+        groups = worker.rollout(problems, Mode.SYSTEM2, cfg.drafts_per_problem, sampling)
         traces, stats = revision_traces(task, groups, cfg, iteration)
         t_gen = time.time() - t0
 
         # -- mix with plain reference examples and fine-tune (continuing from the current weights)
         n_plain = round(len(traces) * (1 - cfg.revise_fraction) / cfg.revise_fraction)
-        rendered = [render_example(tok, task.prompt(t.problem, "system2"), "system2", t.completion) for t in traces]
+        rendered = [render_example(tok, task.prompt(t.problem, Mode.SYSTEM2), Mode.SYSTEM2, t.completion) for t in traces]
         rendered += plain_examples(task, tok, cfg, iteration, n_plain)
         try:
             ft = fine_tune_rendered(model, tok, rendered, cfg, iteration, tag="revise")

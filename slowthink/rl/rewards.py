@@ -25,7 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..tasks.base import Mode, Problem, Score, split_completion
+from ..chat import Mode, split_completion
+from ..tasks.base import Problem, Score
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ def correctness(score: Score) -> float:
 def verified_steps(task, problem: Problem, text: str, mode: Mode) -> bool:
     """True when every step of the completion's reasoning is right by ``task.step_labels``
     (System-1 completions have no steps: True)."""
-    if mode == "system1":
+    if mode == Mode.SYSTEM1:
         return True
     reasoning = split_completion(text, mode).reasoning
     labels = task.step_labels(problem, reasoning or "")
@@ -98,7 +99,7 @@ class RewardFn:
             raise ValueError(f"overlong_buffer ({self.overlong_buffer}) must be in 1..max_tokens "
                              f"({self.max_tokens}) when the length penalty is on")
 
-    def __call__(self, task, problem: Problem, text: str, num_tokens: int, mode: Mode = "system2") -> Reward:
+    def __call__(self, task, problem: Problem, text: str, num_tokens: int, mode: Mode = Mode.SYSTEM2) -> Reward:
         score = task.score(problem, text, mode)
         c = correctness(score)
         steps_ok = None

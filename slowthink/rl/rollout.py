@@ -20,7 +20,8 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from ..engine import Completion, Engine, SamplingParams, derive_seed
-from ..tasks.base import Mode, Problem, Score
+from ..chat import Mode
+from ..tasks.base import Problem, Score
 from ..tokenizer import render_prompt
 from .rewards import Reward, RewardFn
 

@@ -43,13 +43,15 @@ import torch
 from ..config import ConfigError, arg, check_device, require, to_dict
 from ..engine import SamplingParams, derive_seed
 from ..evaluate import heldout_metrics
-from ..runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
-from ..tasks.base import MODES, Problem
+from ..train.runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
+from ..chat import MODES, Mode
+from ..tasks.base import Problem
 from ..tokenizer import Rendered, render_example
-from .common import TrainingHalted, budget_spent, make_optimizer, open_run, resolve_task
+from ..train.loop import TrainingHalted, budget_spent, open_run, resolve_task
+from ..train.optimizers import make_optimizer
 from .rewards import RewardFn
 from .rollout import Group, LocalRolloutWorker
-from .sft import token_mean_backward
+from ..train.sft import token_mean_backward
 
 DEFAULT_HINT = "{question}\n(answer: {answer})"
 
@@ -72,7 +74,7 @@ class STaRConfig:
     curriculum_every: int = arg(0, "start with the first of levels and add the next one every N iterations (0: all "
                                    "levels from the first iteration): what a model solves at one level becomes "
                                    "the steps it needs at the next")
-    mode: str = arg("system2", "system2 (rationale, then answer) or system1 (answer only: no rationale)")
+    mode: str = arg(Mode.SYSTEM2, "system2 (rationale, then answer) or system1 (answer only: no rationale)")
     iterations: int = arg(3, "outer iterations (sample, filter, rationalise, fine-tune)")
     time_budget_s: float = arg(0.0, "stop after the iteration that crosses this many seconds of this invocation "
                                "(0: run all iterations)")
@@ -176,7 +178,7 @@ class Hinted:
     def prompt(self, problem: Problem, mode) -> list[dict]:
         return hinted_prompt(self.task, problem, mode, self.template)
 
-    def score(self, problem: Problem, completion: str, mode="system2"):
+    def score(self, problem: Problem, completion: str, mode=Mode.SYSTEM2):
         return self.task.score(problem, completion, mode)
 
     def step_labels(self, problem: Problem, reasoning: str):

@@ -24,14 +24,15 @@ import numpy as np
 from ..engine import SamplingParams
 from ..evaluate import majority
 from ..search.weighted_majority import weighted_vote
-from ..tasks.base import Mode, Problem, check_mode
+from ..chat import Mode, check_mode
+from ..tasks.base import Problem
 from ..tokenizer import render_prompt
 
 
 @dataclass(frozen=True)
 class Arm:
     name: str
-    mode: Mode = "system2"
+    mode: Mode = Mode.SYSTEM2
     n: int = 1  # samples; 1 = greedy, >1 = self-consistency (majority vote) at ``temperature``
     temperature: float = 0.7
     max_tokens: int = 256  # per sample
@@ -42,7 +43,7 @@ class Arm:
         check_mode(self.mode)
         if self.n < 1 or self.max_tokens < 1:
             raise ValueError(f"arm {self.name!r}: n and max_tokens must be >= 1")
-        if self.verifier and (self.mode != "system2" or self.n < 2):
+        if self.verifier and (self.mode != Mode.SYSTEM2 or self.n < 2):
             raise ValueError(f"arm {self.name!r}: a verifier weighs a System-2 vote of n >= 2 samples")
 
     @property
@@ -62,10 +63,10 @@ def default_arms(max_tokens: int = 256, ns: tuple[int, ...] = (4, 8, 16), temper
                  fast: str = "main", slow: str = "main", check_ns: tuple[int, ...] = ()) -> list[Arm]:
     """System-1 greedy, System-2 greedy, System-2 majority@n for each n, then a checker-weighted vote of n
     for each of ``check_ns`` (verifier "check"); cheapest first within each kind."""
-    arms = [Arm("s1", "system1", 1, max_tokens=max_tokens, model=fast),
-            Arm("s2", "system2", 1, max_tokens=max_tokens, model=slow)]
-    arms += [Arm(f"s2_maj{n}", "system2", n, temperature, max_tokens, slow) for n in ns]
-    arms += [Arm(f"s2_check{n}", "system2", n, temperature, max_tokens, slow, CHECK) for n in check_ns]
+    arms = [Arm("s1", Mode.SYSTEM1, 1, max_tokens=max_tokens, model=fast),
+            Arm("s2", Mode.SYSTEM2, 1, max_tokens=max_tokens, model=slow)]
+    arms += [Arm(f"s2_maj{n}", Mode.SYSTEM2, n, temperature, max_tokens, slow) for n in ns]
+    arms += [Arm(f"s2_check{n}", Mode.SYSTEM2, n, temperature, max_tokens, slow, CHECK) for n in check_ns]
     return arms
 
 

@@ -20,6 +20,7 @@ from .arms import Arm
 from .policy import choose_for_budget, choose_within
 from .predictor import Predictor
 from .signals import Signals, check_signals
+from ..chat import Mode
 
 ROUTER_DIR = "router"
 
@@ -57,9 +58,9 @@ class Router:
         ``s2check`` for System-2 greedy at the same generation limit; None for the others."""
         out: list[str | None] = []
         for a in self.arms:
-            if "s1" in self.signals and a.mode == "system1" and a.greedy and a.model == self.signal_model("fast"):
+            if "s1" in self.signals and a.mode == Mode.SYSTEM1 and a.greedy and a.model == self.signal_model("fast"):
                 out.append("s1")
-            elif ("s2check" in self.signals and a.mode == "system2" and a.greedy and a.model == self.signal_model("slow")
+            elif ("s2check" in self.signals and a.mode == Mode.SYSTEM2 and a.greedy and a.model == self.signal_model("slow")
                   and a.max_tokens == self.s2_signal_max_tokens):
                 out.append("s2check")
             else:
@@ -73,12 +74,12 @@ class Router:
     @property
     def s2_signal_max_tokens(self) -> int:
         """The ``s2check`` signal's generation limit: the System-2 greedy arm's, so that arm can reuse it."""
-        return next((a.max_tokens for a in self.arms if a.mode == "system2" and a.greedy), 256)
+        return next((a.max_tokens for a in self.arms if a.mode == Mode.SYSTEM2 and a.greedy), 256)
 
     def signal_model(self, role: str) -> str:
         """Which engine computes the signals: System-1 signals on the System-1 arms' model ('fast'),
         the prompt signal on the System-2 arms' model ('slow')."""
-        mode = "system1" if role == "fast" else "system2"
+        mode = Mode.SYSTEM1 if role == "fast" else Mode.SYSTEM2
         return next((a.model for a in self.arms if a.mode == mode), self.arms[0].model)
 
     def predict(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

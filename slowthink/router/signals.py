@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from ..engine import Completion, SamplingParams
-from ..tasks.base import Problem, split_completion
+from ..tasks.base import Problem
+from ..chat import Mode, split_completion
 from ..tokenizer import render_prompt
 from .arms import CHECK
 
@@ -120,7 +121,7 @@ def prompt_hidden(model, prompts: list[list[int]], batch: int = 64) -> np.ndarra
 def direct_answer(text: str) -> str | None:
     """A System-1 completion's answer as the signals compare it: the stripped text, None when empty or
     when it opens a think block. Task-free, so a server that knows no task computes the same features."""
-    split = split_completion(text, "system1")
+    split = split_completion(text, Mode.SYSTEM1)
     answer = (split.answer_text or "").strip()
     return answer if split.well_formed and answer else None
 
@@ -175,16 +176,16 @@ def compute_signals(engines: dict, task, problems: list[Problem], signals=None, 
     s1_texts = [""] * q
     if "prompt" in signals:
         eng = engines[slow]
-        prompts = [render_prompt(eng.tokenizer, task.prompt(p, "system2"), "system2") for p in problems]
+        prompts = [render_prompt(eng.tokenizer, task.prompt(p, Mode.SYSTEM2), Mode.SYSTEM2) for p in problems]
         h = prompt_hidden(eng.model, prompts)
         cols.append(h)
         names += [f"hidden_{i}" for i in range(h.shape[1])]
         by_signal["prompt"] = np.zeros(q, np.int64)
     if "s1" in signals:
         eng = engines[fast]
-        prompts = [render_prompt(eng.tokenizer, task.prompt(p, "system1"), "system1") for p in problems]
+        prompts = [render_prompt(eng.tokenizer, task.prompt(p, Mode.SYSTEM1), Mode.SYSTEM1) for p in problems]
         greedy = [c[0] for c in eng.generate(prompts, 1, SamplingParams(max_tokens=max_tokens, temperature=0.0))]
-        scores = [task.score(p, c.text, "system1") for p, c in zip(problems, greedy)]
+        scores = [task.score(p, c.text, Mode.SYSTEM1) for p, c in zip(problems, greedy)]
         s1_answers = [s.answer if s.well_formed else None for s in scores]
         s1_correct = np.array([s.correct for s in scores], bool)
         s1_texts = [c.text for c in greedy]
@@ -199,11 +200,11 @@ def compute_signals(engines: dict, task, problems: list[Problem], signals=None, 
     s2_correct, s2_texts = None, None
     if "s2check" in signals:
         eng = engines[slow]
-        prompts = [render_prompt(eng.tokenizer, task.prompt(p, "system2"), "system2") for p in problems]
+        prompts = [render_prompt(eng.tokenizer, task.prompt(p, Mode.SYSTEM2), Mode.SYSTEM2) for p in problems]
         greedy = [c[0] for c in eng.generate(prompts, 1, SamplingParams(max_tokens=s2_max_tokens, temperature=0.0))]
         checker = engines[CHECK]
         verdict = checker.score_batch([(p, c.text) for p, c in zip(problems, greedy)])
-        s2_correct = np.array([task.score(p, c.text, "system2").correct for p, c in zip(problems, greedy)], bool)
+        s2_correct = np.array([task.score(p, c.text, Mode.SYSTEM2).correct for p, c in zip(problems, greedy)], bool)
         s2_texts = [c.text for c in greedy]
         by_signal["s2check"] = np.array([len(c.token_ids) + t for c, t in zip(greedy, checker.item_tokens)], np.int64)
         lp = [np.asarray(c.logprobs or [0.0], np.float64) for c in greedy]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..search.base import Solution
-from ..tasks.base import split_completion
+from ..chat import Mode, split_completion
 from .arms import run_arm
 from .router import Router
 from .signals import compute_signals
@@ -23,10 +23,10 @@ def route_solve(problem, router: Router, engines: dict, task, seed: int | None =
              "predicted_tokens": dict(zip(router.arm_names, map(float, d.cost)))}
     source = router.reused()[d.arm]
     if source is not None:  # the signal already answered with this arm
-        mode = "system1" if source == "s1" else "system2"
+        mode = Mode.SYSTEM1 if source == "s1" else Mode.SYSTEM2
         text = sig.s1_texts[0] if source == "s1" else sig.s2_texts[0]
         s = task.score(problem, text, mode)
-        reasoning = split_completion(text, mode).reasoning if mode == "system2" else None
+        reasoning = split_completion(text, mode).reasoning if mode == Mode.SYSTEM2 else None
         return Solution(answer=s.answer if s.well_formed else None, reasoning=reasoning, completion=text,
                         policy_tokens=d.signal_tokens, well_formed=s.well_formed,
                         extra={"samples": 1, "mode": mode, "route": route})

@@ -21,7 +21,7 @@ from ..tasks.base import Problem
 from .arms import CHECK, ArmTable, arm_table, default_arms
 from .predictor import auroc, fit_predictor
 from .router import ROUTER_DIR, Router
-from .evaluate import routed_outcome
+from .scoring import routed_outcome
 from .signals import SIGNAL_SETS, SIGNALS, Signals, compute_signals
 
 
@@ -191,7 +191,7 @@ def train(cfg: RouterConfig) -> str:
     """Train and save a router; returns its folder."""
     import torch
 
-    from ..rl.common import resolve_task
+    from ..train.loop import resolve_task
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

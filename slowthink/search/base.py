@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from ..engine import Completion, Engine, SamplingParams, derive_seed
-from ..tasks.base import THINK_CLOSE, Mode, Problem, check_mode, split_completion
+from ..chat import Mode, THINK_CLOSE, check_mode, split_completion
+from ..tasks.base import Problem
 from ..tokenizer import render_prompt
 
 
@@ -105,7 +106,7 @@ class Policy:
 
     engine: Engine
     task: Any
-    mode: Mode = "system2"
+    mode: Mode = Mode.SYSTEM2
     temperature: float = 1.0
     top_p: float = 1.0
     max_tokens: int = 256  # longest single completion (generated tokens)

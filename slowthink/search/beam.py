@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..tasks.base import STEP_DELIMITER, THINK_CLOSE
+from ..chat import Mode, STEP_DELIMITER, THINK_CLOSE
 from .base import (
     BudgetExhausted,
     Policy,
@@ -42,7 +42,7 @@ def solve(problem, policy: Policy, verifier=None, budget: int | None = None, *, 
     require_verifier(verifier, "beam")
     if not callable(getattr(verifier, "score_steps", None)):
         raise ValueError(f"beam search needs a step verifier (score_steps); {type(verifier).__name__} has none")
-    if policy.mode != "system2":
+    if policy.mode != Mode.SYSTEM2:
         raise ValueError("beam search works on reasoning steps: use mode system2")
     if beam_width < 1 or n < beam_width:
         raise ValueError(f"need 1 <= beam_width <= n, got beam_width={beam_width}, n={n}")

@@ -20,14 +20,14 @@ reported as ``extra["forced_text"]`` and is not counted as policy tokens. With a
 
 from __future__ import annotations
 
-from ..tasks.base import THINK_CLOSE
+from ..chat import Mode, THINK_CLOSE
 from .base import BudgetExhausted, Policy, Solution
 from .reflect import REVISE_CUE, with_cue
 
 
 def solve(problem, policy: Policy, verifier=None, budget: int | None = None, *, max_thinking: int | None = None,
           min_thinking: int = 0, max_waits: int = 1, wait: str = REVISE_CUE, answer_reserve: int = 16) -> Solution:
-    if policy.mode != "system2":
+    if policy.mode != Mode.SYSTEM2:
         raise ValueError("budget forcing controls the think block: use mode system2")
     if max_thinking is not None and max_thinking < 1:
         raise ValueError(f"max_thinking must be >= 1 or None, got {max_thinking}")

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..tasks.base import STEP_DELIMITER, THINK_CLOSE
+from ..chat import Mode, STEP_DELIMITER, THINK_CLOSE
 from .base import (
     AGGREGATIONS,
     BudgetExhausted,
@@ -80,7 +80,7 @@ def solve(problem, policy: Policy, verifier=None, budget: int | None = None, *, 
     require_verifier(verifier, "mcts")
     if not callable(getattr(verifier, "score_steps", None)):
         raise ValueError(f"MCTS values prefixes with a step verifier (score_steps); {type(verifier).__name__} has none")
-    if policy.mode != "system2":
+    if policy.mode != Mode.SYSTEM2:
         raise ValueError("MCTS works on reasoning steps: use mode system2")
     if simulations < 1 or expand < 1:
         raise ValueError(f"need simulations >= 1 and expand >= 1, got simulations={simulations}, expand={expand}")

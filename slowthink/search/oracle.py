@@ -10,6 +10,7 @@ verifiers (``slowthink.critics``) plug into the same protocol (``score_steps`` /
 from __future__ import annotations
 
 from ..tasks.base import Problem
+from ..chat import Mode
 
 
 class TaskStepOracle:
@@ -41,7 +42,7 @@ class TaskOutcomeOracle:
     ground_truth = True
     tokens = 0
 
-    def __init__(self, task, mode: str = "system2"):
+    def __init__(self, task, mode: str = Mode.SYSTEM2):
         self.task, self.mode = task, mode
 
     def score(self, problem: Problem, completion: str) -> float:
@@ -51,7 +52,7 @@ class TaskOutcomeOracle:
 VERIFIERS = {"oracle": TaskStepOracle, "outcome-oracle": TaskOutcomeOracle}
 
 
-def make_verifier(name: str | None, task, mode: str = "system2", device: str = "cpu"):
+def make_verifier(name: str | None, task, mode: str = Mode.SYSTEM2, device: str = "cpu"):
     """``None``/"none" -> None; "oracle" -> TaskStepOracle; "outcome-oracle" -> TaskOutcomeOracle; a folder
     saved by ``slowthink train prm|orm`` (``RUN/critic``, or the run folder itself) -> that learned critic;
     "gen:MODEL_DIR" -> a generative verifier reading with that model (``slowthink.critics.generative``);

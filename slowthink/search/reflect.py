@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from ..tasks.base import THINK_CLOSE
+from ..chat import Mode, THINK_CLOSE
 from .base import BudgetExhausted, Policy, Solution
 
 REVISE_CUE = "Wait"
@@ -51,7 +51,7 @@ def thinking_of(text: str) -> str:
 def solve(problem, policy: Policy, verifier=None, budget: int | None = None, *, rounds: int = 1, n: int = 1,
           draft_temperature: float | None = None, revise_temperature: float = 0.0, cue: str = REVISE_CUE,
           interim_answers: bool = True) -> Solution:
-    if policy.mode != "system2":
+    if policy.mode != Mode.SYSTEM2:
         raise ValueError("reflect-and-revise revises the think block: use mode system2")
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")

@@ -69,8 +69,8 @@ from .prepare import (DEFAULT_EFFORT, EFFORT_BUDGET, Prepared, RequestPreparer, 
 from .protocol import APIError, FeedbackRequest, ModelCard, ModelList, completion_id, error_body, now
 from .planned import Planned, run_auto, run_high
 from .remote import LOCAL, OpenAIBackend, remote_chat, remote_job
-from .responses import (THINK_CLOSE, SequenceStream, build_result, reasoning_token_count, replay_events, split_output,
-                        sse_events)
+from ..chat import THINK_CLOSE, split_output
+from .responses import SequenceStream, build_result, reasoning_token_count, replay_events, sse_events
 from .scheduler import QueueFull, Scheduler
 from .traces import TaskResolver, TraceStore
 

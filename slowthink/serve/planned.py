@@ -28,7 +28,7 @@ from ..evaluate import majority
 from ..router.signals import feature_row, prompt_hidden
 from ..tokenizer import render_prompt
 from .prepare import Prepared
-from .responses import THINK_CLOSE, split_output
+from ..chat import Mode, THINK_CLOSE, split_output
 
 HIGH = EFFORTS["high"]
 
@@ -45,7 +45,7 @@ class Planned:
 
 def voted_answer(text: str, mode: str) -> str | None:
     """What a sample votes for: its answer text; nothing when the think block never closed or it is empty."""
-    if mode == "system2" and THINK_CLOSE not in text:
+    if mode == Mode.SYSTEM2 and THINK_CLOSE not in text:
         return None
     return split_output(text, mode)[1] or None
 
@@ -85,8 +85,8 @@ async def run_high(p: Prepared, generate: Generate) -> Planned:
 
 async def run_auto(p: Prepared, generate: Generate, router, model, tok, context: int) -> Planned:
     """Route one request: signals, the router's decision, then its arm."""
-    s1_ids = render_prompt(tok, p.messages, "system1")
-    s2_ids = render_prompt(tok, p.messages, "system2")
+    s1_ids = render_prompt(tok, p.messages, Mode.SYSTEM1)
+    s2_ids = render_prompt(tok, p.messages, Mode.SYSTEM2)
     signal_sampling = SamplingParams(max_tokens=router.signal_max_tokens, temperature=0.0)
     jobs = {}
     if "s1" in router.signals:
@@ -105,7 +105,7 @@ async def run_auto(p: Prepared, generate: Generate, router, model, tok, context:
     arm = router.arms[d.arm]
     route = {"arm": arm.name, "describe": arm.describe(), "why": d.why, "signal_tokens": signal_tokens,
              "predicted_success": dict(zip(router.arm_names, np.round(d.success, 4).tolist()))}
-    ids = s1_ids if arm.mode == "system1" else s2_ids
+    ids = s1_ids if arm.mode == Mode.SYSTEM1 else s2_ids
     q = dataclasses.replace(p, mode=arm.mode, prompt_ids=ids)
     if router.reuses_s1()[d.arm] and p.req.n == 1 and greedy is not None:
         return Planned(q, [greedy], signal_tokens - len(greedy.token_ids), route)

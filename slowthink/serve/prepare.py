@@ -23,6 +23,7 @@ from .protocol import APIError, ChatCompletionRequest
 from .traces import TaskResolver, Verification, verification_from_metadata
 
 from ..effort import DEFAULT_EFFORT, EFFORTS
+from ..chat import Mode
 
 # per sample; auto's router arms bring their own limits (serve.planned)
 EFFORT_BUDGET = {name: (arm or EFFORTS["medium"]).max_tokens for name, arm in EFFORTS.items()}
@@ -30,7 +31,7 @@ EFFORT_BUDGET = {name: (arm or EFFORTS["medium"]).max_tokens for name, arm in EF
 
 def effort_mode(effort: str) -> str:
     """The mode a request is prepared in; auto's router may answer in System-1 instead (serve.planned)."""
-    return "system1" if effort == "none" else "system2"
+    return Mode.SYSTEM1 if effort == "none" else Mode.SYSTEM2
 
 
 @dataclass

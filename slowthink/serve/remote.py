@@ -75,12 +75,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+from ..chat import Mode, THINK_CLOSE, split_think
 from .jobs import JobCancelled
 from .protocol import APIError, error_body
 
 log = logging.getLogger(__name__)
 
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 FORWARDED = ("n", "temperature", "top_p", "seed", "max_completion_tokens", "max_tokens", "reasoning_effort")
 
 
@@ -116,33 +116,6 @@ def require_logprobs(backend, what: str = "this") -> None:
         f"{what} needs token log-probs, but the backend ({describe}) cannot return them: start slowthink "
         f"serve with --remote-logprobs if the remote server supports 'logprobs' (vLLM and OpenAI do; a "
         f"slowthink server does not), or use the local backend.")
-
-
-# -- <think> splitting -------------------------------------------------------------------------------
-def _held_back(text: str, marker: str) -> int:
-    """Length of the longest suffix of ``text`` that is a proper prefix of ``marker``."""
-    for k in range(min(len(marker) - 1, len(text)), 0, -1):
-        if text.endswith(marker[:k]):
-            return k
-    return 0
-
-
-def split_think(content: str, final: bool = True) -> tuple[str | None, str]:
-    """(reasoning or None, answer) of content that may start with a ``<think>…</think>`` block.
-    ``final=False``: the part of it that is safe to send while more text may follow (every result is a
-    prefix of the final one)."""
-    s = content.lstrip()
-    if not final and len(s) < len(THINK_OPEN) and THINK_OPEN.startswith(s):
-        return None, ""  # could still become <think>: hold
-    if not s.startswith(THINK_OPEN):
-        return None, content
-    inner = s[len(THINK_OPEN):]
-    if THINK_CLOSE in inner:
-        reasoning, answer = inner.split(THINK_CLOSE, 1)
-        return reasoning.strip(), answer.strip()
-    if not final:
-        inner = inner[:len(inner) - _held_back(inner, THINK_CLOSE)]
-    return inner.strip(), ""
 
 
 def _remote_reasoning(obj: dict) -> str | None:
@@ -239,7 +212,7 @@ def build_remote_result(p, choices: list[RemoteChoice], remote_usage: dict | Non
             "id": meta["id"], "choice_index": i, "created": finished, "model": meta["model"], "source": source,
             "stream": int(stream), "messages": p.messages, "completion": c.completion, "reasoning": c.reasoning,
             "answer": c.content, "reasoning_effort": p.effort,
-            "mode": "system1" if c.reasoning is None else "system2",  # what the remote did, not what was asked
+            "mode": Mode.SYSTEM1 if c.reasoning is None else Mode.SYSTEM2,  # what the remote did, not what was asked
             "prompt_tokens": prompt, "completion_tokens": per_completion[i], "reasoning_tokens": per_reasoning[i],
             "latency_s": latency, "finish_reason": c.finish_reason, "metadata": p.req.metadata})
     result = {**meta, "object": "chat.completion", "choices": out_choices, "usage": usage}

@@ -16,33 +16,10 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 
+from ..chat import Mode, THINK_CLOSE, held_back, split_output
 from ..engine import Completion
 from .protocol import AssistantMessage, ChatCompletion, Choice, error_body, make_usage
 from .prepare import Prepared
-
-THINK_CLOSE = "</think>"
-
-
-def split_output(text: str, mode: str) -> tuple[str | None, str]:
-    """Final (reasoning_content, content) of a completion's text (eos and stop string removed)."""
-    if mode == "system1":
-        return None, text.strip()
-    if THINK_CLOSE not in text:
-        return text.strip("\n"), ""
-    reasoning, answer = text.split(THINK_CLOSE, 1)
-    return reasoning.strip("\n"), answer.strip()
-
-
-def _held_back(text: str, markers: list[str]) -> int:
-    """Length of the longest suffix of ``text`` that is a proper prefix of one of ``markers``."""
-    hold = 0
-    for m in markers:
-        for k in range(min(len(m) - 1, len(text)), hold, -1):
-            if text.endswith(m[:k]):
-                hold = k
-                break
-    return hold
-
 
 class SequenceStream:
     """Incremental decoding of one sequence: each ``feed`` returns the new (reasoning, content) text,
@@ -59,12 +36,12 @@ class SequenceStream:
             if (i := text.find(s)) >= 0:
                 text = text[:i]
         markers = list(self.stops)
-        if self.mode == "system2" and THINK_CLOSE not in text:
+        if self.mode == Mode.SYSTEM2 and THINK_CLOSE not in text:
             markers.append(THINK_CLOSE)
-        text = text[:len(text) - _held_back(text, markers)]
+        text = text[:len(text) - held_back(text, markers)]
         while text.endswith("\ufffd"):  # an incomplete multi-byte character
             text = text[:-1]
-        if self.mode == "system1":
+        if self.mode == Mode.SYSTEM1:
             return None, text.strip()
         if THINK_CLOSE not in text:
             return text.strip("\n"), ""  # trailing newlines held: they may precede </think>
@@ -88,7 +65,7 @@ class SequenceStream:
 
 
 def reasoning_token_count(tok, completion: Completion, mode: str) -> int:
-    if mode == "system1":
+    if mode == Mode.SYSTEM1:
         return 0
     ids = completion.token_ids
     close_id = tok.convert_tokens_to_ids(THINK_CLOSE) if THINK_CLOSE in tok.get_vocab() else None

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from ..tasks.base import Problem
+from ..chat import Mode
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ def verification_from_metadata(metadata: dict[str, str] | None, messages: list[d
         if not isinstance(data, dict):
             raise ValueError("metadata.problem_data: a JSON object (the task's Problem.data)")
     problem = Problem(key=question, level=level, question=question, answer=metadata["answer"], data=data)
-    probe = metadata["answer"] if mode == "system1" else f"\n</think>\n\n{metadata['answer']}"
+    probe = metadata["answer"] if mode == Mode.SYSTEM1 else f"\n</think>\n\n{metadata['answer']}"
     try:  # the verifier must be able to read this problem: fail now (400), not silently later
         task.score(problem, probe, mode)
     except Exception as e:  # noqa: BLE001

@@ -39,7 +39,8 @@ from __future__ import annotations
 import random
 import re
 
-from .base import BaseTask, Claim, Mode, Problem, Score, check_mode, split_completion
+from .base import BaseTask, Claim, Problem, Score
+from ..chat import Mode, check_mode, split_completion
 
 OPS = {"add": "+", "mul": "*"}
 COT_FORMATS = ("cells", "mac", "compact", "chain")
@@ -332,7 +333,7 @@ class Arithmetic(BaseTask):
         return out
 
     # -- verification ---------------------------------------------------------------------------
-    def score(self, problem: Problem, completion: str, mode: Mode = "system2") -> Score:
+    def score(self, problem: Problem, completion: str, mode: Mode = Mode.SYSTEM2) -> Score:
         parts = split_completion(completion, check_mode(mode))
         value = parse_integer_answer(parts.answer_text)
         well_formed = parts.well_formed and value is not None

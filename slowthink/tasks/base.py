@@ -15,21 +15,9 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-Mode = Literal["system1", "system2"]
-MODES: tuple[Mode, ...] = ("system1", "system2")
-
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
-STEP_DELIMITER = "\n"
-
-
-def check_mode(mode: str) -> Mode:
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    return mode  # type: ignore[return-value]
-
+from ..chat import MODES, Mode, STEP_DELIMITER, Split, THINK_CLOSE, THINK_OPEN, check_mode, split_completion
 
 @dataclass(frozen=True)
 class Problem:
@@ -74,32 +62,6 @@ class Score:
     correct: bool = False
 
 
-@dataclass(frozen=True)
-class Split:
-    """The parts of a completion: reasoning (None when there was no think block) and answer text."""
-
-    reasoning: str | None
-    answer_text: str | None
-    well_formed: bool
-
-
-def split_completion(completion: str, mode: Mode) -> Split:
-    """Separate reasoning from the answer.
-
-    A System-2 completion must close its think block exactly once; text before ``</think>`` is the
-    reasoning. A System-1 completion is all answer and must not open a think block.
-    """
-    text = completion.replace("<|im_end|>", "").replace("<|endoftext|>", "")
-    if mode == "system1":
-        if THINK_OPEN in text or THINK_CLOSE in text:
-            return Split(None, None, False)
-        return Split(None, text.strip(), True)
-    if text.count(THINK_CLOSE) != 1 or THINK_OPEN in text:
-        return Split(None, None, False)
-    reasoning, answer = text.split(THINK_CLOSE)
-    return Split(reasoning.strip("\n"), answer.strip(), True)
-
-
 def heldout_bucket(key: str, buckets: int = 10) -> int:
     """Stable bucket of a problem key; bucket 0 is held out from training, by construction."""
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") % buckets
@@ -118,7 +80,7 @@ class Task(Protocol):
 
     def reference(self, problem: Problem, mode: Mode) -> Reference | None: ...
 
-    def score(self, problem: Problem, completion: str, mode: Mode = "system2") -> Score: ...
+    def score(self, problem: Problem, completion: str, mode: Mode = Mode.SYSTEM2) -> Score: ...
 
 
 REQUIRED_METHODS = ("sample", "prompt", "reference", "score")
@@ -143,7 +105,7 @@ class BaseTask:
         """The bare answer (System-1), or ``solution_lines`` as the worked solution (System-2).
         Tasks that define ``solution_lines(problem) -> list[str]`` get references for free."""
         check_mode(mode)
-        if mode == "system1":
+        if mode == Mode.SYSTEM1:
             return Reference(answer=problem.answer)
         lines = getattr(self, "solution_lines", None)
         return None if lines is None else Reference(answer=problem.answer, reasoning="\n".join(lines(problem)))

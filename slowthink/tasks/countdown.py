@@ -47,7 +47,8 @@ import re
 from collections import Counter
 from fractions import Fraction
 
-from .base import BaseTask, Mode, Problem, Score, check_mode, split_completion
+from .base import BaseTask, Problem, Score
+from ..chat import Mode, check_mode, split_completion
 
 MAX_ANSWER_CHARS = 200
 MAX_DEPTH = 16
@@ -308,7 +309,7 @@ class Countdown(BaseTask):
         return [f"{a}{op}{b}={c}" for a, op, b, c in problem.data["steps"]]
 
     # -- verification ---------------------------------------------------------------------------
-    def score(self, problem: Problem, completion: str, mode: Mode = "system2") -> Score:
+    def score(self, problem: Problem, completion: str, mode: Mode = Mode.SYSTEM2) -> Score:
         parts = split_completion(completion, check_mode(mode))
         if not parts.well_formed or not parts.answer_text:
             return Score(reward=0.0, answer=None, well_formed=False)

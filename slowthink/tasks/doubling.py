@@ -36,7 +36,8 @@ from __future__ import annotations
 import random
 import re
 
-from .base import BaseTask, Mode, Problem, Reference, Score, check_mode, split_completion
+from .base import BaseTask, Problem, Reference, Score
+from ..chat import Mode, check_mode, split_completion
 
 
 class Doubling(BaseTask):
@@ -69,11 +70,11 @@ class Doubling(BaseTask):
         """The default reference, with the blank line that puts the answer a line's length after the last
         line (see the module docstring); empty reasoning for one doubling."""
         ref = super().reference(problem, mode)
-        if mode == "system1" or not ref.reasoning:
+        if mode == Mode.SYSTEM1 or not ref.reasoning:
             return ref
         return Reference(answer=ref.answer, reasoning=ref.reasoning + "\n")
 
-    def score(self, problem: Problem, completion: str, mode: Mode = "system2") -> Score:
+    def score(self, problem: Problem, completion: str, mode: Mode = Mode.SYSTEM2) -> Score:
         parts = split_completion(completion, check_mode(mode))
         answer = parts.answer_text
         well_formed = parts.well_formed and answer is not None and bool(self.answer_pattern.fullmatch(answer))

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from .arithmetic import Arithmetic
-from .base import MODES, REQUIRED_ATTRIBUTES, REQUIRED_METHODS, Problem, Reference, Score
+from ..chat import MODES
+from .base import REQUIRED_ATTRIBUTES, REQUIRED_METHODS, Problem, Reference, Score
 from .countdown import Countdown
 from .doubling import Doubling
 

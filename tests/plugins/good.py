@@ -2,7 +2,8 @@
 
 import random
 
-from slowthink.tasks import BaseTask, Problem, Reference, Score, split_completion
+from slowthink.tasks import BaseTask, Problem, Reference, Score
+from slowthink.chat import split_completion
 
 
 class GoodTask(BaseTask):

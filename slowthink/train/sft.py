@@ -21,10 +21,11 @@ from pathlib import Path
 import torch
 
 from ..config import arg, check_device, require, to_dict
-from ..data import collate, sample_examples
+from .data import collate, sample_examples
 from ..evaluate import heldout_metrics
-from .common import SFT_OPTIMIZERS, TrainingHalted, make_optimizer, open_run, resolve_task
-from ..runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
+from .optimizers import SFT_OPTIMIZERS, make_optimizer
+from .loop import TrainingHalted, open_run, resolve_task
+from .runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
 
 
 @dataclass

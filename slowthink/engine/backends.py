@@ -3,9 +3,9 @@
 ``prefill(prompts, counts, reserve)`` appends rows, ``decode(tokens)`` advances every row by one token,
 ``keep(order)`` keeps rows ``order`` as the new ``[0, len(order))``; each returns last-position
 logits. ``LlamaBackend`` is the native fast path (Llama, Qwen2, Qwen3) in plain torch, with its decode step
-in C++ on the CPU (``slowthink/native``) and captured as CUDA graphs on a GPU (``slowthink/graphs.py``);
+in C++ on the CPU (``slowthink/engine/native``) and captured as CUDA graphs on a GPU (``slowthink/engine/graphs.py``);
 ``HFBackend`` runs any other Hugging Face causal LM through its own forward and cache. The design
-notes are in ``slowthink/engine.py``'s docstring.
+notes are in ``slowthink/engine/core.py``'s docstring.
 """
 
 from __future__ import annotations
@@ -93,13 +93,13 @@ class LlamaBackend:
         # Bumped when the cache is reallocated / when a weight the decode step reads moved to a new address:
         # captured CUDA graphs hold addresses, so either makes them stale.
         self.cache_generation = self.weights_generation = 0
-        # The C++ decode step (slowthink/native) where it applies: float32 on the CPU, no Qwen3 q/k norms.
+        # The C++ decode step (slowthink/engine/native) where it applies: float32 on the CPU, no Qwen3 q/k norms.
         self.kernels = None
         if self.device.type == "cpu" and self.dtype == torch.float32 and getattr(attn, "q_norm", None) is None:
             from .native import decode_kernels
 
             self.kernels = decode_kernels()
-        # CUDA graphs of the decode step (slowthink/graphs.py) on a GPU, unless SLOWTHINK_CUDA_GRAPHS=0.
+        # CUDA graphs of the decode step (slowthink/engine/graphs.py) on a GPU, unless SLOWTHINK_CUDA_GRAPHS=0.
         if cuda_graphs is None:
             cuda_graphs = self.device.type == "cuda" and os.environ.get("SLOWTHINK_CUDA_GRAPHS", "1") != "0"
         self.graphs = None

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .tasks.base import Mode, Problem
-from .tokenizer import Rendered, render_example
+from ..chat import Mode
+from ..tasks.base import Problem
+from ..tokenizer import Rendered, render_example
 
 IGNORE = -100
 
@@ -39,7 +40,7 @@ def sample_examples(task, tok, seed: int, step: int, batch_size: int, levels: li
     out = []
     for _ in range(batch_size):
         level = rng.choices(levels, weights=level_weights)[0] if level_weights else rng.choice(levels)
-        mode: Mode = "system2" if rng.random() < system2_fraction else "system1"
+        mode: Mode = Mode.SYSTEM2 if rng.random() < system2_fraction else Mode.SYSTEM1
         out.append(reference_example(task, tok, task.sample_split(rng, level, "train"), mode))
     return out
 

@@ -9,12 +9,12 @@ Two backends behind one scheduler:
   q/k/v and gate/up projections are fused into one matmul each; rotary tables come from the model's
   own rotary module, so numbers match Hugging Face. What makes HF ``generate`` slow on tiny models is
   Python overhead per step, so a step here is ~20 torch calls per layer and one device->host transfer.
-  On the CPU in float32 (Llama, Qwen2) the decode step is one C++ call (``slowthink/native``): the
+  On the CPU in float32 (Llama, Qwen2) the decode step is one C++ call (``slowthink/engine/native``): the
   matmuls stay with ATen, and everything between them (RMSNorm, rotary, the cache write, attention of
   each row over its own length only, SiLU) is written out by hand instead of ~15 small kernels per
   layer. Compiled on first use; without a compiler (or with ``SLOWTHINK_NATIVE=0``) the torch step runs.
   On a GPU the torch step (embedding to LM head) is captured as CUDA graphs, one per bucket of rows and
-  cache width, and replayed as one launch (``slowthink/graphs.py``; ``SLOWTHINK_CUDA_GRAPHS=0`` to turn off).
+  cache width, and replayed as one launch (``slowthink/engine/graphs.py``; ``SLOWTHINK_CUDA_GRAPHS=0`` to turn off).
 * **Generic** (any other HF causal LM): the model's own forward and ``past_key_values``, left padding,
   explicit attention mask and position ids. Static batching: waiting requests are admitted only when
   the running batch has drained. Same ``Completion`` objects.

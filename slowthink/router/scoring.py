@@ -15,6 +15,7 @@ from .policy import pareto_front, slow_share_for_gap
 from .predictor import auroc
 from .router import Router
 from .signals import Signals, compute_signals
+from ..chat import Mode
 
 
 def routed_outcome(router: Router, table: ArmTable, sig: Signals, pick: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -78,7 +79,7 @@ def score_routing(router: Router, table: ArmTable, sig: Signals, problems, trade
 
     qualifying = [r for r in routed if r["accuracy"] >= top - bar_points / 100]
     cheapest = min(qualifying, key=lambda r: r["mean_tokens"]) if qualifying else None
-    s1 = next((j for j, a in enumerate(router.arms) if a.mode == "system1" and a.greedy), None)
+    s1 = next((j for j, a in enumerate(router.arms) if a.mode == Mode.SYSTEM1 and a.greedy), None)
     slow_share = slow_share_oracle = None
     if s1 is not None:
         # send first the questions whose System-1 answer is predicted least likely right
