@@ -5,7 +5,7 @@ held-out pass@1 in the same wall-time budget on this machine?
     python benchmarks/rl_gain.py --methods grpo --budget-s 900  # the headline: GRPO, 15 minutes
     python benchmarks/rl_gain.py --methods rloo,ppo --budget-s 300 --out benchmarks/results/rl_gain_table.json
 
-The start checkpoint (``--init``, default: made once and cached in ``runs/rl_start``) is the earlier
+The start checkpoint (``--init``, default: made once and cached in ``runs/rl_start``) is the levels-1-2
 quickstart recipe (``recipes/quickstart_l12.yaml``) stopped early: the ``small`` preset after 350 SFT
 steps on 2-digit multiplication (worked solutions and direct answers), when its held-out System-2 greedy pass@1 on 2x2 digits is low but not
 zero. Every method then trains from it on the same level with the same time budget (``time_budget_s``

@@ -6,8 +6,8 @@
 Every arm trains ``small`` from scratch with the quickstart's SFT recipe (``recipes/quickstart.yaml``: 3x3-digit
 multiplication and below, levels weighted 1:3:1, batch 64, 30 warm-up steps, cosine to 0.1 x lr, 75% System-2
 examples, same seed, so the same model init and the same batches) and differs only in optimizer and peak lr.
-AdamW gets two lrs: 6e-4, the earlier quickstart's (tuned for 900 steps on levels 1-2), and 1.5e-3 (a short
-run may want more); 3e-3 fails for AdamW here (dev/LOG.md, session 1). Held-out greedy pass@1 of both modes,
+AdamW gets two lrs: 6e-4, the levels-1-2 recipe's (tuned for 900 steps on levels 1-2), and 1.5e-3 (a short
+run may want more); 3e-3 fails for AdamW here (dev/LOG.md). Held-out greedy pass@1 of both modes,
 by level, every ``--eval-every`` steps on the same ``--eval-per-level`` problems per level. Arms run one after
 another in this process on all cores; seconds per step are reported beside the accuracies (the machine's
 speed drifts, so compare them loosely; accuracy at equal steps is the measurement).

@@ -1,4 +1,4 @@
-"""Small model that thinks vs bigger model that doesn't: accuracy against inference FLOPs per question (issue 4).
+"""Small model that thinks vs bigger model that doesn't: accuracy against inference FLOPs per question.
 
     python benchmarks/small_vs_big.py          # trains both models (runs/small_vs_big/{tiny,medium}), then measures
     python benchmarks/small_vs_big.py --small-model runs/svb_tiny/model --big-model runs/svb_medium/model
@@ -9,7 +9,7 @@ The committed models were trained (1 thread each, at the same time, on a 2-core 
 --eval-every 0``, Q being recipes/quickstart_l12.yaml without its quickstart-only ``k``/``out`` fields: the run
 ``train()`` below makes.
 
-Recipe: the earlier quickstart SFT recipe (``recipes/quickstart_l12.yaml``: arithmetic op=mul cot=cells, levels 1-2 weighted
+Recipe: the levels-1-2 quickstart SFT recipe (``recipes/quickstart_l12.yaml``: arithmetic op=mul cot=cells, levels 1-2 weighted
 1:3, batch 64, lr 6e-4, 30 warm-up steps, cosine to 0.1, 75% System-2 examples) for both presets, with the same
 number of optimizer steps (``--steps``), i.e. the same training examples, so the bigger model gets ~8x the
 training FLOPs ("budget scaled to its size"). Given ``--small-model`` / ``--big-model`` folders (``RUN/model``),

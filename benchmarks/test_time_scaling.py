@@ -8,7 +8,7 @@ Models (made first; all under runs/, git-ignored):
   ``slowthink train sft --task-args op=mul,cot=cells --levels 1,2,3 --level-weights 1,1,1 --model small
   --steps 1500 --batch-size 64 --lr 1e-3 --warmup-steps 30 --system2-fraction 0.5 --eval-every 100
   --eval-per-level 50 --snapshot-every 100 --out runs/l123`` (~45 min on the 2-core box). The **policy** is
-  ``runs/l123/snapshots/step_600`` (level 2: 45% greedy on these problems, in the issue's 20-60% band).
+  ``runs/l123/snapshots/step_600`` (level 2: 45% greedy on these problems, in the 20-60% band).
 * learned critics: ``python benchmarks/prm_quality.py --policy runs/l123/snapshots/step_600 --completer
   runs/l123/snapshots/step_1200 --backbone completer --out benchmarks/results/prm_quality_l123 --run-dir
   runs/prm_l123`` (Math-Shepherd MC labels rolled out by the step-1200 snapshot of the same run, PRM and ORM
@@ -44,7 +44,7 @@ What runs how:
   check runs the real ``solve`` functions at a few N on the same problems (fresh samples, so accuracy is close
   to, not equal to, the pool numbers).
 
-Bars (issue 4): (1) the best strategy using at most 64x greedy's mean policy tokens is >= 25 points above
+Bars: (1) the best strategy using at most 64x greedy's mean policy tokens is >= 25 points above
 greedy; (2) a PRM-guided strategy (weighted majority with the PRM, or beam) beats plain majority at equal
 tokens at most budgets (weighted majority: same N, same samples, N >= 2; beam: majority's accuracy
 interpolated at beam's mean tokens on the same problems, linear in log tokens).
@@ -153,7 +153,7 @@ def plot(path: Path, res: dict) -> None:
 
 
 def bars(res: dict, st: float) -> None:
-    """The issue's bars from the measured rows (``res["bar1"]``, ``res["bar2"]``); ``st``: the search temperature."""
+    """The bars from the measured rows (``res["bar1"]``, ``res["bar2"]``); ``st``: the search temperature."""
     g = res["greedy"]
     cap = 64 * g["mean_policy_tokens"]
     cands = []

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU check of the project in one run, for the few sessions that are lent a GPU machine for minutes.
+# Every GPU check of the project in one run, for when a GPU machine is at hand for minutes only.
 # Run from the repository root; results go to $OUT (default /tmp/gpu_check): log.txt plus the JSON/Markdown
 # each check writes. No install step: the GPU image's python3 has torch, transformers, tokenizers, safetensors,
 # pyyaml, tqdm, rich, tensorboard and matplotlib, which is all these checks import.

@@ -26,7 +26,7 @@ line moves the smallest remaining letter to the end of the sorted part, written 
     abcd
 
 Every step depends only on the line above it, which is what makes a format easy to learn for a
-small model (see DESIGN.md, "Format matters more than anything else at this size").
+small model (docs/custom-tasks.md, "Worked-solution format").
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@
     slowthink eval --model DIR --levels 1,2 --strategy majority --n 8 [--budget TOKENS] [--verifier oracle]
     slowthink solve --model DIR --task arithmetic --question "47*86" --strategy majority --n 8 [--budget TOKENS]
     slowthink train router --model DIR                      (saves DIR/router: reasoning_effort auto)
-    slowthink eval|solve --model DIR --reasoning-effort none|low|medium|high|auto
+    slowthink eval|solve --model DIR --reasoning-effort none|minimal|low|medium|high|xhigh|auto
     slowthink serve --model runs/quickstart/model [--port 8000] [--api-key KEY] [--traces DB] [--jobs DB]
     slowthink serve --backend openai --base-url http://HOST:PORT/v1 --model NAME [--remote-api-key KEY]
     slowthink traces export --db runs/quickstart/traces.db --out traces.jsonl [--verified-only]
@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from .config import ConfigError, add_arguments, load_config, overrides_from_args, parse_mapping
 from .chat import Mode
@@ -41,33 +42,14 @@ def _load(cls, ns) -> object:
 
 def cmd_quickstart(ns) -> int:
     from .quickstart import QuickstartConfig, run_quickstart
+    from .quickstart_report import summary_lines
     from .report import TABLE_HEADER, results_table
 
     cfg = _load(QuickstartConfig, ns)
     summary = run_quickstart(cfg)
     if summary:
         _print_table(f"quickstart: {cfg.out}", TABLE_HEADER, results_table(summary["eval"]))
-        print(f"System-2 {summary['system2_pass@1']:.1%} vs System-1 {summary['system1_pass@1']:.1%} "
-              f"({summary['gap_points']:+.1f} points); stage times (s): {summary['timings_s']}")
-        if "rl" in summary:
-            rl = summary["rl"]
-            print(f"RL (GRPO) on level {rl['level']}: held-out System-2 {rl['before']:.1%} -> {rl['after']:.1%} "
-                  f"({100 * (rl['after'] - rl['before']):+.1f} points) in {rl['steps']} steps")
-        if "route" in summary:
-            within = summary["route"]["bar"]["cheapest_router_within"]
-            best = summary["route"]["best_fixed"]
-            print(f"router (reasoning_effort=auto, {cfg.out}/model/router): best fixed setting {best['name']} "
-                  f"{best['accuracy']:.1%} at {best['mean_tokens']:.0f} tokens/question; "
-                  + (f"router {within['accuracy']:.1%} at {within['mean_tokens']:.0f} ({within['label']})" if within
-                     else "no router setting within 1 point") + f"; plot {cfg.out}/route.png")
-        if "search" in summary:
-            sr = summary["search"]
-            g, best = sr["greedy"], sr["best"]
-            print(f"test-time compute (level {sr['level']}, {sr['problems']} held-out problems): System-2 greedy "
-                  f"{g['accuracy']:.1%} at {g['mean_policy_tokens']:.0f} tokens/question; best {best['strategy']}@"
-                  f"{best['n']} {best['accuracy']:.1%} at {best['mean_policy_tokens']:.0f} ({sr['gain_points']:+.1f} "
-                  f"points); pass@{sr['ns'][-1]} ceiling {sr['ceiling']:.1%}; plot {cfg.out}/search.png")
-        print(f"report: {cfg.out}/report.md   model: {cfg.out}/model")
+        print("\n".join(summary_lines(summary, cfg.out)))
     return 0
 
 
@@ -86,18 +68,33 @@ def trainers() -> dict:
             "router": (router.RouterConfig, router.train)}
 
 
+TRAINER_HELP = {
+    "sft": "supervised fine-tuning on task-generated solutions",
+    "grpo": "GRPO (and Dr. GRPO / DAPO options) on verifiable rewards, from a model folder (--init)",
+    "rloo": "RLOO: REINFORCE with a leave-one-out baseline, from a model folder (--init)",
+    "ppo": "PPO with a learned value model (critic) and GAE, from a model folder (--init)",
+    "star": "STaR / expert iteration: fine-tune on the policy's own verified solutions (rationalisation optional)",
+    "dpo": "offline DPO on pairs of the policy's own verified-correct vs incorrect samples",
+    "revise": "reflect-and-revise: fine-tune on the policy's own drafts + 'Wait' + the correct solution "
+              "(for --strategy reflect and budget forcing's Wait)",
+    "prm": "process reward model: sample the policy (--init), label each step by Monte-Carlo rollouts "
+           "(Math-Shepherd), train a step scorer on the policy's backbone; use with --verifier RUN/critic",
+    "orm": "outcome reward model: sample the policy (--init), label by the task's answer check, train a "
+           "completion scorer on the policy's backbone; use with --verifier RUN/critic",
+    "router": "System-1/System-2 router for reasoning_effort=auto: label arms on generated problems, "
+              "fit the difficulty predictor, save it beside the model"}
+
+
 def cmd_train(ns) -> int:
     from .train.loop import TrainingHalted
 
     cfg_cls, train = trainers()[ns.algo]
     try:
-        run = train(_load(cfg_cls, ns))
+        run = Path(train(_load(cfg_cls, ns)))
     except TrainingHalted as e:
         print(f"slowthink train {ns.algo}: stopped: {e}", file=sys.stderr)
         return 3
-    from pathlib import Path
-
-    print(f"done: {Path(run) / 'model' if (Path(run) / 'model').is_dir() else run}")
+    print(f"done: {run / 'model' if (run / 'model').is_dir() else run}")
     return 0
 
 
@@ -105,81 +102,54 @@ def cmd_eval(ns) -> int:
     from .engine import Engine
     from .evaluate import evaluate
     from .models import load_model
-    from .report import TABLE_HEADER, results_table
-    from .tasks import get_task
+    from .report import TABLE_HEADER, passk_header, passk_rows, results_table
 
-    task = get_task(ns.task, **parse_mapping(ns.task_args))
-    levels = tuple(int(x) for x in ns.levels.split(",")) if ns.levels else tuple(task.levels)
-    model, tok = load_model(ns.model, device=ns.device)
+    task = _task(ns)
+    levels = tuple(int(x) for x in _csv(ns.levels)) if ns.levels else tuple(task.levels)
     problems = task.heldout_set(ns.per_level, levels, seed=ns.seed + 1000)
     if ns.reasoning_effort:
         return _eval_effort(ns, task, levels, problems)
+    model, tok = load_model(ns.model, device=ns.device)
     if ns.strategy:
         return _eval_strategy(ns, task, levels, model, tok, problems)
-    modes = tuple(m.strip() for m in (ns.modes or "system1,system2").split(","))
-    res = evaluate(Engine(model, tok), task, tok, problems, modes=modes, k=ns.k, temperature=ns.temperature,
-                   max_tokens=ns.max_new_tokens, seed=ns.seed)
-    out = {"model": ns.model, "task": ns.task, "levels": list(levels), "per_level": ns.per_level, "k": ns.k,
-           "results": res}
-    if ns.json_out:
-        with open(ns.json_out, "w") as f:
-            json.dump(out, f, indent=2)
+    res = evaluate(Engine(model, tok), task, tok, problems, modes=_csv(ns.modes or "system1,system2"), k=ns.k,
+                   temperature=ns.temperature, max_tokens=ns.max_new_tokens, seed=ns.seed)
     _print_table(f"{ns.task} held-out, {ns.per_level}/level", TABLE_HEADER, results_table(res))
     if ns.k > 1:
-        for m, r in res.items():
-            o = r["overall"]
-            print(f"{m}: pass@{ns.k} {o[f'pass@{ns.k}']:.1%}  maj@{ns.k} {o[f'maj@{ns.k}']:.1%}  "
-                  f"sampled pass@1 {o['sampled_pass@1']:.1%}")
-    if not ns.json_out:
-        print(json.dumps(out, indent=2))
+        _print_table(f"all levels, {ns.k} samples per problem", passk_header(ns.k), passk_rows(res, ns.k))
+    _json_result(ns, {**_eval_setting(ns, levels), "k": ns.k, "results": res}, echo=True)
     return 0
 
 
-def _strategy(ns, task, mode: str):
-    """The solve function (options bound) and verifier for --strategy/--n/--strategy-args/--verifier."""
-    from .search import NEEDS_VERIFIER, SYSTEM2_ONLY, get_strategy, make_verifier, strategy_options
+def _eval_setting(ns, levels) -> dict:
+    """What every evaluation's JSON result opens with: the model, task and held-out problems."""
+    return {"model": ns.model, "task": ns.task, "levels": list(levels), "per_level": ns.per_level}
 
-    name = ns.strategy
-    options = parse_mapping(ns.strategy_args)
-    if ns.n is not None:
-        if "n" not in strategy_options(name):
-            raise ValueError(f"strategy {name!r} takes no --n (its options: {strategy_options(name) or 'none'})")
-        options["n"] = ns.n
-    solve = get_strategy(name, **options)
-    verifier = make_verifier(ns.verifier, task, mode, device=ns.device)
-    if name in NEEDS_VERIFIER and verifier is None:
-        raise ValueError(f"strategy {name!r} needs a verifier: --verifier oracle (ground-truth step labels) or "
-                         "outcome-oracle (ground-truth answer check), or RUN/critic (slowthink train prm|orm)")
-    if name in SYSTEM2_ONLY and mode != Mode.SYSTEM2:
-        raise ValueError(f"strategy {name!r} needs mode system2")
-    return solve, verifier
+
+def _solver(ns, task, mode: str):
+    """The solve function and verifier of --strategy/--n/--strategy-args/--verifier in ``mode``."""
+    from .search.solver import make_solver
+
+    return make_solver(ns.strategy, task, mode, n=ns.n, options=parse_mapping(ns.strategy_args),
+                       verifier=ns.verifier, device=ns.device)
 
 
 def _eval_strategy(ns, task, levels, model, tok, problems) -> int:
     from .engine import Engine
-    from .search import SYSTEM2_ONLY, Policy
-    from .evaluate import evaluate_strategy
+    from .evaluate import evaluate_strategy_by_mode
+    from .report import STRATEGY_HEADER, strategy_rows
+    from .search.solver import strategy_modes
 
-    modes = tuple(m.strip() for m in (ns.modes or (Mode.SYSTEM2 if ns.strategy in SYSTEM2_ONLY else
-                                                     "system1,system2")).split(","))
-    engine, res = Engine(model, tok), {}
-    for mode in modes:
-        solve, verifier = _strategy(ns, task, mode)
-        policy = Policy(engine, task, mode, temperature=ns.temperature, max_tokens=ns.max_new_tokens, seed=ns.seed)
-        res[mode] = evaluate_strategy(solve, policy, verifier, problems, ns.budget)
-    out = {"model": ns.model, "task": ns.task, "levels": list(levels), "per_level": ns.per_level,
-           "strategy": ns.strategy, "n": ns.n, "budget": ns.budget, "verifier": ns.verifier,
-           "strategy_args": parse_mapping(ns.strategy_args), "results": res}
-    if ns.json_out:
-        with open(ns.json_out, "w") as f:
-            json.dump(out, f, indent=2)
-    rows = [[m, lv, str(b["n"]), f"{b['accuracy']:.1%}", f"{b['well_formed']:.1%}", f"{b['mean_policy_tokens']:.1f}"]
-            for m, r in res.items() for lv, b in [*r["by_level"].items(), ("all", r["overall"])]]
-    _print_table(f"{ns.task} held-out, {ns.per_level}/level, strategy {ns.strategy}"
-                 + (f", budget {ns.budget}" if ns.budget else ""),
-                 ["mode", "level", "n", "accuracy", "well-formed", "policy tokens/problem"], rows)
-    if not ns.json_out:
-        print(json.dumps(out, indent=2))
+    modes = _csv(ns.modes) if ns.modes else strategy_modes(ns.strategy)
+    solvers = {mode: _solver(ns, task, mode) for mode in modes}
+    res = evaluate_strategy_by_mode(Engine(model, tok), task, problems, solvers, ns.budget,
+                                    temperature=ns.temperature, max_tokens=ns.max_new_tokens, seed=ns.seed)
+    budget = f", budget {ns.budget}" if ns.budget else ""
+    _print_table(f"{ns.task} held-out, {ns.per_level}/level, strategy {ns.strategy}{budget}", STRATEGY_HEADER,
+                 strategy_rows(res))
+    _json_result(ns, {**_eval_setting(ns, levels), "strategy": ns.strategy, "n": ns.n, "budget": ns.budget,
+                      "verifier": ns.verifier, "strategy_args": parse_mapping(ns.strategy_args), "results": res},
+                 echo=True)
     return 0
 
 
@@ -213,7 +183,7 @@ def _eval_effort(ns, task, levels, problems) -> int:
     rows = []
     for p in tqdm(problems, desc=f"effort {ns.reasoning_effort}", unit="problem"):
         sol = solve_with_effort(p, ns.reasoning_effort, engines, task, router, seed=ns.seed)
-        mode = sol.extra.get("mode", Mode.SYSTEM1 if ns.reasoning_effort == "none" else Mode.SYSTEM2)
+        mode = sol.extra["mode"]  # auto may have answered in System-1
         rows.append((p.level, task.score(p, sol.completion, mode).correct, sol.policy_tokens,
                      sol.extra.get("route", {}).get("arm", ns.reasoning_effort)))
     by_level: dict = {}
@@ -239,11 +209,12 @@ def _solve_effort(ns, task, problem) -> int:
 
     engines, router = _effort_setup(ns, task)
     sol = solve_with_effort(problem, ns.reasoning_effort, engines, task, router, seed=ns.seed)
-    mode = sol.extra.get("mode", Mode.SYSTEM1 if ns.reasoning_effort == "none" else Mode.SYSTEM2)
+    mode = sol.extra["mode"]  # auto may have answered in System-1
     correct = task.score(problem, sol.completion, mode).correct
     print(f"question: {problem.question}")
     route = sol.extra.get("route")
-    print(f"reasoning_effort: {ns.reasoning_effort}" + (f" -> {route['arm']}" if route else ""))
+    ran = route["arm"] if route else ns.reasoning_effort
+    print(f"reasoning_effort: {ns.reasoning_effort}" + (f" -> {ran}" if ran != ns.reasoning_effort else ""))
     if route:
         print(f"why: {route['why']}")
     if sol.reasoning is not None:
@@ -263,48 +234,69 @@ def _solve_effort(ns, task, problem) -> int:
 
 
 def cmd_solve(ns) -> int:
-    import random
-
     from .engine import Engine
     from .models import load_model
     from .search import Policy
-    from .evaluate import problem_from_question
-    from .tasks import get_task
 
-    task = get_task(ns.task, **parse_mapping(ns.task_args))
-    if ns.question:
-        problem = problem_from_question(task, ns.question)
-    else:
-        level = task.check_level(ns.level) if ns.level is not None else task.levels[0]
-        problem = task.sample_split(random.Random(ns.seed), level, "heldout")
+    task = _task(ns)
+    problem = _problem(ns, task)
     if ns.reasoning_effort:
         return _solve_effort(ns, task, problem)
-    solve, verifier = _strategy(ns, task, ns.mode)
+    solve, verifier = _solver(ns, task, ns.mode)
     model, tok = load_model(ns.model, device=ns.device)
     policy = Policy(Engine(model, tok), task, ns.mode, temperature=ns.temperature, max_tokens=ns.max_new_tokens,
                     seed=ns.seed)
     sol = solve(problem, policy, verifier, ns.budget)
     correct = task.score(problem, sol.completion, ns.mode).correct
+    _print_solution(ns, problem, sol, correct, verifier)
+    _json_result(ns, _solution_result(problem, sol, correct))
+    return 0
+
+
+def _problem(ns, task):
+    """The --question typed by the user, else a held-out problem of --level drawn from --seed."""
+    import random
+
+    from .evaluate import problem_from_question
+
+    if ns.question:
+        return problem_from_question(task, ns.question)
+    level = task.check_level(ns.level) if ns.level is not None else task.levels[0]
+    return task.sample_split(random.Random(ns.seed), level, "heldout")
+
+
+def _print_solution(ns, problem, sol, correct: bool, verifier) -> None:
+    from .report import vote_summary
+
     print(f"question: {problem.question}")
     print(f"strategy: {ns.strategy}" + (f" (verifier: {ns.verifier})" if verifier is not None else ""))
     if ns.mode == Mode.SYSTEM2:
         print("reasoning:")
         print(sol.reasoning if sol.reasoning is not None else "(malformed completion)\n" + sol.completion)
-    print(f"answer: {sol.answer if sol.answer is not None else '(none: malformed)'}  ({'correct' if correct else 'wrong'}, "
-          f"expected {problem.answer})")
+    answer = sol.answer if sol.answer is not None else "(none: malformed)"
+    print(f"answer: {answer}  ({'correct' if correct else 'wrong'}, expected {problem.answer})")
     print(f"policy tokens: {sol.policy_tokens}" + (f" of budget {ns.budget}" if ns.budget else "")
           + f" in {sol.extra.get('samples', 0)} sample(s); verifier tokens: {sol.verifier_tokens}")
     votes = sol.extra.get("weights") or sol.extra.get("votes")
-    if votes:  # what the vote looked like: the leading answers and their total weight (or count)
-        top = sorted(votes.items(), key=lambda kv: -kv[1])[:5]
-        print("vote: " + ", ".join(f"{a} {w:g}" for a, w in top) + (f" (+{len(votes) - 5} more)" if len(votes) > 5 else ""))
-    if ns.json_out:
-        import dataclasses
+    if votes:
+        print(f"vote: {vote_summary(votes)}")
 
+
+def _solution_result(problem, sol, correct: bool) -> dict:
+    """A solve command's JSON result: the problem, whether the answer is right, and the whole Solution."""
+    import dataclasses
+
+    return {"question": problem.question, "expected": problem.answer, "correct": correct, **dataclasses.asdict(sol)}
+
+
+def _json_result(ns, result: dict, echo: bool = False) -> None:
+    """--json-out: the command's result as JSON in that file; without one, printed when ``echo``."""
+    text = json.dumps(result, indent=2, default=str)
+    if ns.json_out:
         with open(ns.json_out, "w") as f:
-            json.dump({"question": problem.question, "expected": problem.answer, "correct": correct,
-                       **dataclasses.asdict(sol)}, f, indent=2, default=str)
-    return 0
+            f.write(text)
+    elif echo:
+        print(text)
 
 
 def _search_arguments(p, strategy_default: str | None) -> None:
@@ -325,7 +317,7 @@ def _search_arguments(p, strategy_default: str | None) -> None:
     from .effort import EFFORTS
 
     p.add_argument("--reasoning-effort", default=None, choices=list(EFFORTS),
-                   help="instead of --strategy: a named effort (slowthink/effort.py); auto: the router saved "
+                   help="instead of --strategy: a named effort (slowthink/effort/); auto: the router saved "
                         "beside the model picks per question and says why")
     p.add_argument("--router", default="", help="router folder for auto (default: MODEL/router)")
     p.add_argument("--device", default="cpu", help="torch device of the model and learned verifiers (cpu, cuda, "
@@ -371,9 +363,7 @@ def cmd_tasks(ns) -> int:
 def cmd_sample(ns) -> int:
     import random
 
-    from .tasks import get_task
-
-    task = get_task(ns.task, **parse_mapping(ns.task_args))
+    task = _task(ns)
     level = ns.level if ns.level is not None else task.levels[0]
     p = task.sample(random.Random(ns.seed), level)
     print(f"user: {p.question}")
@@ -394,36 +384,47 @@ def _print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
     Console().print(t)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .quickstart import QuickstartConfig
+def _task(ns):
+    from .tasks import get_task
 
+    return get_task(ns.task, **parse_mapping(ns.task_args))
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(","))
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slowthink", description="Train and serve slow-thinking models.")
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_quickstart, _add_train, _add_eval, _add_solve, _add_serve, _add_traces, _add_tasks, _add_sample):
+        add(sub)
+    return parser
+
+
+def _add_quickstart(sub) -> None:
+    from .quickstart import QuickstartConfig
+
     _config_parser(sub, "quickstart", QuickstartConfig,
                    "train a small reasoning model from scratch and compare System-1 with System-2")
+
+
+def _add_train(sub) -> None:
     tr = sub.add_parser("train", help="train a model (" + ", ".join(trainers()) + ")")
     trs = tr.add_subparsers(dest="algo", required=True)
-    helps = {"sft": "supervised fine-tuning on task-generated solutions",
-             "grpo": "GRPO (and Dr. GRPO / DAPO options) on verifiable rewards, from a model folder (--init)",
-             "rloo": "RLOO: REINFORCE with a leave-one-out baseline, from a model folder (--init)",
-             "ppo": "PPO with a learned value model (critic) and GAE, from a model folder (--init)",
-             "star": "STaR / expert iteration: fine-tune on the policy's own verified solutions (rationalisation optional)",
-             "dpo": "offline DPO on pairs of the policy's own verified-correct vs incorrect samples",
-             "revise": "reflect-and-revise: fine-tune on the policy's own drafts + 'Wait' + the correct solution "
-                       "(for --strategy reflect and budget forcing's Wait)",
-             "prm": "process reward model: sample the policy (--init), label each step by Monte-Carlo rollouts "
-                    "(Math-Shepherd), train a step scorer on the policy's backbone; use with --verifier RUN/critic",
-             "orm": "outcome reward model: sample the policy (--init), label by the task's answer check, train a "
-                    "completion scorer on the policy's backbone; use with --verifier RUN/critic",
-             "router": "System-1/System-2 router for reasoning_effort=auto: label arms on generated problems, "
-                       "fit the difficulty predictor, save it beside the model"}
     for name, (cfg_cls, _) in trainers().items():
-        _config_parser(trs, name, cfg_cls, helps[name])
+        _config_parser(trs, name, cfg_cls, TRAINER_HELP[name])
 
+
+def _model_and_task_arguments(p) -> None:
+    p.add_argument("--model", required=True, help="model folder (e.g. RUN/model)")
+    p.add_argument("--task", default="arithmetic", help="task name or path/to/file.py:ClassName")
+    p.add_argument("--task-args", default="", help="task constructor arguments, e.g. op=mul")
+
+
+def _add_eval(sub) -> None:
     ev = sub.add_parser("eval", help="held-out pass@1 / pass@k / maj@k by level, System-1 and System-2")
-    ev.add_argument("--model", required=True, help="model folder (e.g. RUN/model)")
-    ev.add_argument("--task", default="arithmetic", help="task name or path/to/file.py:ClassName")
-    ev.add_argument("--task-args", default="", help="task constructor arguments, e.g. op=mul")
+    _model_and_task_arguments(ev)
     ev.add_argument("--levels", default="", help="comma-separated levels (default: all of the task's)")
     ev.add_argument("--per-level", type=int, default=100, help="held-out problems per level")
     ev.add_argument("--modes", default=None, help="modes to evaluate (default: system1,system2; a System-2-only "
@@ -435,10 +436,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json-out", default="", help="write results JSON here (default: print it)")
     _search_arguments(ev, None)
 
+
+def _add_solve(sub) -> None:
     so = sub.add_parser("solve", help="solve one problem with a test-time strategy; print reasoning, answer, tokens")
-    so.add_argument("--model", required=True, help="model folder (e.g. RUN/model)")
-    so.add_argument("--task", default="arithmetic", help="task name or path/to/file.py:ClassName")
-    so.add_argument("--task-args", default="", help="task constructor arguments, e.g. op=mul")
+    _model_and_task_arguments(so)
     so.add_argument("--question", default="", help="the problem, e.g. 47*86 (arithmetic); else a held-out problem "
                                                     "of --level is generated from --seed")
     so.add_argument("--level", type=int, default=None)
@@ -449,6 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
     so.add_argument("--json-out", default="", help="also write the Solution as JSON here")
     _search_arguments(so, "greedy")
 
+
+def _add_serve(sub) -> None:
     sv = sub.add_parser("serve", help="OpenAI-compatible HTTP server (/v1/models, /v1/chat/completions, /v1/jobs, "
                                       "/v1/feedback), storing every completion in a trace database")
     sv.add_argument("--model", required=True,
@@ -483,6 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "jobs API)")
     sv.add_argument("--job-concurrency", type=int, default=8, help="jobs run at the same time (default: 8)")
 
+
+def _add_traces(sub) -> None:
     tc = sub.add_parser("traces", help="work with the trace database of 'slowthink serve'")
     tcs = tc.add_subparsers(dest="traces_command", required=True)
     te = tcs.add_parser("export", help="write the stored traces as JSONL, one record per returned choice")
@@ -491,14 +496,18 @@ def build_parser() -> argparse.ArgumentParser:
     te.add_argument("--verified-only", action="store_true",
                     help="only traces verified correct (by feedback, else by the task named in the request's metadata)")
 
+
+def _add_tasks(sub) -> None:
     sub.add_parser("tasks", help="list built-in tasks")
+
+
+def _add_sample(sub) -> None:
     sa = sub.add_parser("sample", help="print a generated problem and its reference solution")
     sa.add_argument("--task", default="arithmetic")
     sa.add_argument("--task-args", default="")
     sa.add_argument("--level", type=int, default=None)
     sa.add_argument("--mode", default=Mode.SYSTEM2, choices=[Mode.SYSTEM1, Mode.SYSTEM2])
     sa.add_argument("--seed", type=int, default=0)
-    return parser
 
 
 COMMANDS = {"quickstart": cmd_quickstart, "train": cmd_train, "eval": cmd_eval, "solve": cmd_solve, "serve": cmd_serve,

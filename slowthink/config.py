@@ -1,9 +1,14 @@
-"""Flat config dataclasses: help text written once, validated on creation, YAML-loadable, CLI-overridable.
+"""Flat config dataclasses built from shared blocks: help text and validation written once per field,
+validated on creation, YAML-loadable, CLI-overridable.
 
 A config is a plain ``@dataclass`` whose fields carry their help in ``field(metadata={"help": ...})``
-(use :func:`arg`). ``load_config(Cls, yaml_path, overrides)`` merges, in order: defaults, the YAML file,
-then ``key=value`` overrides from the command line. Each class validates itself in ``__post_init__``
-and raises :class:`ConfigError` with the field name and what would be valid.
+(use :func:`arg`). A command's config inherits the blocks it needs (:class:`RunConfig`,
+:class:`OptimConfig`, :class:`SamplingConfig`, ...) and adds its own fields; the fields stay flat, so the
+CLI's ``--lr`` and a YAML recipe's ``lr:`` name the same field whichever block holds it. Redeclaring a
+block's field with ``arg(new_default)`` changes its default and keeps the block's help and checks.
+``load_config(Cls, yaml_path, overrides)`` merges, in order: defaults, the YAML file, then ``key=value``
+overrides from the command line. Each block validates its own fields in ``__post_init__`` (every block
+calls the next one's first) and raises :class:`ConfigError` with the field name and what would be valid.
 """
 
 from __future__ import annotations
@@ -11,21 +16,35 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import types
 import typing
 from pathlib import Path
 from typing import Any
+
+from .chat import MODES, Mode
 
 
 class ConfigError(ValueError):
     """A config value is invalid; the message names the field and what would be valid."""
 
 
-def arg(default: Any, help: str, **kw):
-    """A dataclass field with help text (``default`` may be a list/dict: it is copied per instance)."""
+def arg(default: Any, help: str | None = None, **kw):
+    """A dataclass field with help text (``default`` may be a list/dict: it is copied per instance). Without
+    ``help`` it redeclares a block's field with another default, and the block's help stands."""
+    metadata = {"help": help} if help else {}
     if isinstance(default, (list, dict)):
-        return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
-    return dataclasses.field(default=default, metadata={"help": help}, **kw)
+        return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=metadata, **kw)
+    return dataclasses.field(default=default, metadata=metadata, **kw)
+
+
+def field_help(cls, name: str) -> str:
+    """The help of field ``name``: from the nearest class in ``cls``'s hierarchy that gives it."""
+    for klass in cls.__mro__:
+        f = vars(klass).get("__dataclass_fields__", {}).get(name)
+        if f is not None and f.metadata.get("help"):
+            return f.metadata["help"]
+    raise TypeError(f"{cls.__name__}.{name} has no help text: give it with arg(default, help)")
 
 
 def require(cond: bool, name: str, message: str) -> None:
@@ -170,7 +189,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = 
         if f.name in skip:
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        text = f"{f.metadata.get('help', '')} (default: {default!r})"
+        text = f"{field_help(cls, f.name)} (default: {default!r})"
         parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, metavar="V",
                             help=text.replace("%", "%%"))  # argparse %-formats help text
 
@@ -178,3 +197,142 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = 
 def overrides_from_args(ns: argparse.Namespace, cls) -> dict[str, Any]:
     names = {f.name for f in dataclasses.fields(cls)}
     return {k: v for k, v in vars(ns).items() if k in names and v is not None}
+
+
+# ----------------------------------------------------------------------------- blocks
+
+class ConfigBlock:
+    """Where the chain of ``__post_init__`` checks ends: every block checks the blocks it builds on first."""
+
+    def __post_init__(self) -> None:
+        pass
+
+
+def check_positive(cfg, *names: str) -> None:
+    for name in names:
+        require(getattr(cfg, name) > 0, name, "must be > 0")
+
+
+def check_non_negative(cfg, *names: str) -> None:
+    for name in names:
+        require(getattr(cfg, name) >= 0, name, "must be >= 0")
+
+
+@dataclasses.dataclass
+class RunConfig(ConfigBlock):
+    """Where a command writes, what task it works on, and the machine it runs on."""
+
+    out: str = arg("runs/run", "run folder (config.json, metrics.jsonl, tb/, ckpt/, model/)")
+    task: str = arg("arithmetic", "task name or path/to/file.py:ClassName")
+    task_args: dict = arg({}, "task constructor arguments, e.g. op=mul,max_level=5")
+    levels: list[int] = arg([1, 2, 3], "difficulty levels of the training problems (drawn uniformly)")
+    seed: int = arg(0, "seed for model init, problems, sampling and data order")
+    threads: int = arg(0, "torch threads (0: all cores)")
+    device: str = arg("cpu", "torch device (cpu, cuda, cuda:1, ...)")
+    progress: bool = arg(True, "show a progress bar")
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_device(self.device)
+        require(len(self.levels) > 0, "levels", "give at least one level")
+        check_non_negative(self, "threads")
+
+
+@dataclasses.dataclass
+class ResumeConfig(ConfigBlock):
+    """A trainer that writes resumable checkpoints."""
+
+    resume: bool = arg(True, "continue from out/ckpt if it exists")
+
+
+@dataclasses.dataclass
+class InitConfig(ConfigBlock):
+    """A trainer that starts from a trained model folder (RL, STaR, DPO, revise)."""
+
+    init: str = arg("", "model folder to start from (required), e.g. runs/sft/model")
+
+    def __post_init__(self):
+        super().__post_init__()
+        from .models import is_model_dir
+
+        require(bool(self.init), "init", "give the model folder to start from (one that already writes the task's "
+                "format), e.g. init=runs/sft/model")
+        require(is_model_dir(self.init), "init", f"{self.init!r} is not a model folder (no config.json); give a "
+                "folder written by save_pretrained, e.g. runs/sft/model")
+
+
+@dataclasses.dataclass
+class ModeConfig(ConfigBlock):
+    mode: str = arg(Mode.SYSTEM2, "system2 (think first) or system1 (answer directly)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.mode in MODES, "mode", f"must be one of {MODES}")
+
+
+@dataclasses.dataclass
+class AdamWConfig(ConfigBlock):
+    lr: float = arg(1e-5, "learning rate (AdamW)")
+    weight_decay: float = arg(0.0, "AdamW weight decay (weight matrices only)")
+    betas: list[float] = arg([0.9, 0.99], "AdamW betas")
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.lr > 0 and math.isfinite(self.lr), "lr", "must be > 0")
+        check_non_negative(self, "weight_decay")
+        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "two values in [0, 1)")
+
+
+@dataclasses.dataclass
+class OptimConfig(AdamWConfig):
+    warmup_steps: int = arg(0, "linear warm-up steps")
+    grad_clip: float = arg(1.0, "clip the global gradient norm to this value (0: off)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_non_negative(self, "warmup_steps", "grad_clip")
+
+
+@dataclasses.dataclass
+class GenerationConfig(ConfigBlock):
+    max_new_tokens: int = arg(160, "generation limit per completion (also for evaluation)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_positive(self, "max_new_tokens")
+
+
+@dataclasses.dataclass
+class SamplingConfig(GenerationConfig):
+    temperature: float = arg(1.0, "sampling temperature")
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.temperature >= 0 and math.isfinite(self.temperature), "temperature", "must be >= 0")
+
+
+@dataclasses.dataclass
+class HeldoutConfig(ConfigBlock):
+    eval_per_level: int = arg(32, "held-out problems per level for evaluation (0: no evaluation)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_non_negative(self, "eval_per_level")
+
+
+@dataclasses.dataclass
+class EvalConfig(HeldoutConfig):
+    """A trainer counted in steps: held-out evaluation and checkpoints every so many."""
+
+    eval_every: int = arg(50, "held-out greedy pass@1 every N steps (0: only at the end)")
+    checkpoint_every: int = arg(25, "write a resumable checkpoint every N steps")
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_non_negative(self, "eval_every")
+        check_positive(self, "checkpoint_every")
+
+
+@dataclasses.dataclass
+class FromModelConfig(SamplingConfig, InitConfig, ResumeConfig, RunConfig):
+    """A resumable trainer that starts from a model folder and samples it."""

@@ -156,6 +156,16 @@ def evaluate_strategy(solve, policy, verifier, problems: list[Problem], budget: 
     return {"overall": block(rows), "by_level": {str(lv): block(rs) for lv, rs in sorted(by_level.items())}}
 
 
+def evaluate_strategy_by_mode(engine, task, problems: list[Problem], solvers: dict, budget: int | None = None,
+                              **sampling) -> dict:
+    """``{mode: evaluate_strategy(...)}`` for ``solvers`` (mode -> (solve, verifier)): one policy per mode on one
+    engine; ``sampling`` is the policy's temperature, max_tokens and seed."""
+    from .search import Policy
+
+    return {mode: evaluate_strategy(solve, Policy(engine, task, mode, **sampling), verifier, problems, budget)
+            for mode, (solve, verifier) in solvers.items()}
+
+
 ARITH = re.compile(r"^\s*(\d+)\s*([+*])\s*(\d+)\s*$")
 
 

@@ -204,6 +204,34 @@ def results_table(results: dict) -> list[list[str]]:
 TABLE_HEADER = ["level", "System-1 pass@1", "System-2 pass@1", "System-1 tokens", "System-2 tokens"]
 
 
+def passk_header(k: int) -> list[str]:
+    return ["mode", "pass@1", "sampled pass@1", f"pass@{k}", f"maj@{k}"]
+
+
+def passk_rows(results: dict, k: int) -> list[list[str]]:
+    """Per mode, overall: greedy pass@1, sampled pass@1, pass@k and maj@k (an evaluation with k > 1)."""
+    overall = {m: r["overall"] for m, r in results.items()}
+    return [[str(m), *(f"{o[key]:.1%}" for key in ("pass@1", "sampled_pass@1", f"pass@{k}", f"maj@{k}"))]
+            for m, o in overall.items()]
+
+
+STRATEGY_HEADER = ["mode", "level", "n", "accuracy", "well-formed", "policy tokens/problem"]
+
+
+def strategy_rows(results: dict) -> list[list[str]]:
+    """Rows of a test-time strategy's evaluation (``{mode: evaluate_strategy(...)}``): each level, then all."""
+    return [[str(m), lv, str(b["n"]), f"{b['accuracy']:.1%}", f"{b['well_formed']:.1%}",
+             f"{b['mean_policy_tokens']:.1f}"]
+            for m, r in results.items() for lv, b in [*r["by_level"].items(), ("all", r["overall"])]]
+
+
+def vote_summary(votes: dict, top: int = 5) -> str:
+    """What a vote looked like: the leading answers with their count (or total weight), then how many more."""
+    leading = sorted(votes.items(), key=lambda kv: -kv[1])[:top]
+    more = f" (+{len(votes) - top} more)" if len(votes) > top else ""
+    return ", ".join(f"{answer} {weight:g}" for answer, weight in leading) + more
+
+
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]

@@ -1,5 +1,6 @@
-"""Shared by the serving tests (test_serve, test_jobs_traces, test_remote_backend): a free loopback port,
-an app served by uvicorn on a daemon thread, and the tiny model over-fitted to answer "3+4" with 7.
+"""Shared by the serving tests (test_serve, test_serve_effort, test_jobs_traces, test_remote_backend) and
+test_effort: a free loopback port, an app served by uvicorn on a daemon thread, the tiny model
+over-fitted to answer "3+4" with 7, and a router that always picks the same arm.
 
 A plain module rather than conftest fixtures: the tests build servers with different apps and scopes
 (module fixtures, a context manager around a fake remote), so they call these directly.
@@ -60,3 +61,20 @@ def overfit_seven(tok):
         token_mean_backward(model, examples, tok.pad_token_id, 1)
         opt.step()
     return model.eval()
+
+
+def fixed_router(success: list[float], cost: list[float]):
+    """A router on the s1 signal whose predictions ignore the features: it always picks the same arm."""
+    import numpy as np
+
+    from slowthink.router import Router
+    from slowthink.router.arms import default_arms
+    from slowthink.router.predictor import Predictor
+    from slowthink.router.signals import S1_NAMES
+
+    arms = default_arms(max_tokens=32, ns=(4,))
+    f, a = len(S1_NAMES), len(arms)
+    logit = np.log(np.array(success) / (1 - np.array(success)))
+    pred = Predictor(mean=np.zeros(f), std=np.ones(f), w_success=np.zeros((f, a)), b_success=logit,
+                     w_cost=np.zeros((f, a)), b_cost=np.log1p(np.array(cost, float)))
+    return Router(arms=arms, signals=("s1",), predictor=pred, feature_names=S1_NAMES, tradeoff=0.05)

@@ -159,7 +159,10 @@ def test_mc_labels_through_the_engine(tok, tiny_model):
     before = meter.samples
     labels = mc_label(policy, samples, k=2, meter=meter)
     assert [len(lab.soft) for lab in labels] == [len(s.steps) for s in samples]
-    assert all(0 <= x <= 1 for lab in labels for x in lab.soft)
+    prefixes = [[(s.problem.key, prefix_text(s.steps, i)) for i in range(1, len(s.steps) + 1)] for s in samples]
+    # reuse_samples (the default): each prefix has its k rollouts plus one outcome per sample that starts with it
+    assert [lab.rollouts for lab in labels] == [[2 + sum(key in other for other in prefixes) for key in own]
+                                                for own in prefixes]
     assert all(h == (x > 0) for lab in labels for x, h in zip(lab.soft, lab.hard))
     distinct = {(s.problem.key, prefix_text(s.steps, i)) for s in samples for i in range(1, len(s.steps) + 1)}
     assert meter.samples - before == 2 * len(distinct)

@@ -103,11 +103,12 @@ def models(tok):
     return get
 
 
-def hf_greedy(model, tok, prompt: list[int], max_new: int = MAX_NEW) -> list[int]:
+def hf_greedy(model, tok, prompt: list[int], max_new: int = MAX_NEW, ignore_eos: bool = False) -> list[int]:
     ids = torch.tensor([prompt], device=model.device)
+    eos = {"eos_token_id": None} if ignore_eos else {}
     with torch.no_grad():
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new, do_sample=False,
-                             pad_token_id=tok.pad_token_id)
+                             pad_token_id=tok.pad_token_id, **eos)
     return out[0, len(prompt):].tolist()
 
 
@@ -312,14 +313,17 @@ def test_seed_reproducible_and_batch_independent(models, tok, prompts):
 
 
 def test_add_step_interleaving_and_cancel(models, tok, prompts):
+    """Requests added between steps join the running batch; a cancelled one frees its slot and keeps its tokens
+    so far. The first and the cancelled request ignore eos, so both are certainly still running after 3 steps
+    whatever the tiny model writes (it may end its turn after a token or two)."""
     model = models("llama")
-    refs = {i: hf_greedy(model, tok, p) for i, p in enumerate(prompts)}
-    long = sorted(refs, key=lambda i: -len(refs[i]))[:2]
-    assert len(refs[long[1]]) > 3  # both still running when doomed is cancelled after 3 steps
+    running = SamplingParams(max_tokens=12, temperature=0, ignore_eos=True)
+    refs = {i: hf_greedy(model, tok, prompts[i], running.max_tokens, ignore_eos=True) for i in (0, 1)}
+    refs[2] = hf_greedy(model, tok, prompts[2])
     engine = Engine(model, tok, max_batch=5)
-    first = engine.add(prompts[long[0]], 2, GREEDY)
+    first = engine.add(prompts[0], 2, running)
     sampled = engine.add(prompts[4], 2, SamplingParams(max_tokens=MAX_NEW, temperature=1.0, top_p=0.9))
-    doomed = engine.add(prompts[long[1]], 1, GREEDY)
+    doomed = engine.add(prompts[1], 1, running)
     finished = []  # the sampled request may draw end-of-turn within the first steps
     for _ in range(3):
         finished += engine.step()
@@ -327,11 +331,12 @@ def test_add_step_interleaving_and_cancel(models, tok, prompts):
     late = engine.add(prompts[2], 2, GREEDY)  # waits for free slots, then joins the running batch
     engine.cancel(doomed)
     assert doomed.done and doomed.completions[0].finish_reason == "cancelled"
-    assert doomed.completions[0].token_ids == refs[long[1]][:3]
+    assert doomed.completions[0].token_ids == refs[1][:3]
     while engine.has_unfinished():
         finished += engine.step()
     assert {id(r) for r in finished} == {id(first), id(sampled), id(late)}
-    for req, i in [(first, long[0]), (late, 2)]:
+    assert all(c.finish_reason == "length" for c in first.completions)
+    for req, i in [(first, 0), (late, 2)]:
         assert all(c.token_ids == refs[i] for c in req.completions)
 
 

@@ -4,12 +4,15 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
 from slowthink.evaluate import majority, pass_at_k
 from slowthink.quickstart import QuickstartConfig, run_quickstart
+from slowthink.tasks import get_task
+from eval_helpers import greedy_accuracy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,9 +45,18 @@ def test_quickstart_pipeline_writes_report_and_stages_run_alone(tmp_path):
         assert (out / f).exists(), f
     assert set(summary["eval"]) == {"system1", "system2"}
     assert set(summary["eval"]["system2"]["by_level"]) == {"1", "2"}
-    assert 0 <= summary["system2_pass@1"] <= 1 and "pass@2" in summary["eval"]["system2"]["overall"]
+    s2, levels = summary["eval"]["system2"], summary["eval"]["system2"]["by_level"].values()
+    assert s2["overall"]["n"] == sum(b["n"] for b in levels) == 2 * cfg.eval_per_level and "pass@2" in s2["overall"]
+    # the headline is the overall greedy pass@1, the mean over all held-out problems (the levels' n-weighted mean)
+    assert summary["system2_pass@1"] == s2["overall"]["pass@1"] == pytest.approx(
+        sum(b["n"] * b["pass@1"] for b in levels) / s2["overall"]["n"])
     assert (out / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert summary["rl"]["level"] == 2 and summary["rl"]["steps"] == 2 and 0 <= summary["rl"]["after"] <= 1
+    assert summary["rl"]["level"] == 2 and summary["rl"]["steps"] == 2
+    # before / after: System-2 greedy pass@1 of the SFT and the RL model on the RL run's held-out level-2 problems
+    task = get_task(cfg.task, **cfg.task_args)
+    heldout = task.heldout_set(cfg.eval_per_level, (2,))
+    assert [summary["rl"]["before"], summary["rl"]["after"]] == [
+        greedy_accuracy(m, task, heldout, "system2", cfg.max_new_tokens) for m in (out / "model", out / "rl" / "model")]
     assert "GRPO on level 2" in (out / "report.md").read_text()
     assert "## Routing" in (out / "report.md").read_text()
     assert summary["route"]["best_fixed"]["name"] in {"s1", "s2", "s2_maj2"}
@@ -56,7 +68,7 @@ def test_quickstart_pipeline_writes_report_and_stages_run_alone(tmp_path):
     assert set(sr["curves"]) == {"majority", "confidence_majority", "pass_at_n_ceiling"}
     for name, pts in sr["curves"].items():
         assert [p["n"] for p in pts] == [1, 2, 4]
-        assert all(0 <= p["accuracy"] <= 1 for p in pts)
+        assert pts[0]["accuracy"] == sr["curves"]["pass_at_n_ceiling"][0]["accuracy"]  # n=1: every rule keeps it
         # Policy tokens: the first n samples of every pool, so about n x the mean sample (exact at the pool size).
         assert pts[-1]["mean_policy_tokens"] == pytest.approx(4 * sr["mean_sample_tokens"])
         assert all(p["mean_policy_tokens"] == pytest.approx(p["n"] * sr["mean_sample_tokens"], rel=0.5) for p in pts)
@@ -69,11 +81,30 @@ def test_quickstart_pipeline_writes_report_and_stages_run_alone(tmp_path):
 
     assert matplotlib.image.imread(out / "search.png").shape[:2] == (600, 900)  # decodes: 7.5 x 5 in at 120 dpi
     assert "## Test-time compute" in (out / "report.md").read_text() and "search.png" in (out / "report.md").read_text()
+    # How the results came about: the machine, each stage's seconds and their total, the config, and a command
+    # that the CLI parses back into the same config.
+    assert summary["machine"]["cores"] >= 1 and summary["machine"]["device"] == "cpu"
+    assert list(summary["timings_s"]) == cfg.stages
+    assert summary["total_s"] == pytest.approx(sum(summary["timings_s"].values()), abs=0.051)
+    assert summary["config"] == asdict(cfg) and reproduced(summary["command"]) == cfg
     first = (out / "eval.json").stat().st_mtime_ns
     # Any stage alone, reading what earlier stages wrote.
-    run_quickstart(QuickstartConfig(**{**cfg.__dict__, "stages": ["eval", "report"]}))
+    again = run_quickstart(QuickstartConfig(**{**cfg.__dict__, "stages": ["eval", "report"]}))
     assert (out / "eval.json").stat().st_mtime_ns > first
     assert json.loads((out / "timings.json").read_text()).keys() >= {"sft", "eval", "rl", "route", "search", "report"}
+    assert reproduced(again["command"]) == cfg  # every stage that produced the run folder, not just the last two
+
+
+def reproduced(command: str) -> QuickstartConfig:
+    """The config a ``slowthink quickstart ...`` command line runs with."""
+    import shlex
+
+    from slowthink.cli import build_parser
+    from slowthink.config import load_config, overrides_from_args
+
+    argv = shlex.split(command)
+    assert argv[:2] == ["slowthink", "quickstart"]
+    return load_config(QuickstartConfig, None, overrides_from_args(build_parser().parse_args(argv[1:]), QuickstartConfig))
 
 
 def test_quickstart_stage_without_its_inputs_fails_clearly(tmp_path):

@@ -22,6 +22,7 @@ from slowthink.rl.rollout import Group, LocalRolloutWorker
 from slowthink.train.runlog import read_metrics
 from slowthink.tasks import Arithmetic, Problem
 from slowthink.tokenizer import render_prompt
+from eval_helpers import greedy_accuracy
 
 FAST = dict(levels=[1], mode="system1", max_new_tokens=6, eval_every=0, eval_per_level=0, checkpoint_every=1000,
             threads=1, progress=False)
@@ -204,7 +205,8 @@ def test_grpo_moves_parameters_and_raises_reward(sft_model, tmp_path):
     # tried (0-3: reward of the first 3 steps 0.81-0.89, last 3 steps 0.94-0.97).
     cfg = GRPOConfig(out=str(tmp_path / "run"), init=sft_model, steps=10, prompts_per_step=16, group_size=8,
                      temperature=1.0, lr=1e-3, format_reward=1.0, seed=0, **{**FAST, "eval_per_level": 4})
-    run = train(cfg, task=Arithmetic(op="add", max_level=2))
+    task = Arithmetic(op="add", max_level=2)
+    run = train(cfg, task=task)
     before, after = _weights(sft_model), _weights(run / "model")
     assert all(not torch.equal(before[k], after[k]) for k in before), "every tensor was updated"
     rows = [r for r in read_metrics(run) if "reward_mean" in r]
@@ -218,7 +220,10 @@ def test_grpo_moves_parameters_and_raises_reward(sft_model, tmp_path):
                 "samples_per_s"):
         assert key in rows[-1], key
     evals = [r for r in read_metrics(run) if "eval/system1_pass@1" in r]
-    assert [r["step"] for r in evals] == [0, 10] and all(0.0 <= r["eval/system1_pass@1"] <= 1.0 for r in evals)
+    assert [r["step"] for r in evals] == [0, 10]  # the starting model's held-out accuracy, then the trained one's
+    heldout = task.heldout_set(4, tuple(cfg.levels))
+    assert [r["eval/system1_pass@1"] for r in evals] == [greedy_accuracy(m, task, heldout, "system1", cfg.max_new_tokens)
+                                                         for m in (sft_model, run / "model")]
     assert rows[-1]["samples"] == 10 * cfg.prompts_per_step * cfg.group_size
     assert (run / "ckpt" / "state.pt").exists() and list((run / "tb").iterdir())
 

@@ -192,7 +192,8 @@ def test_jobs_through_the_remote(setup):
         assert time.time() < deadline
         time.sleep(0.02)
     assert j["status"] == "succeeded", j
-    assert j["result"]["choices"][0]["message"] == {"role": "assistant", "content": "7", "reasoning_content": "3+4=7"}
+    assert j["result"]["choices"][0]["message"] == {"role": "assistant", "content": "7", "reasoning_content": "3+4=7",
+                                                    "reasoning": "3+4=7"}
     (row,) = _rows(setup, j["result"]["id"])
     assert row["source"] == "job" and row["answer"] == "7"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slowthink.effort import EFFORTS, check_effort, effort_arm, solve_with_effort
+from slowthink.effort import EFFORTS, check_effort, effort_setting, solve_with_effort
 from slowthink.engine import Engine
 from slowthink.models import load_model
 from slowthink.router import (
@@ -107,28 +107,33 @@ def test_predictor_training_moves_its_metric_on_an_easy_setting():
 # -- effort levels --------------------------------------------------------------------------------
 
 def test_effort_levels_map_as_documented():
-    assert list(EFFORTS) == ["none", "low", "medium", "high", "auto"]
+    assert list(EFFORTS) == ["none", "minimal", "low", "medium", "high", "xhigh", "auto"]
     assert (EFFORTS["none"].mode, EFFORTS["none"].n) == ("system1", 1)
     assert (EFFORTS["low"].mode, EFFORTS["low"].n, EFFORTS["low"].max_tokens) == ("system2", 1, 256)
     assert (EFFORTS["medium"].mode, EFFORTS["medium"].n, EFFORTS["medium"].max_tokens) == ("system2", 1, 1024)
     assert (EFFORTS["high"].mode, EFFORTS["high"].n) == ("system2", 8)
-    assert effort_arm("low", max_tokens=7).max_tokens == 7
+    assert (EFFORTS["minimal"].mode, EFFORTS["minimal"].n, EFFORTS["minimal"].thinking_budget) == ("system2", 1, 64)
+    assert (EFFORTS["xhigh"].mode, EFFORTS["xhigh"].n) == ("system2", 16)
+    assert effort_setting("low", max_tokens=7).max_tokens == 7
     for bad in ("extreme", "", "HIGH"):
-        with pytest.raises(ValueError, match="reasoning_effort must be one of none, low, medium, high, auto"):
+        with pytest.raises(ValueError, match="reasoning_effort must be one of none, minimal, low, medium, high, "
+                                             "xhigh, auto"):
             check_effort(bad)
     with pytest.raises(ValueError, match="auto"):
-        effort_arm("auto")
+        effort_setting("auto")
 
 
 def test_solve_with_effort_spends_what_each_level_says(sft_model):
     model, tok = load_model(sft_model)
     engines = {"main": Engine(model, tok)}
     p = TASK.sample_split(__import__("random").Random(0), 1, "heldout")
-    none = solve_with_effort(p, "none", engines, TASK, max_tokens=8)
-    high = solve_with_effort(p, "high", engines, TASK, max_tokens=8)
+    none = solve_with_effort(p, "none", engines, TASK, max_completion_tokens=8)
+    high = solve_with_effort(p, "high", engines, TASK, max_completion_tokens=8 * 32)  # 32 tokens per sample
     assert none.extra["samples"] == 1 and none.policy_tokens <= 8
-    assert high.extra["samples"] == 8 and high.policy_tokens <= 64
-    auto = solve_with_effort(p, "auto", engines, TASK, router=None, max_tokens=8)
+    assert high.extra["samples"] == 8 and high.policy_tokens <= 8 * 32 and high.extra["route"]["arm"] == "high"
+    squeezed = solve_with_effort(p, "high", engines, TASK, max_completion_tokens=64)  # room for two samples
+    assert squeezed.extra["samples"] == 2 and squeezed.policy_tokens <= 64
+    auto = solve_with_effort(p, "auto", engines, TASK, router=None, max_completion_tokens=8)
     assert auto.extra["route"]["arm"] == "medium" and "no router" in auto.extra["route"]["why"]
 
 

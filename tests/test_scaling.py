@@ -6,6 +6,7 @@ import pytest
 
 from slowthink.search.scaling import (CEILING, best_point, confidence, doubling, draw_pool, pick_majority,
                                       pool_curves, rule)
+from search_helpers import SpyEngine
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -80,11 +81,17 @@ def test_draw_pool_records_tokens_and_confidence_of_every_sample(tiny_model, tok
     from slowthink.tasks import get_task
 
     task = get_task("arithmetic", op="mul", cot="cells")
-    policy = Policy(Engine(tiny_model, tok), task, "system2", temperature=1.0, max_tokens=12, seed=0)
+    engine = SpyEngine(tiny_model, tok)
+    policy = Policy(engine, task, "system2", temperature=1.0, max_tokens=12, seed=0)
     problems = task.heldout_set(3, (1,), seed=5)
     pools = draw_pool(policy, problems, 4, chunk=2)
     assert [len(p) for p in pools] == [4, 4, 4]
-    for s in (s for p in pools for s in p):
-        assert 1 <= s["tokens"] <= 12 and 0.0 < s["confidence"] <= 1.0
+    drawn = [c for r in engine.requests for c in r.completions]  # what the engine generated, in order
+    samples = [s for p in pools for s in p]
+    assert [s["text"] for s in samples] == [c.text for c in drawn]
+    assert [s["tokens"] for s in samples] == [len(c.token_ids) for c in drawn]
+    assert [s["confidence"] for s in samples] == pytest.approx([math.exp(sum(c.logprobs) / len(c.logprobs))
+                                                                for c in drawn])
+    for s in samples:
         assert s["well_formed"] == (s["answer"] is not None) and not (s["correct"] and not s["well_formed"])
     assert draw_pool(policy, problems, 4, chunk=2)[1] == pools[1]  # seeded: the same pool again

@@ -21,7 +21,9 @@ pytest.importorskip("fastapi")
 
 from slowthink.engine import Engine, SamplingParams
 from slowthink.models import build_model
-from slowthink.serve.app import SequenceStream, create_app, split_output
+from slowthink.chat import split_output
+from slowthink.serve.app import create_app
+from slowthink.serve.responses import SequenceStream
 from slowthink.serve.scheduler import Scheduler
 from slowthink.tasks.arithmetic import Arithmetic
 from slowthink.chat import split_completion
@@ -150,7 +152,7 @@ def test_n_choices_and_seed(served):
         assert (reasoning, content) == (r.choices[i].message.reasoning_content or "", r.choices[i].message.content)
 
 
-@pytest.mark.parametrize("effort", ["none", "low", "medium", "high", "auto"])
+@pytest.mark.parametrize("effort", ["none", "minimal", "low", "medium", "high", "xhigh", "auto"])
 def test_each_reasoning_effort(served, effort):
     r = served["client"].chat.completions.create(model=NAME, messages=served["prompts"][3], temperature=0,
                                                  reasoning_effort=effort)

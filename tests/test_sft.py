@@ -16,7 +16,8 @@ from slowthink.models import build_model
 from slowthink.train.optimizers import make_optimizer, orthogonalize
 from slowthink.train.sft import SFTConfig, lr_at, train
 from slowthink.train.runlog import read_metrics
-from slowthink.tasks import Arithmetic
+from slowthink.tasks import MODES, Arithmetic
+from eval_helpers import greedy_accuracy
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(eval_per_level=4, max_new_tokens=48, progress=False, log_every=1, threads=1)
@@ -27,7 +28,8 @@ def test_sft_changes_parameters_and_lowers_loss(tmp_path, tok):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     cfg = SFTConfig(out=str(tmp_path / "run"), levels=[1], steps=40, batch_size=16, lr=3e-3, warmup_steps=5,
                     eval_every=0, checkpoint_every=20, snapshot_every=20, **FAST)
-    run = train(cfg, task=Arithmetic(op="mul", max_level=2), model=model, tok=tok)
+    task = Arithmetic(op="mul", max_level=2)
+    run = train(cfg, task=task, model=model, tok=tok)
     # snapshots: the model of steps 20 and 40; the last one is the final model
     assert sorted(p.name for p in (run / "snapshots").iterdir()) == ["step_20", "step_40"]
     snap = lambda step: load_file(str(next((run / "snapshots" / step).glob("*.safetensors"))))  # noqa: E731
@@ -38,8 +40,11 @@ def test_sft_changes_parameters_and_lowers_loss(tmp_path, tok):
     assert len(changed) == len(before)
     losses = [r["loss"] for r in read_metrics(run) if "loss" in r]
     assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
-    evals = [r for r in read_metrics(run) if "eval/system2_pass@1" in r]
-    assert evals and 0.0 <= evals[-1]["eval/system2_pass@1"] <= 1.0
+    # the one held-out evaluation (eval_every=0: at the end) is of the saved model, in each mode
+    (evaluation,) = [r for r in read_metrics(run) if "eval/system2_pass@1" in r]
+    heldout = task.heldout_set(FAST["eval_per_level"], (1,))
+    assert evaluation["step"] == 40 and [evaluation[f"eval/{m}_pass@1"] for m in MODES] == [
+        greedy_accuracy(run / "model", task, heldout, m, FAST["max_new_tokens"]) for m in MODES]
     assert (run / "model" / "config.json").exists() and (run / "ckpt" / "state.pt").exists()
     assert list((run / "tb").iterdir()), "TensorBoard events written"
 

@@ -7,7 +7,7 @@ makes, 0.0 when one disagrees or the step is wrong on its face (``None`` from th
 verifier (``score``), a finished sample scores 1.0 only when every step checks out, the derivation is
 complete and the answer is the one it computed.
 
-Why it can work where learned PRMs and ORMs failed here (dev/LOG.md, issue 4): a critic that reads a
+Why it can work where learned PRMs and ORMs failed here (dev/LOG.md): a critic that reads a
 solution has to *be* a multiplier to judge its last row, while the checker only ever answers the
 sub-problems (``n``-digit times one digit, ``n``-digit plus ``n``-digit), which a small model learns to
 near-perfect accuracy (``slowthink train sft --task-args op=mixed,operands=steps``). Verification is easier

@@ -23,11 +23,13 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from ..config import arg, check_device, require
+from ..config import AdamWConfig, ModeConfig, RunConfig, SamplingConfig, arg, require
+from ..train.optimizers import clip_grad, make_optimizer, set_lr, warmup_cosine_lr
 from .mc_labels import Sample, StepLabels
 from .metrics import auroc
 from .model import KINDS, Critic
@@ -35,16 +37,14 @@ from ..chat import Mode
 
 
 @dataclass
-class CriticConfig:
+class CriticConfig(AdamWConfig, SamplingConfig, ModeConfig, RunConfig):
     kind: str = arg("prm", "prm (one score per step, Monte-Carlo labels) or orm (one score per completion)")
-    out: str = arg("runs/critic", "run folder (config, metrics.jsonl, samples.jsonl, critic/)")
+    out: str = arg("runs/critic", "run folder (config.json, metrics.jsonl, samples.jsonl, critic/)")
     init: str = arg("runs/quickstart/model", "policy model folder: the samples to judge come from it")
     backbone: str = arg("", "model folder the critic starts from (empty: the policy, init)")
     completer: str = arg("", "PRM: model folder that rolls out the step prefixes (Math-Shepherd's completer; "
                              "empty: the policy, init)")
-    task: str = arg("arithmetic", "task name or path/to/file.py:ClassName")
-    task_args: dict = arg({}, "task constructor arguments, e.g. op=mul,max_level=5")
-    levels: list[int] = arg([2], "difficulty levels of the training problems")
+    levels: list[int] = arg([2])
     mode: str = arg(Mode.SYSTEM2, "prompt mode of the policy (a PRM needs system2: steps live in the think block)")
     problems: int = arg(256, "training problems (train split; held-out problems are never sampled)")
     samples_per_problem: int = arg(4, "policy samples per problem")
@@ -58,29 +58,20 @@ class CriticConfig:
     epochs: int = arg(4, "passes over the labelled samples")
     batch_size: int = arg(32, "samples per optimizer step")
     lr: float = arg(3e-4, "peak learning rate (AdamW; linear warm-up over a tenth of the steps, cosine decay to lr/10)")
-    weight_decay: float = arg(0.0, "AdamW weight decay")
-    betas: list[float] = arg([0.9, 0.98], "AdamW betas")
+    betas: list[float] = arg([0.9, 0.98])
     val_fraction: float = arg(0.1, "share of training problems kept apart for validation (automatic labels)")
-    seed: int = arg(0, "seed for problems, sampling and shuffling")
-    threads: int = arg(0, "torch threads (0: all cores)")
-    device: str = arg("cpu", "torch device")
-    progress: bool = arg(True, "show progress bars")
 
     def __post_init__(self):
-        check_device(self.device)
+        super().__post_init__()
         require(self.kind in KINDS, "kind", f"must be one of {KINDS}")
-        require(self.mode in (Mode.SYSTEM1, Mode.SYSTEM2), "mode", "must be system1 or system2")
         require(self.kind == "orm" or self.mode == Mode.SYSTEM2, "mode", "a PRM scores reasoning steps: use system2")
         require(self.problems > 0 and self.samples_per_problem > 0, "problems", "problems and samples must be > 0")
         require(self.rollouts >= 0, "rollouts", "must be >= 0")
         require(self.rollouts > 0 or self.reuse_samples, "rollouts", "0 rollouts needs reuse_samples")
-        require(self.temperature >= 0 and self.rollout_temperature >= 0, "temperature", "must be >= 0")
+        require(self.rollout_temperature >= 0, "rollout_temperature", "must be >= 0")
         require(self.label in ("soft", "hard"), "label", "must be soft or hard")
         require(self.epochs > 0 and self.batch_size > 0, "epochs", "epochs and batch_size must be > 0")
-        require(self.lr > 0, "lr", "must be > 0")
         require(0 <= self.val_fraction < 1, "val_fraction", "must be in [0, 1)")
-        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "two values in [0, 1)")
-        require(self.max_new_tokens > 0, "max_new_tokens", "must be > 0")
 
 
 @dataclass
@@ -144,11 +135,8 @@ def evaluate_examples(critic: Critic, examples: list[CriticExample], batch_size:
 
 
 def lr_at(step: int, total: int, peak: float) -> float:
-    warm = max(1, total // 10)
-    if step < warm:
-        return peak * (step + 1) / warm
-    progress = (step - warm) / max(1, total - warm)
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    """Linear warm-up over a tenth of the steps, then cosine decay to a tenth of ``peak``."""
+    return warmup_cosine_lr(step, peak, max(1, total // 10), total, 0.1)
 
 
 def fit(critic: Critic, train: list[CriticExample], val: list[CriticExample], cfg: CriticConfig, log=None,
@@ -159,10 +147,7 @@ def fit(critic: Critic, train: list[CriticExample], val: list[CriticExample], cf
 
     if not train:
         raise ValueError("no training examples (every sample was empty?)")
-    decay = [p for p in critic.parameters() if p.ndim >= 2]
-    rest = [p for p in critic.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": rest, "weight_decay": 0.0}], lr=cfg.lr, betas=tuple(cfg.betas))
+    opt = make_optimizer(critic, cfg)
     per_epoch = math.ceil(len(train) / cfg.batch_size)
     total = per_epoch * cfg.epochs
     rng = random.Random(f"critic-fit-{cfg.seed}")
@@ -177,14 +162,13 @@ def fit(critic: Critic, train: list[CriticExample], val: list[CriticExample], cf
         rng.shuffle(order)
         losses = []
         for lo in range(0, len(order), cfg.batch_size):
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, total, cfg.lr)
+            set_lr(opt, lr_at(step, total, cfg.lr))
             loss = bce_loss(critic, order[lo:lo + cfg.batch_size])
             if not math.isfinite(loss.item()):
                 raise RuntimeError(f"non-finite critic loss at step {step}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(critic.parameters(), 1.0)
+            clip_grad(critic, 1.0)
             opt.step()
             losses.append(loss.item())
             step += 1
@@ -236,35 +220,34 @@ def make_policy(path: str, task, cfg: CriticConfig):
 
 def train(cfg: CriticConfig, task=None) -> Path:
     """``slowthink train prm|orm``: sample, label, fit, save ``out/critic``; returns the run folder."""
-    from ..train.loop import open_run, resolve_task
-    from ..train.runlog import RunLog, write_json
+    from ..train.loop import TrainingRun, resolve_task
+    from ..train.runlog import write_json
     from .model import new_critic
 
-    run = open_run(cfg, cfg.kind)
-    task = resolve_task(cfg, task)
-    t0 = time.time()
-    critic = new_critic(cfg.kind, cfg.backbone or cfg.init, task, cfg.mode, device=cfg.device,
-                        meta={"task": cfg.task, "task_args": cfg.task_args, "init": cfg.init, "label": cfg.label,
-                              "backbone": cfg.backbone or cfg.init, "completer": cfg.completer or cfg.init})
-    policy = make_policy(cfg.init, task, cfg)  # its own copy of the weights: the critic's backbone trains
-    completer = make_policy(cfg.completer, task, cfg) if cfg.completer and cfg.kind == "prm" else None
-    samples, labels = collect(cfg, policy, training_problems(task, cfg.levels, cfg.problems, cfg.seed), cfg.kind,
-                              completer)
-    write_samples(run / "samples.jsonl", samples, labels)
-    examples = prm_examples(critic, samples, labels, cfg.label) if cfg.kind == "prm" else orm_examples(critic, samples)
-    tr, val = split_by_group(examples, cfg.val_fraction, cfg.seed)
-    log = RunLog(run)
-    log.log(0, samples=len(samples), sample_pass_rate=sum(s.correct for s in samples) / len(samples),
-            train_examples=len(tr), val_examples=len(val), data_s=round(time.time() - t0, 1))
-    rows = fit(critic, tr, val, cfg, log)
-    log.close()
-    critic.save(run / "critic")
-    write_json(run / "summary.json", {"kind": cfg.kind, "samples": len(samples), "history": rows,
-                                      "time_s": round(time.time() - t0, 1)})
+    with TrainingRun(cfg, cfg.kind) as run:
+        task = resolve_task(cfg, task)
+        t0 = time.time()
+        critic = new_critic(cfg.kind, cfg.backbone or cfg.init, task, cfg.mode, device=cfg.device,
+                            meta={"task": cfg.task, "task_args": cfg.task_args, "init": cfg.init, "label": cfg.label,
+                                  "backbone": cfg.backbone or cfg.init, "completer": cfg.completer or cfg.init})
+        policy = make_policy(cfg.init, task, cfg)  # its own copy of the weights: the critic's backbone trains
+        completer = make_policy(cfg.completer, task, cfg) if cfg.completer and cfg.kind == "prm" else None
+        samples, labels = collect(cfg, policy, training_problems(task, cfg.levels, cfg.problems, cfg.seed), cfg.kind,
+                                  completer)
+        write_samples(run.dir / "samples.jsonl", samples, labels)
+        examples = prm_examples(critic, samples, labels, cfg.label) if cfg.kind == "prm" else orm_examples(critic, samples)
+        tr, val = split_by_group(examples, cfg.val_fraction, cfg.seed)
+        log = run.open_log()
+        log.log(0, samples=len(samples), sample_pass_rate=sum(s.correct for s in samples) / len(samples),
+                train_examples=len(tr), val_examples=len(val), data_s=round(time.time() - t0, 1))
+        rows = fit(critic, tr, val, cfg, log)
+    critic.save(run.dir / "critic")
+    write_json(run.dir / "summary.json", {"kind": cfg.kind, "samples": len(samples), "history": rows,
+                                          "time_s": round(time.time() - t0, 1)})
     if cfg.progress:
         print(f"{cfg.kind}: validation " + "  ".join(f"{k}={v:.3f}" for k, v in rows[-1].items()
                                                     if k.startswith("val_") and isinstance(v, float)))
-    return run
+    return run.dir
 
 
 def write_samples(path: Path, samples: list[Sample], labels: list[StepLabels] | None) -> None:
@@ -279,22 +262,25 @@ def write_samples(path: Path, samples: list[Sample], labels: list[StepLabels] | 
 
 
 @dataclass
-class PRMConfig(CriticConfig):
-    """``slowthink train prm``: the critic config with kind fixed to prm."""
+class OneKindConfig(CriticConfig):
+    """The critic config of a command that trains one kind (``slowthink train prm`` or ``train orm``)."""
 
-    kind: str = arg("prm", "critic kind (prm for this command)")
+    command_kind: ClassVar[str]
 
     def __post_init__(self):
-        require(self.kind == "prm", "kind", "is prm for `slowthink train prm` (use `slowthink train orm`)")
+        other = next(k for k in KINDS if k != self.command_kind)
+        require(self.kind == self.command_kind, "kind", f"is {self.command_kind} for `slowthink train "
+                f"{self.command_kind}` (use `slowthink train {other}`)")
         super().__post_init__()
 
 
 @dataclass
-class ORMConfig(CriticConfig):
-    """``slowthink train orm``: the critic config with kind fixed to orm."""
+class PRMConfig(OneKindConfig):
+    kind: str = arg("prm", "critic kind (prm for this command)")
+    command_kind: ClassVar[str] = "prm"
 
+
+@dataclass
+class ORMConfig(OneKindConfig):
     kind: str = arg("orm", "critic kind (orm for this command)")
-
-    def __post_init__(self):
-        require(self.kind == "orm", "kind", "is orm for `slowthink train orm` (use `slowthink train prm`)")
-        super().__post_init__()
+    command_kind: ClassVar[str] = "orm"

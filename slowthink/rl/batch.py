@@ -101,16 +101,6 @@ class RolloutAhead:
         self.pool.shutdown(wait=True)
 
 
-def evaluate_on_heldout(worker, task, tok, heldout, cfg, log, bar, step: int) -> None:
-    """Greedy held-out pass@1 in the run's mode, logged at ``step`` and written under the progress bar."""
-    from ..evaluate import heldout_metrics
-
-    ev = heldout_metrics(worker.engine, task, tok, heldout, (cfg.mode,), cfg.max_new_tokens)
-    worker.model.train()
-    log.log(step, **ev)
-    bar.write(f"step {step}: held-out {cfg.mode} pass@1 {ev[f'eval/{cfg.mode}_pass@1']:.3f}")
-
-
 def sample_problems(task, seed: int, step: int, count: int, levels: list[int]) -> list:
     """The problems of one step: a pure function of ``(seed, step)``; held-out problems excluded."""
     rng = random.Random(f"grpo-{seed}-{step}")  # name kept: resumed runs see the same problems

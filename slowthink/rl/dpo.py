@@ -34,73 +34,44 @@ from pathlib import Path
 
 import torch
 
-from ..config import ConfigError, arg, check_device, require, to_dict
+from ..config import (ConfigError, EvalConfig, FromModelConfig, ModeConfig, OptimConfig, arg, check_non_negative,
+                      check_positive, require)
 from ..engine import SamplingParams, derive_seed
 from ..evaluate import heldout_metrics
-from ..train.runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
-from ..chat import MODES, Mode
 from .batch import Row, collate_rows, learner_logprobs, rollout_stats, sample_problems
-from ..train.loop import TrainingHalted, open_run, resolve_task
-from ..train.optimizers import make_optimizer
+from ..train.loop import TrainingHalted, TrainingRun, due, heldout_problems, load_init, resolve_task
+from ..train.optimizers import clip_grad, make_optimizer, set_lr, warmup_lr
 from .losses import dpo_loss
 from .rewards import RewardFn
 from .rollout import Group, LocalRolloutWorker
 
 
 @dataclass
-class DPOConfig:
-    out: str = arg("runs/dpo", "run folder (config, pairs.jsonl, metrics.jsonl, tb/, ckpt/, model/)")
+class DPOConfig(EvalConfig, OptimConfig, ModeConfig, FromModelConfig):
+    out: str = arg("runs/dpo", "run folder (config.json, pairs.jsonl, metrics.jsonl, tb/, ckpt/, model/)")
     init: str = arg("", "model folder to start from and to use as the reference (required), e.g. runs/sft/model")
-    task: str = arg("arithmetic", "task name or path/to/file.py:ClassName")
-    task_args: dict = arg({}, "task constructor arguments, e.g. op=mul,max_level=5")
-    levels: list[int] = arg([1, 2, 3], "difficulty levels to sample problems from (uniformly)")
-    mode: str = arg(Mode.SYSTEM2, "system2 (think first) or system1 (answer directly)")
     num_problems: int = arg(512, "train problems to sample pairs from (phase 1)")
     samples_per_problem: int = arg(8, "completions sampled per problem (k)")
-    temperature: float = arg(1.0, "sampling temperature for the pairs (> 0)")
-    max_new_tokens: int = arg(160, "generation limit per completion (also for evaluation)")
     pairs_per_problem: int = arg(1, "distinct (correct, incorrect) pairs kept per problem, at most")
     beta: float = arg(0.1, "DPO beta: strength of the implicit KL to the reference")
     nll_coef: float = arg(0.0, "weight of the chosen completions' token-mean NLL added to the loss (RPO; 0: plain DPO)")
-    lr: float = arg(1e-5, "learning rate (AdamW), constant after warm-up")
-    warmup_steps: int = arg(10, "linear warm-up steps")
+    warmup_steps: int = arg(10)
     epochs: float = arg(1.0, "passes over the pairs ...")
     steps: int = arg(0, "... or this many optimizer steps (0: use epochs)")
     batch_size: int = arg(32, "pairs per optimizer step")
     micro_batch_size: int = arg(0, "pairs per forward (0: the whole batch at once)")
-    grad_clip: float = arg(1.0, "clip the global gradient norm to this value (0: off)")
-    weight_decay: float = arg(0.0, "AdamW weight decay")
-    betas: list[float] = arg([0.9, 0.99], "AdamW betas")
     eval_every: int = arg(50, "held-out greedy pass@1 every N steps (0: before and after training only)")
-    eval_per_level: int = arg(32, "held-out problems per level for evaluation (0: no evaluation)")
-    checkpoint_every: int = arg(50, "write a resumable checkpoint every N steps")
-    seed: int = arg(0, "seed for problems, sampling, pairing and data order")
-    threads: int = arg(0, "torch threads (0: all cores)")
-    device: str = arg("cpu", "torch device to train on (cpu, cuda, cuda:1, ...)")
+    checkpoint_every: int = arg(50)
     resume: bool = arg(True, "reuse out/pairs.jsonl and continue from out/ckpt if they exist")
-    progress: bool = arg(True, "show a progress bar")
 
     def __post_init__(self):
-        check_device(self.device)
-        from ..models import is_model_dir
-
-        require(bool(self.init), "init", "give the model folder to start from (it samples the pairs and is the "
-                "reference), e.g. init=runs/sft/model")
-        require(is_model_dir(self.init), "init", f"{self.init!r} is not a model folder (no config.json)")
-        require(self.mode in MODES, "mode", f"must be one of {MODES}")
-        require(len(self.levels) > 0, "levels", "give at least one level")
-        for name in ("num_problems", "max_new_tokens", "pairs_per_problem", "batch_size", "checkpoint_every"):
-            require(getattr(self, name) > 0, name, "must be > 0")
+        super().__post_init__()
+        check_positive(self, "num_problems", "pairs_per_problem", "batch_size")
         require(self.samples_per_problem >= 2, "samples_per_problem", "must be >= 2 (a pair needs two samples)")
-        require(self.temperature > 0 and math.isfinite(self.temperature), "temperature",
-                "must be > 0 (greedy samples are all the same: no pairs)")
+        require(self.temperature > 0, "temperature", "must be > 0 (greedy samples are all the same: no pairs)")
         require(self.beta > 0, "beta", "must be > 0")
-        require(self.lr > 0, "lr", "must be > 0")
         require(self.steps > 0 or self.epochs > 0, "epochs", "must be > 0 when steps=0")
-        for name in ("steps", "warmup_steps", "micro_batch_size", "grad_clip", "weight_decay", "eval_every",
-                     "eval_per_level", "nll_coef"):
-            require(getattr(self, name) >= 0, name, "must be >= 0")
-        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "two values in [0, 1)")
+        check_non_negative(self, "steps", "micro_batch_size", "nll_coef")
 
 
 # ----------------------------------------------------------------------------- phase 1: pairs
@@ -207,85 +178,67 @@ def write_pairs(path: Path, pairs: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+def run_pairs(run: TrainingRun, model, tok, task, cfg: DPOConfig) -> tuple[list[dict], dict]:
+    """Phase 1: the run's pairs (``pairs.jsonl``, reused on resume), else sampled from ``model`` while it is
+    still init, and their statistics."""
+    path = run.dir / "pairs.jsonl"
+    if cfg.resume and path.exists():
+        return read_pairs(path), {}
+    if run.ckpt is not None:
+        raise ConfigError(f"{run.dir}: checkpoint without pairs.jsonl; use a new out or resume=false")
+    pairs, stats = build_pairs(model, tok, task, cfg)
+    write_pairs(path, pairs)
+    return pairs, stats
+
+
 def train(cfg: DPOConfig, task=None, model=None, tok=None) -> Path:
     """Run offline DPO; returns the run folder. ``task``/``model``/``tok`` override the config's specs
     (tests); a given ``model`` is taken as the init model (policy start and reference)."""
-    from tqdm.auto import tqdm
+    with TrainingRun(cfg, "dpo") as run:
+        task = resolve_task(cfg, task)
+        model, tok = load_init(cfg, model, tok)
+        # -- phase 1, while the model is still init: it samples the pairs and gives the reference log-probs
+        pairs, data_stats = run_pairs(run, model, tok, task, cfg)
+        if not pairs:
+            raise TrainingHalted("no pairs: every problem's samples were all correct or all incorrect; try other "
+                                 "levels, more samples_per_problem or a higher temperature")
 
-    from ..models import load_model, save
+        # -- phase 2
+        size = min(cfg.batch_size, len(pairs))
+        total = cfg.steps or max(1, math.ceil(cfg.epochs * len(pairs) / size))
+        opt = make_optimizer(model, cfg)
+        run.resume(model, tok, optimizer=opt)
+        worker = LocalRolloutWorker(model, tok, task, RewardFn())  # its engine runs the held-out evaluation
+        heldout = heldout_problems(task, cfg)
 
-    run = open_run(cfg, "dpo")
-    task = resolve_task(cfg, task)
-    if model is None:
-        model, tok = load_model(cfg.init)
-    if tok is None:
-        raise ConfigError("train(): pass tok together with model")
-    model.to(cfg.device)
-
-    # -- phase 1, while the model is still init: it samples the pairs and gives the reference log-probs
-    path = run / "pairs.jsonl"
-    ckpt = latest_checkpoint(run) if cfg.resume else None
-    data_stats = {}
-    if cfg.resume and path.exists():
-        pairs = read_pairs(path)
-    else:
-        if ckpt is not None:
-            raise ConfigError(f"{run}: checkpoint without pairs.jsonl; use a new out or resume=false")
-        pairs, data_stats = build_pairs(model, tok, task, cfg)
-        write_pairs(path, pairs)
-    if not pairs:
-        raise TrainingHalted("no pairs: every problem's samples were all correct or all incorrect; try other "
-                             "levels, more samples_per_problem or a higher temperature")
-
-    # -- phase 2
-    size = min(cfg.batch_size, len(pairs))
-    total = cfg.steps or max(1, math.ceil(cfg.epochs * len(pairs) / size))
-    opt = make_optimizer(model, cfg)
-    start = 0
-    if ckpt is not None:
-        state = load_checkpoint(ckpt, model)
-        opt.load_state_dict(state["optimizer"])
-        start = state["step"]
-    truncate_metrics(run, start if ckpt is not None else -1)  # a fresh start also drops a killed attempt's rows
-    log = RunLog(run)
-    worker = LocalRolloutWorker(model, tok, task, RewardFn())  # its engine runs the held-out evaluation
-    heldout = task.heldout_set(cfg.eval_per_level, tuple(cfg.levels)) if cfg.eval_per_level else []
-
-    def evaluate(step: int) -> None:
-        if heldout:
-            log.log(step, **heldout_metrics(worker.engine, task, tok, heldout, (cfg.mode,), cfg.max_new_tokens))
-
-    if start == 0:
-        log.log(0, **data_stats, steps=total)
-        evaluate(0)
-    model.train()
-    bar = tqdm(total=total, initial=start, desc="dpo", disable=not cfg.progress, dynamic_ncols=True)
-    for step in range(start, total):
-        t0 = time.time()
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
-        opt.zero_grad(set_to_none=True)
-        stats = dpo_step(model, [pairs[i] for i in batch_indices(len(pairs), size, step, cfg.seed)], cfg,
-                         tok.pad_token_id)
-        gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf")))
-        done = step + 1
-        if not (math.isfinite(stats["loss"]) and math.isfinite(stats["nll"]) and math.isfinite(gnorm)):
-            log.log(done, **stats, grad_norm=gnorm)
-            bar.close()
-            log.close()
-            raise TrainingHalted(f"non-finite loss/gradient at step {done} (loss {stats['loss']}, grad norm "
-                                 f"{gnorm}); stopped without saving. Last good checkpoint: {ckpt or 'none'}")
-        opt.step()
-        log.log(done, **stats, grad_norm=gnorm, lr=opt.param_groups[0]["lr"], step_s=time.time() - t0)
-        bar.update(1)
-        bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['reward_acc']:.2f}")
-        if (cfg.eval_every and done % cfg.eval_every == 0) or done == total:
-            evaluate(done)
+        def evaluate(step: int) -> None:
+            if heldout:
+                run.log.log(step, **heldout_metrics(worker.engine, task, tok, heldout, (cfg.mode,), cfg.max_new_tokens))
             model.train()
-        if done % cfg.checkpoint_every == 0 or done == total:
-            ckpt = save_checkpoint(run, model, tok, {"step": done, "optimizer": opt.state_dict(),
-                                                     "config": to_dict(cfg)})
-    bar.close()
-    log.close()
-    save(model, tok, run / "model")
-    return run
+
+        def baseline(step: int) -> None:  # what phase 1 found, and init's held-out score
+            run.log.log(step, **data_stats, steps=total)
+            evaluate(step)
+
+        bar = run.progress(total, baseline=baseline)
+        model.train()
+        for step in range(run.start, total):
+            t0 = time.time()
+            set_lr(opt, warmup_lr(step, cfg.lr, cfg.warmup_steps))
+            opt.zero_grad(set_to_none=True)
+            stats = dpo_step(model, [pairs[i] for i in batch_indices(len(pairs), size, step, cfg.seed)], cfg,
+                             tok.pad_token_id)
+            gnorm = clip_grad(model, cfg.grad_clip)
+            done = step + 1
+            if not (math.isfinite(stats["loss"]) and math.isfinite(stats["nll"]) and math.isfinite(gnorm)):
+                run.halt(f"non-finite loss/gradient at step {done} (loss {stats['loss']}, grad norm {gnorm})", done,
+                         **stats, grad_norm=gnorm)
+            opt.step()
+            run.log.log(done, **stats, grad_norm=gnorm, lr=opt.param_groups[0]["lr"], step_s=time.time() - t0)
+            bar.update(1)
+            bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['reward_acc']:.2f}")
+            if due(done, cfg.eval_every, done == total):
+                evaluate(done)
+            if due(done, cfg.checkpoint_every, done == total):
+                run.checkpoint(done)
+        return run.finish()

@@ -55,18 +55,17 @@ from pathlib import Path
 
 import torch
 
-from ..config import ConfigError, arg, check_device, require, to_dict
-from ..train.runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
-from ..chat import MODES, Mode
+from ..config import arg, check_non_negative, require
 from .losses import (approx_kl, clip_fraction, clipped_pg_token_losses, constant_normalizer_loss,
                      entropy_from_logits, group_advantages, kl_k3, masked_sum, sequence_mean_loss,
                      token_logprobs, token_mean_loss)
 from .rewards import RewardFn
-from .batch import (Counts, RolloutAhead, Row, collate_rows, completion_logits, evaluate_on_heldout, learner_logprobs,
-                    make_rows, micro_batches, on_policy_rollout, rollout_stats, SharedChunks)
+from .batch import (Counts, RolloutAhead, Row, collate_rows, completion_logits, learner_logprobs, make_rows,
+                    micro_batches, on_policy_rollout, rollout_stats, SharedChunks)
+from .onpolicy import OnPolicyConfig, heldout_evaluator, reference_model, watch_entropy
 from .rollout import Group, LocalRolloutWorker
-from ..train.optimizers import OPTIMIZERS, make_optimizer
-from ..train.loop import budget_spent, halted, open_run, resolve_task
+from ..train.optimizers import OPTIMIZERS, clip_grad, make_optimizer, set_lr, warmup_lr
+from ..train.loop import TrainingRun, due, load_init, resolve_task
 
 # Each aggregation turns [B, T] token losses of one micro-batch into its share of the batch loss;
 # ``n`` holds the whole batch's counts, so the micro-batch shares add up to the full-batch loss.
@@ -78,31 +77,13 @@ AGGREGATIONS = {
 }
 
 
-
 @dataclass
-class GRPOConfig:
-    out: str = arg("runs/grpo", "run folder (config, metrics.jsonl, tb/, ckpt/, model/)")
-    init: str = arg("", "model folder to start from (required), e.g. runs/sft/model")
-    task: str = arg("arithmetic", "task name or path/to/file.py:ClassName")
-    task_args: dict = arg({}, "task constructor arguments, e.g. op=mul,max_level=5")
-    levels: list[int] = arg([1, 2, 3], "difficulty levels to sample training problems from (uniformly)")
-    mode: str = arg(Mode.SYSTEM2, "system2 (think first) or system1 (answer directly)")
-    steps: int = arg(200, "RL steps (each: one rollout batch, epochs_per_step optimizer steps)")
-    prompts_per_step: int = arg(16, "problems per step")
-    group_size: int = arg(8, "completions sampled per problem (the group, n)")
+class GRPOConfig(OnPolicyConfig):
+    out: str = arg("runs/grpo")
     max_new_tokens: int = arg(160, "generation limit per completion (also the Dr. GRPO normaliser)")
-    temperature: float = arg(1.0, "sampling temperature (> 0); the learner's log-probs use the same")
     top_p: float = arg(1.0, "nucleus sampling (1: off; < 1 makes training slightly off-policy)")
-    lr: float = arg(1e-5, "learning rate (AdamW), constant after warm-up; a fresh AdamW breaks a converged small "
-                                "model at 3e-5 and up (dev/LOG.md)")
-    warmup_steps: int = arg(0, "linear warm-up steps")
-    grad_clip: float = arg(1.0, "clip the global gradient norm to this value (0: off)")
     optimizer: str = arg("adamw", "adamw or sgd (lr is then the step size on the clipped gradient)")
     momentum: float = arg(0.0, "SGD momentum (optimizer=sgd only)")
-    betas: list[float] = arg([0.9, 0.99], "AdamW betas")
-    weight_decay: float = arg(0.0, "AdamW weight decay")
-    epochs_per_step: int = arg(1, "optimizer steps on each rollout batch (PPO-style; 1: on-policy, ratio 1)")
-    micro_batch_size: int = arg(0, "completions per learner forward (0: the whole batch at once)")
     async_rollout: bool = arg(False, "sample step s+1 in a background thread, from the weights before step s's "
                               "update, while the learner trains on step s (one step off-policy; the threads are "
                               "split between the two)")
@@ -110,7 +91,6 @@ class GRPOConfig:
                                "sampler's thread may take once its rollout is done, whichever thread is free first. "
                                "Balanced near (learner_s - sampler_s) / (2 * learner_s) from the metrics; 0: the "
                                "learner's thread does all")
-    clip_low: float = arg(0.2, "PPO clip below: ratio >= 1 - clip_low")
     clip_high: float = arg(0.28, "PPO clip above: ratio <= 1 + clip_high (DAPO clip-higher; 0.2 = symmetric)")
     loss_agg: str = arg("token_mean", f"loss aggregation: {', '.join(AGGREGATIONS)}")
     scale_by_std: bool = arg(True, "divide advantages by the group std (false: Dr. GRPO)")
@@ -118,21 +98,9 @@ class GRPOConfig:
     overlong_filter: bool = arg(False, "leave completions cut at max_new_tokens out of the loss (DAPO)")
     overlong_buffer: int = arg(0, "soft overlong penalty over the last N tokens before max_new_tokens (0: off)")
     overlong_penalty: float = arg(1.0, "size of the soft overlong penalty at max_new_tokens")
-    format_reward: float = arg(0.1, "reward bonus for a well-formed completion (added to correctness)")
     verify_steps: bool = arg(False, "credit a correct answer only if every worked step is right (task.step_labels)")
-    kl_coef: float = arg(0.0, "weight of the k3 KL to the init model (0: no reference model)")
-    entropy_floor: float = arg(1e-3, "stop when the mean token entropy stays below this ...")
-    entropy_patience: int = arg(5, "... for this many steps in a row (entropy collapse)")
-    time_budget_s: float = arg(0.0, "stop after this many seconds of this invocation (0: run all steps); the "
-                               "last step is then evaluated, checkpointed and saved")
-    eval_every: int = arg(50, "held-out greedy pass@1 every N steps (0: only at the end)")
-    eval_per_level: int = arg(32, "held-out problems per level for evaluation (0: no evaluation)")
-    checkpoint_every: int = arg(25, "write a resumable checkpoint every N steps")
-    seed: int = arg(0, "seed for problems and sampling")
-    threads: int = arg(0, "torch threads (0: all cores)")
-    device: str = arg("cpu", "torch device to train on (cpu, cuda, cuda:1, ...)")
-    resume: bool = arg(True, "continue from out/ckpt if it exists")
-    progress: bool = arg(True, "show a progress bar")
+    kl_coef: float = arg(0.0, "weight of the k3 KL to the init model, added to each token's loss (0: no reference "
+                              "model)")
 
     name: ClassVar[str] = "grpo"  # run-folder trainer name and progress-bar label
 
@@ -141,41 +109,16 @@ class GRPOConfig:
         return group_advantages(rewards, scale_by_std=self.scale_by_std)
 
     def __post_init__(self):
-        check_device(self.device)
-        from ..models import is_model_dir
-
-        require(bool(self.init), "init", "give the model folder to start from (GRPO fine-tunes a model that "
-                "already writes the task's format), e.g. init=runs/sft/model")
-        require(is_model_dir(self.init), "init", f"{self.init!r} is not a model folder (no config.json); "
-                "give a folder written by save_pretrained, e.g. runs/sft/model")
-        require(self.mode in MODES, "mode", f"must be one of {MODES}")
-        require(len(self.levels) > 0, "levels", "give at least one level")
-        for name in ("steps", "prompts_per_step", "max_new_tokens", "epochs_per_step", "checkpoint_every",
-                     "entropy_patience"):
-            require(getattr(self, name) > 0, name, "must be > 0")
+        super().__post_init__()
         require(self.group_size >= 2, "group_size", "must be >= 2 (advantages are relative to the group)")
-        require(self.temperature > 0 and math.isfinite(self.temperature), "temperature",
-                "must be > 0 (RL samples; greedy decoding has no exploration)")
         require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
-        require(self.lr > 0, "lr", "must be > 0")
-        for name in ("time_budget_s", "warmup_steps", "grad_clip", "weight_decay", "micro_batch_size", "overlong_buffer",
-                     "overlong_penalty", "format_reward", "kl_coef", "entropy_floor", "eval_every",
-                     "eval_per_level"):
-            require(getattr(self, name) >= 0, name, "must be >= 0")
-        require(0 <= self.clip_low < 1, "clip_low", "must be in [0, 1) (the ratio is clipped at 1 - clip_low)")
-        require(self.clip_high >= 0, "clip_high", "must be >= 0 (the ratio is clipped at 1 + clip_high)")
         require(self.loss_agg in AGGREGATIONS, "loss_agg", f"unknown aggregation {self.loss_agg!r}; choose one of "
                 f"{sorted(AGGREGATIONS)}")
+        check_non_negative(self, "overlong_buffer", "overlong_penalty")
         require(self.overlong_buffer <= self.max_new_tokens, "overlong_buffer", "must be <= max_new_tokens")
-        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "two values in [0, 1)")
         require(self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {OPTIMIZERS}")
         require(0 <= self.momentum < 1, "momentum", "must be in [0, 1)")
         require(0 <= self.sampler_share < 1, "sampler_share", "must be in [0, 1)")
-
-
-def lr_at(step: int, cfg: GRPOConfig) -> float:
-    """Linear warm-up, then constant (independent of ``steps``, so a longer resumed run matches)."""
-    return cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
 
 
 def drop_flat_groups(groups: list[Group]) -> list[Group]:
@@ -247,128 +190,100 @@ def learner_update(model, ref_model, rows: list[Row], cfg: GRPOConfig, pad_id: i
 
 # ----------------------------------------------------------------------------- training loop
 
+def rollout_ahead(run: TrainingRun, cfg: GRPOConfig, model, tok, task, reward_fn, pending) -> RolloutAhead:
+    """The async sampler: its own copy of the model (the learner updates ``model`` meanwhile) and half the
+    threads, both given back when the run closes; a resumed run's checkpointed ``pending`` batch comes first."""
+    outer_threads = torch.get_num_threads()
+    threads = max(1, outer_threads // 2)
+    torch.set_num_threads(threads)
+    ahead = RolloutAhead(LocalRolloutWorker(copy.deepcopy(model), tok, task, reward_fn), task, cfg, "grpo", threads)
+    run.on_close(ahead.close)
+    run.on_close(lambda: torch.set_num_threads(outer_threads))
+    if pending is not None:
+        ahead.put(run.start, pending)
+    return ahead
+
+
+def rollout(worker, ahead: RolloutAhead | None, task, model, cfg: GRPOConfig, step: int) -> tuple[list[Group], dict]:
+    """Step ``step``'s scored groups and their statistics. Async, the batch was sampled during the previous step
+    (or came from a checkpoint) and the next step's sampling starts now."""
+    t0 = time.time()
+    groups, sampler_s = ahead.take(step) if ahead is not None else (None, None)
+    if groups is None:
+        groups = on_policy_rollout(worker, task, model, cfg, step, "grpo")
+    if ahead is not None and step + 1 < cfg.steps:
+        ahead.submit(model, step + 1)
+    metrics = {"rollout_s": time.time() - t0, **rollout_stats(groups),
+               "policy_lag": step - min(g.version for g in groups)}
+    if sampler_s is not None:  # async: the sampler thread's time on this batch (rollout_s is only the wait)
+        metrics["sampler_s"] = sampler_s
+    return groups, metrics
+
+
+def learn(run: TrainingRun, model, ref_model, opt, groups: list[Group], cfg: GRPOConfig, pad_id: int,
+           ahead: RolloutAhead | None, step: int, metrics: dict) -> dict[str, float]:
+    """Group advantages, then ``epochs_per_step`` optimizer steps on the batch; halts the run (logging
+    ``metrics``) on a non-finite loss, gradient or entropy. Returns the learner's statistics."""
+    set_lr(opt, warmup_lr(step, cfg.lr, cfg.warmup_steps))
+    if not groups:  # dynamic sampling left nothing to learn from
+        return {}
+    rows = make_rows(groups, cfg.advantages(torch.tensor([g.totals for g in groups])), cfg.overlong_filter)
+    t_learn = time.time()
+    for _ in range(cfg.epochs_per_step):
+        opt.zero_grad(set_to_none=True)
+        stats = learner_update(model, ref_model, rows, cfg, pad_id, helper=ahead)
+        gnorm = clip_grad(model, cfg.grad_clip)
+        entropy = stats.get("entropy", 1.0)  # absent: no row ran, nothing to measure
+        if not (math.isfinite(stats["loss"]) and math.isfinite(gnorm) and math.isfinite(entropy)):
+            run.halt(f"non-finite loss/gradient/entropy at step {step + 1} (loss {stats['loss']}, grad norm {gnorm}, "
+                     f"entropy {entropy})", step + 1, **metrics, **stats, grad_norm=gnorm)
+        opt.step()
+    return {**stats, "grad_norm": gnorm, "learner_s": time.time() - t_learn}
+
+
 def train(cfg: GRPOConfig, task=None, model=None, tok=None) -> Path:
     """Run GRPO (or RLOO: same loop, ``cfg.advantages`` differs); returns the run folder.
     ``task``/``model``/``tok`` override the config's specs (tests)."""
-    from tqdm.auto import tqdm
+    with TrainingRun(cfg, cfg.name) as run:
+        task = resolve_task(cfg, task)
+        model, tok = load_init(cfg, model, tok)
+        model.train()
+        ref_model = reference_model(cfg)
+        opt = make_optimizer(model, cfg)
+        state = run.resume(model, tok, optimizer=opt)
+        low_entropy = state.get("low_entropy_steps", 0)
+        reward_fn = RewardFn(format_bonus=cfg.format_reward, overlong_buffer=cfg.overlong_buffer,
+                             overlong_penalty=cfg.overlong_penalty, max_tokens=cfg.max_new_tokens,
+                             verify_steps=cfg.verify_steps)
+        worker = LocalRolloutWorker(model, tok, task, reward_fn)
+        ahead = rollout_ahead(run, cfg, model, tok, task, reward_fn, state.get("pending_rollout")) \
+            if cfg.async_rollout else None
+        evaluate = heldout_evaluator(worker, task, tok, cfg, run.log)
+        bar = run.progress(cfg.steps, baseline=evaluate)
+        for step in range(run.start, cfg.steps):
+            t0 = time.time()
+            # -- rollout: sample problems, push weights, generate and score n completions each
+            groups, metrics = rollout(worker, ahead, task, model, cfg, step)
+            # -- advantages, dynamic sampling, learner update(s)
+            if cfg.dynamic_sampling:
+                groups = drop_flat_groups(groups)
+            metrics["groups_used"] = len(groups)
+            metrics.update(learn(run, model, ref_model, opt, groups, cfg, tok.pad_token_id, ahead, step, metrics))
+            done, elapsed, n_samples = step + 1, time.time() - t0, cfg.prompts_per_step * cfg.group_size
+            run.log.log(done, **metrics, lr=opt.param_groups[0]["lr"], samples_per_s=n_samples / max(elapsed, 1e-9),
+                        samples=done * n_samples, step_s=elapsed)
+            bar.update(1)
+            bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", passed=f"{metrics['pass_rate']:.2f}")
+            low_entropy = watch_entropy(run, low_entropy, metrics.get("entropy"), cfg, done)
 
-    from ..models import load_model, save
-
-    run = open_run(cfg, cfg.name)
-    task = resolve_task(cfg, task)
-    if model is None:
-        model, tok = load_model(cfg.init)
-    if tok is None:
-        raise ConfigError("train(): pass tok together with model")
-    model.to(cfg.device).train()
-    ref_model = None
-    if cfg.kl_coef > 0:  # the reference is init itself: reloaded, never checkpointed
-        ref_model = load_model(cfg.init)[0].to(cfg.device).eval().requires_grad_(False)
-    opt = make_optimizer(model, cfg)
-
-    start, low_entropy = 0, 0
-    ckpt = latest_checkpoint(run) if cfg.resume else None
-    if ckpt is not None:
-        state = load_checkpoint(ckpt, model)
-        opt.load_state_dict(state["optimizer"])
-        start, low_entropy = state["step"], state.get("low_entropy_steps", 0)
-        truncate_metrics(run, start)
-    log = RunLog(run)
-    reward_fn = RewardFn(format_bonus=cfg.format_reward, overlong_buffer=cfg.overlong_buffer,
-                         overlong_penalty=cfg.overlong_penalty, max_tokens=cfg.max_new_tokens,
-                         verify_steps=cfg.verify_steps)
-    worker = LocalRolloutWorker(model, tok, task, reward_fn)
-    ahead = None
-    if cfg.async_rollout:  # the sampler gets its own copy: the learner updates ``model`` meanwhile
-        outer_threads = torch.get_num_threads()  # given back when train() returns
-        threads = max(1, outer_threads // 2)
-        torch.set_num_threads(threads)
-        ahead = RolloutAhead(LocalRolloutWorker(copy.deepcopy(model), tok, task, reward_fn), task, cfg, "grpo",
-                             threads)
-        if ckpt is not None and state.get("pending_rollout") is not None:
-            ahead.put(start, state["pending_rollout"])
-    heldout = task.heldout_set(cfg.eval_per_level, tuple(cfg.levels)) if cfg.eval_per_level else []
-
-    def halt(why: str):
-        bar.close()
-        log.close()
-        if ahead is not None:
-            ahead.close()
-            torch.set_num_threads(outer_threads)
-        raise halted(why, ckpt)
-
-    def evaluate_heldout(done: int) -> None:
-        evaluate_on_heldout(worker, task, tok, heldout, cfg, log, bar, done)
-
-    bar = tqdm(total=cfg.steps, initial=start, desc=cfg.name, disable=not cfg.progress, dynamic_ncols=True)
-    if heldout and start == 0:  # the starting point of the learning curve
-        evaluate_heldout(0)
-    t_start = time.time()
-    for step in range(start, cfg.steps):
-        t0 = time.time()
-        # -- rollout: sample problems, push weights, generate and score n completions each (async: this
-        # step's batch was sampled during the previous step, and the next one starts now)
-        groups, sampler_s = ahead.take(step) if ahead is not None else (None, None)
-        if groups is None:
-            groups = on_policy_rollout(worker, task, model, cfg, step, "grpo")
-        if ahead is not None and step + 1 < cfg.steps:
-            ahead.submit(model, step + 1)
-        t_rollout = time.time() - t0
-        metrics = rollout_stats(groups)
-        metrics["policy_lag"] = step - min(g.version for g in groups)
-        if sampler_s is not None:  # async: the sampler thread's time on this batch (rollout_s is only the wait)
-            metrics["sampler_s"] = sampler_s
-
-        # -- advantages, dynamic sampling, learner update(s)
-        if cfg.dynamic_sampling:
-            groups = drop_flat_groups(groups)
-        metrics["groups_used"] = len(groups)
-        for pg in opt.param_groups:
-            pg["lr"] = lr_at(step, cfg)
-        if groups:
-            adv = cfg.advantages(torch.tensor([g.totals for g in groups]))
-            rows = make_rows(groups, adv, cfg.overlong_filter)
-            t_learn = time.time()
-            for _ in range(cfg.epochs_per_step):
-                opt.zero_grad(set_to_none=True)
-                stats = learner_update(model, ref_model, rows, cfg, tok.pad_token_id, helper=ahead)
-                gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf")))
-                entropy = stats.get("entropy", 1.0)  # absent: no row ran, nothing to measure
-                if not (math.isfinite(stats["loss"]) and math.isfinite(gnorm) and math.isfinite(entropy)):
-                    log.log(step + 1, **metrics, **stats, grad_norm=gnorm)
-                    halt(f"non-finite loss/gradient/entropy at step {step + 1} (loss {stats['loss']}, "
-                         f"grad norm {gnorm}, entropy {entropy})")
-                opt.step()
-            metrics.update(stats, grad_norm=gnorm, learner_s=time.time() - t_learn)
-            if "entropy" in stats:
-                low_entropy = low_entropy + 1 if stats["entropy"] < cfg.entropy_floor else 0
-        done = step + 1
-        elapsed = time.time() - t0
-        n_samples = cfg.prompts_per_step * cfg.group_size
-        log.log(done, **metrics, lr=opt.param_groups[0]["lr"], samples_per_s=n_samples / max(elapsed, 1e-9),
-                samples=done * n_samples, rollout_s=t_rollout, step_s=elapsed)
-        bar.update(1)
-        bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", passed=f"{metrics['pass_rate']:.2f}")
-        if low_entropy >= cfg.entropy_patience:
-            halt(f"entropy collapse: mean token entropy below {cfg.entropy_floor} for {low_entropy} steps "
-                 f"(last {metrics.get('entropy', float('nan')):.2e}) at step {done}")
-
-        # -- evaluation and checkpoints
-        last = done == cfg.steps or budget_spent(t_start, cfg.time_budget_s)
-        if heldout and ((cfg.eval_every and done % cfg.eval_every == 0) or last):
-            evaluate_heldout(done)
-        if done % cfg.checkpoint_every == 0 or last:
-            # the next batch, already sampled from older weights: a resumed run needs it to be exact
-            pending = ahead.peek(done) if ahead is not None and not last else None
-            ckpt = save_checkpoint(run, model, tok, {"step": done, "optimizer": opt.state_dict(),
-                                                     "low_entropy_steps": low_entropy, "config": to_dict(cfg),
-                                                     "pending_rollout": pending})
-        if last:
-            break
-    bar.close()
-    log.close()
-    if ahead is not None:
-        ahead.close()
-        torch.set_num_threads(outer_threads)
-    save(model, tok, run / "model")
-    return run
+            # -- evaluation and checkpoints
+            last = done == cfg.steps or run.budget_spent(cfg.time_budget_s)
+            if due(done, cfg.eval_every, last):
+                evaluate(done)
+            if due(done, cfg.checkpoint_every, last):
+                # the next batch, already sampled from older weights: a resumed run needs it to be exact
+                pending = ahead.peek(done) if ahead is not None and not last else None
+                run.checkpoint(done, low_entropy_steps=low_entropy, pending_rollout=pending)
+            if last:
+                break
+        return run.finish()

@@ -36,14 +36,13 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..config import ConfigError, arg, check_device, require, to_dict
+from ..config import arg, check_positive, require
 from ..engine import derive_seed
-from ..train.runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
-from ..chat import MODES, Mode
-from .batch import (Row, collate_rows, completion_logits, evaluate_on_heldout, learner_logprobs, micro_batches,
-                    on_policy_rollout, rollout_stats)
-from ..train.loop import budget_spent, halted, open_run, resolve_task
-from ..train.optimizers import make_optimizer
+from .batch import (Row, collate_rows, completion_logits, learner_logprobs, micro_batches, on_policy_rollout,
+                    rollout_stats)
+from .onpolicy import OnPolicyConfig, heldout_evaluator, reference_model, watch_entropy
+from ..train.loop import TrainingRun, due, load_init, resolve_task
+from ..train.optimizers import clip_grad, make_optimizer, set_lr, warmup_lr
 from .losses import (approx_kl, clip_fraction, clipped_pg_token_losses, clipped_value_loss, entropy_from_logits,
                      gae, masked_sum, masked_whiten, token_logprobs, token_mean_loss)
 from .rewards import RewardFn
@@ -51,76 +50,33 @@ from .rollout import LocalRolloutWorker
 
 
 @dataclass
-class PPOConfig:
-    out: str = arg("runs/ppo", "run folder (config, metrics.jsonl, tb/, ckpt/, model/, critic.pt)")
+class PPOConfig(OnPolicyConfig):
+    out: str = arg("runs/ppo", "run folder (config.json, metrics.jsonl, tb/, ckpt/, model/, critic.pt)")
     init: str = arg("", "model folder to start from (required; the critic's backbone too), e.g. runs/sft/model")
-    task: str = arg("arithmetic", "task name or path/to/file.py:ClassName")
-    task_args: dict = arg({}, "task constructor arguments, e.g. op=mul,max_level=5")
-    levels: list[int] = arg([1, 2, 3], "difficulty levels to sample training problems from (uniformly)")
-    mode: str = arg(Mode.SYSTEM2, "system2 (think first) or system1 (answer directly)")
-    steps: int = arg(200, "RL steps (each: one rollout batch, epochs_per_step x minibatches optimizer steps)")
-    prompts_per_step: int = arg(16, "problems per step")
     group_size: int = arg(4, "completions sampled per problem (PPO needs no groups; more samples per prompt)")
-    max_new_tokens: int = arg(160, "generation limit per completion")
-    temperature: float = arg(1.0, "sampling temperature (> 0); the learner's log-probs use the same")
     lr: float = arg(1e-5, "policy learning rate (AdamW), constant after warm-up (see GRPOConfig.lr)")
-    value_lr: float = arg(3e-4, "critic learning rate (AdamW), constant after warm-up")
-    warmup_steps: int = arg(0, "linear warm-up steps (both learning rates)")
-    grad_clip: float = arg(1.0, "clip each model's global gradient norm to this value (0: off)")
-    betas: list[float] = arg([0.9, 0.99], "AdamW betas (both optimizers)")
-    weight_decay: float = arg(0.0, "AdamW weight decay (both optimizers)")
+    value_lr: float = arg(3e-4, "critic learning rate (its own AdamW with the same betas, weight decay, warm-up "
+                                "and gradient clipping), constant after warm-up")
     epochs_per_step: int = arg(4, "passes over each rollout batch")
     minibatches: int = arg(1, "optimizer steps per epoch: the batch is shuffled and split into this many")
     micro_batch_size: int = arg(0, "completions per learner forward (0: a whole minibatch at once)")
-    clip_low: float = arg(0.2, "PPO clip below: ratio >= 1 - clip_low")
-    clip_high: float = arg(0.2, "PPO clip above: ratio <= 1 + clip_high")
     value_clip: float = arg(0.2, "clip the new value to old value +- this in the value loss (0: no clipping)")
     vf_coef: float = arg(0.5, "weight of the value loss")
     gamma: float = arg(1.0, "discount per token")
     lam: float = arg(0.95, "GAE lambda (1: Monte-Carlo returns, 0: one-step TD)")
     whiten_advantages: bool = arg(True, "normalise advantages to zero mean, unit variance over the batch")
-    format_reward: float = arg(0.1, "reward bonus for a well-formed completion (added to correctness)")
     kl_coef: float = arg(0.0, "per-token KL-to-init penalty folded into the reward (0: no reference model)")
-    entropy_floor: float = arg(1e-3, "stop when the mean token entropy stays below this ...")
-    entropy_patience: int = arg(5, "... for this many steps in a row (entropy collapse)")
-    time_budget_s: float = arg(0.0, "stop after this many seconds of this invocation (0: run all steps); the "
-                               "last step is then evaluated, checkpointed and saved")
-    eval_every: int = arg(50, "held-out greedy pass@1 every N steps (0: only at the end)")
-    eval_per_level: int = arg(32, "held-out problems per level for evaluation (0: no evaluation)")
-    checkpoint_every: int = arg(25, "write a resumable checkpoint every N steps")
-    seed: int = arg(0, "seed for problems, sampling and minibatch shuffling")
-    threads: int = arg(0, "torch threads (0: all cores)")
-    device: str = arg("cpu", "torch device to train on (cpu, cuda, cuda:1, ...)")
-    resume: bool = arg(True, "continue from out/ckpt if it exists")
-    progress: bool = arg(True, "show a progress bar")
 
     name: ClassVar[str] = "ppo"
 
     def __post_init__(self):
-        check_device(self.device)
-        from ..models import is_model_dir
-
-        require(bool(self.init), "init", "give the model folder to start from (PPO fine-tunes a model that "
-                "already writes the task's format), e.g. init=runs/sft/model")
-        require(is_model_dir(self.init), "init", f"{self.init!r} is not a model folder (no config.json); "
-                "give a folder written by save_pretrained, e.g. runs/sft/model")
-        require(self.mode in MODES, "mode", f"must be one of {MODES}")
-        require(len(self.levels) > 0, "levels", "give at least one level")
-        for name in ("steps", "prompts_per_step", "group_size", "max_new_tokens", "epochs_per_step", "minibatches",
-                     "checkpoint_every", "entropy_patience", "lr", "value_lr", "vf_coef"):
-            require(getattr(self, name) > 0, name, "must be > 0")
+        super().__post_init__()
+        check_positive(self, "minibatches", "value_lr", "vf_coef")
         require(self.minibatches <= self.prompts_per_step * self.group_size, "minibatches",
                 f"must be <= prompts_per_step x group_size ({self.prompts_per_step * self.group_size} completions)")
-        require(self.temperature > 0 and math.isfinite(self.temperature), "temperature",
-                "must be > 0 (RL samples; greedy decoding has no exploration)")
-        for name in ("time_budget_s", "warmup_steps", "grad_clip", "weight_decay", "micro_batch_size", "value_clip",
-                     "format_reward", "kl_coef", "entropy_floor", "eval_every", "eval_per_level"):
-            require(getattr(self, name) >= 0, name, "must be >= 0")
-        require(0 <= self.clip_low < 1, "clip_low", "must be in [0, 1) (the ratio is clipped at 1 - clip_low)")
-        require(self.clip_high >= 0, "clip_high", "must be >= 0 (the ratio is clipped at 1 + clip_high)")
+        require(self.value_clip >= 0, "value_clip", "must be >= 0")
         require(0 <= self.gamma <= 1, "gamma", "must be in [0, 1]")
         require(0 <= self.lam <= 1, "lam", "must be in [0, 1] (GAE lambda)")
-        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "two values in [0, 1)")
 
 
 class ValueModel(nn.Module):
@@ -164,10 +120,6 @@ def per_token(rows: list[PPORow], name: str, device) -> torch.Tensor:
     for i, r in enumerate(rows):
         out[i, :len(r.token_ids)] = torch.tensor(getattr(r, name))
     return out.to(device)
-
-
-def lr_at(step: int, cfg: PPOConfig, peak: float) -> float:
-    return peak * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else peak
 
 
 # ----------------------------------------------------------------------------- advantages
@@ -241,115 +193,78 @@ def minibatch_update(model, critic: ValueModel, rows: list[PPORow], cfg: PPOConf
 
 # ----------------------------------------------------------------------------- training loop
 
+def learn(run: TrainingRun, model, critic: ValueModel, opts: tuple, rows: list[PPORow], cfg: PPOConfig, pad_id: int,
+          step: int, metrics: dict) -> dict[str, float]:
+    """``epochs_per_step`` passes over the scored rows, each shuffled (a pure function of ``(seed, step, epoch)``)
+    into ``minibatches`` optimizer steps of policy and critic; halts the run (logging ``metrics``) on a
+    non-finite loss, gradient or entropy. Returns the statistics averaged over the updates."""
+    opt, value_opt = opts
+    set_lr(opt, warmup_lr(step, cfg.lr, cfg.warmup_steps))
+    set_lr(value_opt, warmup_lr(step, cfg.value_lr, cfg.warmup_steps))
+    updates = cfg.epochs_per_step * cfg.minibatches
+    stats = dict.fromkeys(("policy_loss", "value_loss", "entropy", "clip_frac", "approx_kl", "grad_norm",
+                           "value_grad_norm"), 0.0)
+    for epoch in range(cfg.epochs_per_step):
+        shuffle = torch.Generator().manual_seed(derive_seed("ppo-shuffle", cfg.seed, step, epoch))
+        order = torch.randperm(len(rows), generator=shuffle).tolist()
+        for part in range(cfg.minibatches):
+            opt.zero_grad(set_to_none=True)
+            value_opt.zero_grad(set_to_none=True)
+            s = minibatch_update(model, critic, [rows[i] for i in order[part::cfg.minibatches]], cfg, pad_id)
+            s["grad_norm"], s["value_grad_norm"] = clip_grad(model, cfg.grad_clip), clip_grad(critic, cfg.grad_clip)
+            if not all(math.isfinite(v) for v in s.values()):
+                run.halt(f"non-finite loss/gradient/entropy at step {step + 1} (policy loss {s['policy_loss']}, "
+                         f"value loss {s['value_loss']}, grad norms {s['grad_norm']}/{s['value_grad_norm']}, "
+                         f"entropy {s['entropy']})", step + 1, **metrics, **s)
+            opt.step()
+            value_opt.step()
+            for k, v in s.items():
+                stats[k] += v / updates
+    return stats
+
+
 def train(cfg: PPOConfig, task=None, model=None, tok=None) -> Path:
     """Run PPO; returns the run folder. ``task``/``model``/``tok`` override the config's specs (tests);
     the critic is always built from ``cfg.init``."""
-    from tqdm.auto import tqdm
+    with TrainingRun(cfg, cfg.name) as run:
+        task = resolve_task(cfg, task)
+        model, tok = load_init(cfg, model, tok)
+        model.train()
+        critic = ValueModel.from_pretrained(cfg.init).to(cfg.device).train()
+        ref_model = reference_model(cfg)
+        opts = make_optimizer(model, cfg), make_optimizer(critic, cfg)
+        state = run.resume(model, tok, optimizer=opts[0], critic=critic, value_optimizer=opts[1])
+        low_entropy = state.get("low_entropy_steps", 0)
+        worker = LocalRolloutWorker(model, tok, task, RewardFn(format_bonus=cfg.format_reward,
+                                                               max_tokens=cfg.max_new_tokens))
+        evaluate = heldout_evaluator(worker, task, tok, cfg, run.log)
+        bar = run.progress(cfg.steps, baseline=evaluate)
+        for step in range(run.start, cfg.steps):
+            t0 = time.time()
+            # -- rollout: sample problems, push weights, generate and score
+            groups = on_policy_rollout(worker, task, model, cfg, step, "ppo")
+            metrics = {"rollout_s": time.time() - t0, **rollout_stats(groups)}
+            # -- values and advantages, then epochs of shuffled minibatch updates
+            rows = [PPORow(g.prompt_ids, c.token_ids, c.logprobs, 0.0, True, reward=total)
+                    for g in groups for c, total in zip(g.completions, g.totals)]
+            metrics.update(score_rollout(rows, critic, ref_model, cfg, tok.pad_token_id))
+            metrics.update(learn(run, model, critic, opts, rows, cfg, tok.pad_token_id, step, metrics))
+            done, elapsed = step + 1, time.time() - t0
+            run.log.log(done, **metrics, lr=opts[0].param_groups[0]["lr"], value_lr=opts[1].param_groups[0]["lr"],
+                        samples_per_s=len(rows) / max(elapsed, 1e-9), samples=done * len(rows), step_s=elapsed)
+            bar.update(1)
+            bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", passed=f"{metrics['pass_rate']:.2f}",
+                            ev=f"{metrics['explained_variance']:.2f}", kl=f"{metrics['approx_kl']:.1e}")
+            low_entropy = watch_entropy(run, low_entropy, metrics["entropy"], cfg, done)
 
-    from ..models import load_model, save
-
-    run = open_run(cfg, cfg.name)
-    task = resolve_task(cfg, task)
-    if model is None:
-        model, tok = load_model(cfg.init)
-    if tok is None:
-        raise ConfigError("train(): pass tok together with model")
-    model.to(cfg.device).train()
-    critic = ValueModel.from_pretrained(cfg.init).to(cfg.device).train()
-    ref_model = None
-    if cfg.kl_coef > 0:  # the reference is init itself: reloaded, never checkpointed
-        ref_model = load_model(cfg.init)[0].to(cfg.device).eval().requires_grad_(False)
-    opt, value_opt = make_optimizer(model, cfg), make_optimizer(critic, cfg)
-
-    start, low_entropy = 0, 0
-    ckpt = latest_checkpoint(run) if cfg.resume else None
-    if ckpt is not None:
-        state = load_checkpoint(ckpt, model)
-        critic.load_state_dict(state["critic"])
-        opt.load_state_dict(state["optimizer"])
-        value_opt.load_state_dict(state["value_optimizer"])
-        start, low_entropy = state["step"], state.get("low_entropy_steps", 0)
-        truncate_metrics(run, start)
-    log = RunLog(run)
-    reward_fn = RewardFn(format_bonus=cfg.format_reward, max_tokens=cfg.max_new_tokens)
-    worker = LocalRolloutWorker(model, tok, task, reward_fn)
-    heldout = task.heldout_set(cfg.eval_per_level, tuple(cfg.levels)) if cfg.eval_per_level else []
-
-    def halt(why: str):
-        bar.close()
-        log.close()
-        raise halted(why, ckpt)
-
-    def evaluate_heldout(done: int) -> None:
-        evaluate_on_heldout(worker, task, tok, heldout, cfg, log, bar, done)
-
-    bar = tqdm(total=cfg.steps, initial=start, desc=cfg.name, disable=not cfg.progress, dynamic_ncols=True)
-    if heldout and start == 0:  # the starting point of the learning curve
-        evaluate_heldout(0)
-    t_start = time.time()
-    for step in range(start, cfg.steps):
-        t0 = time.time()
-        # -- rollout: sample problems, push weights, generate and score
-        groups = on_policy_rollout(worker, task, model, cfg, step, "ppo")
-        t_rollout = time.time() - t0
-        metrics = rollout_stats(groups)
-
-        # -- values and advantages, then epochs of shuffled minibatch updates
-        rows = [PPORow(g.prompt_ids, c.token_ids, c.logprobs, 0.0, True, reward=total)
-                for g in groups for c, total in zip(g.completions, g.totals)]
-        metrics.update(score_rollout(rows, critic, ref_model, cfg, tok.pad_token_id))
-        for o, peak in ((opt, cfg.lr), (value_opt, cfg.value_lr)):
-            for pg in o.param_groups:
-                pg["lr"] = lr_at(step, cfg, peak)
-        updates = cfg.epochs_per_step * cfg.minibatches
-        stats = dict.fromkeys(("policy_loss", "value_loss", "entropy", "clip_frac", "approx_kl", "grad_norm",
-                               "value_grad_norm"), 0.0)
-        for epoch in range(cfg.epochs_per_step):
-            shuffle = torch.Generator().manual_seed(derive_seed("ppo-shuffle", cfg.seed, step, epoch))
-            order = torch.randperm(len(rows), generator=shuffle).tolist()
-            for part in range(cfg.minibatches):
-                opt.zero_grad(set_to_none=True)
-                value_opt.zero_grad(set_to_none=True)
-                s = minibatch_update(model, critic, [rows[i] for i in order[part::cfg.minibatches]], cfg,
-                                     tok.pad_token_id)
-                s["grad_norm"], s["value_grad_norm"] = (
-                    float(torch.nn.utils.clip_grad_norm_(m.parameters(), cfg.grad_clip or float("inf")))
-                    for m in (model, critic))
-                if not all(math.isfinite(v) for v in s.values()):
-                    log.log(step + 1, **metrics, **s)
-                    halt(f"non-finite loss/gradient/entropy at step {step + 1} (policy loss {s['policy_loss']}, "
-                         f"value loss {s['value_loss']}, grad norms {s['grad_norm']}/{s['value_grad_norm']}, "
-                         f"entropy {s['entropy']})")
-                opt.step()
-                value_opt.step()
-                for k, v in s.items():
-                    stats[k] += v / updates
-        metrics.update(stats)
-        low_entropy = low_entropy + 1 if stats["entropy"] < cfg.entropy_floor else 0
-        done = step + 1
-        elapsed = time.time() - t0
-        log.log(done, **metrics, lr=opt.param_groups[0]["lr"], value_lr=value_opt.param_groups[0]["lr"],
-                samples_per_s=len(rows) / max(elapsed, 1e-9), samples=done * len(rows), rollout_s=t_rollout,
-                step_s=elapsed)
-        bar.update(1)
-        bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", passed=f"{metrics['pass_rate']:.2f}",
-                        ev=f"{metrics['explained_variance']:.2f}", kl=f"{metrics['approx_kl']:.1e}")
-        if low_entropy >= cfg.entropy_patience:
-            halt(f"entropy collapse: mean token entropy below {cfg.entropy_floor} for {low_entropy} steps "
-                 f"(last {stats['entropy']:.2e}) at step {done}")
-
-        # -- evaluation and checkpoints
-        last = done == cfg.steps or budget_spent(t_start, cfg.time_budget_s)
-        if heldout and ((cfg.eval_every and done % cfg.eval_every == 0) or last):
-            evaluate_heldout(done)
-        if done % cfg.checkpoint_every == 0 or last:
-            ckpt = save_checkpoint(run, model, tok, {
-                "step": done, "optimizer": opt.state_dict(), "critic": critic.state_dict(),
-                "value_optimizer": value_opt.state_dict(), "low_entropy_steps": low_entropy, "config": to_dict(cfg)})
-        if last:
-            break
-    bar.close()
-    log.close()
-    save(model, tok, run / "model")
-    torch.save(critic.state_dict(), run / "critic.pt")
-    return run
+            # -- evaluation and checkpoints
+            last = done == cfg.steps or run.budget_spent(cfg.time_budget_s)
+            if due(done, cfg.eval_every, last):
+                evaluate(done)
+            if due(done, cfg.checkpoint_every, last):
+                run.checkpoint(done, low_entropy_steps=low_entropy)
+            if last:
+                break
+        run.finish()
+        torch.save(critic.state_dict(), run.dir / "critic.pt")
+        return run.dir

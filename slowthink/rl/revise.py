@@ -33,34 +33,30 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import ConfigError, arg, check_device, require, to_dict
+from ..config import ConfigError, FromModelConfig, HeldoutConfig, arg, check_positive, require
 from ..train.data import reference_example
 from ..engine import SamplingParams, derive_seed
 from ..evaluate import heldout_metrics
-from ..train.runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
 from ..search.reflect import REVISE_CUE, thinking_of, with_cue
 from ..tasks.base import Problem, Reference
 from ..tokenizer import render_example
-from ..train.loop import TrainingHalted, open_run, resolve_task
+from ..train.finetune import FineTuneConfig, fine_tune_rendered
+from ..train.loop import TrainingHalted, TrainingRun, heldout_problems, load_init, resolve_task
 from .rewards import RewardFn
 from .rollout import Group, LocalRolloutWorker
-from .star import check_fine_tune, fine_tune_rendered, iteration_problems
+from .star import iteration_problems
 from ..chat import Mode
 
 
 @dataclass
-class ReviseConfig:
-    out: str = arg("runs/revise", "run folder (config, metrics.jsonl, tb/, ckpt/, traces.jsonl, model/)")
-    init: str = arg("", "model folder to start from (required; it must already write the task's System-2 format)")
+class ReviseConfig(HeldoutConfig, FineTuneConfig, FromModelConfig):
+    out: str = arg("runs/revise", "run folder (config.json, metrics.jsonl, tb/, ckpt/, traces.jsonl, model/)")
     task: str = arg("arithmetic", "task name or path/to/file.py:ClassName (needs solution_lines)")
-    task_args: dict = arg({}, "task constructor arguments, e.g. op=mul,cot=cells")
-    levels: list[int] = arg([1, 2, 3], "difficulty levels of the train problems (uniformly)")
     iterations: int = arg(1, "outer iterations (sample drafts from the current model, build traces, fine-tune)")
     problems_per_iteration: int = arg(256, "train problems drawn per iteration (duplicates dropped)")
     drafts_per_problem: int = arg(2, "System-2 drafts sampled per problem")
@@ -73,34 +69,11 @@ class ReviseConfig:
     system2_fraction: float = arg(0.5, "share of System-2 examples among the plain reference examples")
     cue: str = arg(REVISE_CUE, "the revision cue, on its own line after the draft (keep the default so budget "
                                "forcing's Wait and --strategy reflect match)")
-    epochs: float = arg(2.0, "fine-tune length in passes over the set ...")
-    steps_per_iteration: int = arg(0, "... or this many optimizer steps (0: use epochs)")
-    batch_size: int = arg(32, "examples per fine-tuning step")
-    lr: float = arg(3e-5, "fine-tuning learning rate (AdamW), constant after warm-up (a fresh AdamW breaks a "
-                          "converged small model at 1e-4: dev/LOG.md)")
-    warmup_steps: int = arg(10, "linear warm-up steps of each fine-tune")
-    weight_decay: float = arg(0.0, "AdamW weight decay")
-    betas: list[float] = arg([0.9, 0.98], "AdamW betas")
-    micro_batches: int = arg(1, "split each batch into this many length-sorted micro-batches")
-    grad_clip: float = arg(1.0, "clip the global gradient norm to this value (0: off)")
     eval_per_level: int = arg(32, "held-out problems per level: greedy pass@1 and reflect metrics (0: none)")
-    seed: int = arg(0, "seed for problems, sampling and data order")
-    threads: int = arg(0, "torch threads (0: all cores)")
-    device: str = arg("cpu", "torch device to train on (cpu, cuda, cuda:1, ...)")
-    resume: bool = arg(True, "continue after the last finished iteration if out/ckpt exists")
-    progress: bool = arg(True, "show a progress bar")
 
     def __post_init__(self):
-        check_device(self.device)
-        from ..models import is_model_dir
-
-        require(bool(self.init), "init", "give the model folder to start from, e.g. init=runs/sft/model")
-        require(is_model_dir(self.init), "init", f"{self.init!r} is not a model folder (no config.json)")
-        require(len(self.levels) > 0, "levels", "give at least one level")
-        for name in ("iterations", "problems_per_iteration", "drafts_per_problem", "max_per_problem",
-                     "max_new_tokens", "batch_size"):
-            require(getattr(self, name) > 0, name, "must be > 0")
-        require(self.temperature >= 0 and math.isfinite(self.temperature), "temperature", "must be >= 0")
+        super().__post_init__()
+        check_positive(self, "iterations", "problems_per_iteration", "drafts_per_problem", "max_per_problem")
         require(self.temperature > 0 or self.drafts_per_problem == 1, "temperature",
                 "greedy drafts (0) are identical; use temperature > 0 or drafts_per_problem=1")
         require(0.0 < self.revise_fraction <= 1.0, "revise_fraction",
@@ -110,8 +83,6 @@ class ReviseConfig:
             with_cue("", self.cue)
         except ValueError as e:
             raise ConfigError(f"cue: {e}") from None
-        check_fine_tune(self)
-        require(self.eval_per_level >= 0, "eval_per_level", "must be >= 0")
 
 
 # ----------------------------------------------------------------------------- revision traces
@@ -177,6 +148,17 @@ def plain_examples(task, tok, cfg: ReviseConfig, iteration: int, count: int) -> 
     return out
 
 
+def draft_revisions(worker, model, task, cfg: ReviseConfig, iteration: int) -> tuple[list[RevisionTrace], dict]:
+    """The current model's System-2 drafts of this iteration's train problems, turned into revision traces."""
+    worker.load_weights(None, version=iteration)
+    model.eval()
+    problems = iteration_problems(task, cfg.seed + 7919, iteration, cfg.problems_per_iteration, cfg.levels)
+    sampling = SamplingParams(max_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                              seed=derive_seed("revise", cfg.seed, iteration))
+    groups = worker.rollout(problems, Mode.SYSTEM2, cfg.drafts_per_problem, sampling)
+    return revision_traces(task, groups, cfg, iteration)
+
+
 # ----------------------------------------------------------------------------- evaluation
 
 def reflect_metrics(engine, task, problems: list[Problem], max_tokens: int, cue: str = REVISE_CUE) -> dict:
@@ -206,74 +188,49 @@ def reflect_metrics(engine, task, problems: list[Problem], max_tokens: int, cue:
 def train(cfg: ReviseConfig, task=None, model=None, tok=None) -> Path:
     """Run revise training; returns the run folder. ``task``/``model``/``tok`` override the config's specs
     (tests); a given ``model`` is taken as the init model."""
-    from tqdm.auto import tqdm
+    with TrainingRun(cfg, "revise", counter="iteration") as run:
+        task = resolve_task(cfg, task)
+        if not callable(getattr(task, "solution_lines", None)):
+            raise ConfigError(f"task: {task.name!r} has no solution_lines(problem); revise needs worked solutions")
+        model, tok = load_init(cfg, model, tok)
+        run.resume(model, tok)
+        worker = LocalRolloutWorker(model, tok, task, RewardFn())
+        heldout = heldout_problems(task, cfg)
 
-    from ..models import load_model, save
+        def evaluate(step: int) -> dict:
+            if not heldout:
+                return {}
+            model.eval()
+            ev = {**heldout_metrics(worker.engine, task, tok, heldout, (Mode.SYSTEM2,), cfg.max_new_tokens),
+                  **reflect_metrics(worker.engine, task, heldout, cfg.max_new_tokens, cfg.cue)}
+            run.log.log(step, **ev)
+            return ev
 
-    run = open_run(cfg, "revise")
-    task = resolve_task(cfg, task)
-    if not callable(getattr(task, "solution_lines", None)):
-        raise ConfigError(f"task: {task.name!r} has no solution_lines(problem); revise needs worked solutions")
-    if model is None:
-        model, tok = load_model(cfg.init)
-    if tok is None:
-        raise ConfigError("train(): pass tok together with model")
-    model.to(cfg.device)
+        bar = run.progress(cfg.iterations, baseline=evaluate)
+        for iteration in range(run.start, cfg.iterations):
+            t0 = time.time()
+            # -- the current model's own drafts on fresh train problems, graded, turned into revision traces
+            traces, stats = draft_revisions(worker, model, task, cfg, iteration)
+            t_gen = time.time() - t0
 
-    start, ckpt = 0, latest_checkpoint(run) if cfg.resume else None
-    if ckpt is not None:
-        start = load_checkpoint(ckpt, model)["iteration"]
-    truncate_metrics(run, start if ckpt is not None else -1)
-    log = RunLog(run)
-    worker = LocalRolloutWorker(model, tok, task, RewardFn())
-    heldout = task.heldout_set(cfg.eval_per_level, tuple(cfg.levels)) if cfg.eval_per_level else []
-
-    def evaluate(step: int) -> dict:
-        if not heldout:
-            return {}
-        model.eval()
-        ev = {**heldout_metrics(worker.engine, task, tok, heldout, (Mode.SYSTEM2,), cfg.max_new_tokens),
-              **reflect_metrics(worker.engine, task, heldout, cfg.max_new_tokens, cfg.cue)}
-        log.log(step, **ev)
-        return ev
-
-    if start == 0:
-        evaluate(0)
-    bar = tqdm(total=cfg.iterations, initial=start, desc="revise", disable=not cfg.progress, dynamic_ncols=True)
-    for iteration in range(start, cfg.iterations):
-        t0 = time.time()
-        # -- the current model's own drafts on fresh train problems, graded, turned into revision traces
-        worker.load_weights(None, version=iteration)
-        model.eval()
-        problems = iteration_problems(task, cfg.seed + 7919, iteration, cfg.problems_per_iteration, cfg.levels)
-        sampling = SamplingParams(max_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                  seed=derive_seed("revise", cfg.seed, iteration))
-        groups = worker.rollout(problems, Mode.SYSTEM2, cfg.drafts_per_problem, sampling)
-        traces, stats = revision_traces(task, groups, cfg, iteration)
-        t_gen = time.time() - t0
-
-        # -- mix with plain reference examples and fine-tune (continuing from the current weights)
-        n_plain = round(len(traces) * (1 - cfg.revise_fraction) / cfg.revise_fraction)
-        rendered = [render_example(tok, task.prompt(t.problem, Mode.SYSTEM2), Mode.SYSTEM2, t.completion) for t in traces]
-        rendered += plain_examples(task, tok, cfg, iteration, n_plain)
-        try:
-            ft = fine_tune_rendered(model, tok, rendered, cfg, iteration, tag="revise")
-        except TrainingHalted as e:
-            bar.close()
-            log.close()
-            raise TrainingHalted(f"{e}; stopped without saving. Last good checkpoint: {ckpt or 'none'}") from None
-        done = iteration + 1
-        log.log(done, **stats, plain_examples=n_plain, **ft, gen_s=t_gen, iteration_s=time.time() - t0)
-        ev = evaluate(done)
-        bar.update(1)
-        bar.write(f"iteration {done}: {stats['revision_traces']} revision traces ({stats['revised_wrong_drafts']} of "
-                  f"wrong drafts) + {n_plain} plain" + (f"; held-out pass@1 {ev['eval/system2_pass@1']:.3f}, after "
-                  f"the cue {ev['eval/revised_pass@1']:.3f} ({ev['eval/revised_well_formed']:.0%} well formed)"
-                                                         if ev else ""))
-        ckpt = save_checkpoint(run, model, tok, {"iteration": done, "config": to_dict(cfg)})
-        with open(run / "traces.jsonl", "a" if iteration else "w") as f:  # for reading only
-            f.writelines(json.dumps(t.to_dict(), default=str) + "\n" for t in traces)
-    bar.close()
-    log.close()
-    save(model, tok, run / "model")
-    return run
+            # -- mix with plain reference examples and fine-tune (continuing from the current weights)
+            n_plain = round(len(traces) * (1 - cfg.revise_fraction) / cfg.revise_fraction)
+            rendered = [render_example(tok, task.prompt(t.problem, Mode.SYSTEM2), Mode.SYSTEM2, t.completion)
+                        for t in traces]
+            rendered += plain_examples(task, tok, cfg, iteration, n_plain)
+            try:
+                ft = fine_tune_rendered(model, tok, rendered, cfg, iteration, tag="revise")
+            except TrainingHalted as e:
+                run.halt(str(e))
+            done = iteration + 1
+            run.log.log(done, **stats, plain_examples=n_plain, **ft, gen_s=t_gen, iteration_s=time.time() - t0)
+            ev = evaluate(done)
+            bar.update(1)
+            bar.write(f"iteration {done}: {stats['revision_traces']} revision traces ({stats['revised_wrong_drafts']} "
+                      f"of wrong drafts) + {n_plain} plain" + (f"; held-out pass@1 {ev['eval/system2_pass@1']:.3f}, "
+                      f"after the cue {ev['eval/revised_pass@1']:.3f} ({ev['eval/revised_well_formed']:.0%} well "
+                      "formed)" if ev else ""))
+            run.checkpoint(done)
+            with open(run.dir / "traces.jsonl", "a" if iteration else "w") as f:  # for reading only
+                f.writelines(json.dumps(t.to_dict(), default=str) + "\n" for t in traces)
+        return run.finish()

@@ -30,8 +30,8 @@ from .losses import rloo_advantages
 
 @dataclass
 class RLOOConfig(GRPOConfig):
-    out: str = arg("runs/rloo", "run folder (config, metrics.jsonl, tb/, ckpt/, model/)")
-    loss_agg: str = arg("sequence_mean", "loss aggregation: sequence_mean, token_mean, constant_normalizer")
+    out: str = arg("runs/rloo")
+    loss_agg: str = arg("sequence_mean")
     clip_high: float = arg(0.2, "PPO clip above (binds only with epochs_per_step > 1)")
 
     name: ClassVar[str] = "rloo"

@@ -38,20 +38,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from ..config import ConfigError, arg, check_device, require, to_dict
+from ..config import FromModelConfig, HeldoutConfig, ModeConfig, arg, check_positive, require
 from ..engine import SamplingParams, derive_seed
 from ..evaluate import heldout_metrics
-from ..train.runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
-from ..chat import MODES, Mode
+from ..chat import Mode
 from ..tasks.base import Problem
 from ..tokenizer import Rendered, render_example
-from ..train.loop import TrainingHalted, budget_spent, open_run, resolve_task
-from ..train.optimizers import make_optimizer
+from ..train.finetune import FineTuneConfig, fine_tune_rendered
+from ..train.loop import TrainingHalted, TrainingRun, heldout_problems, load_init, resolve_task
 from .rewards import RewardFn
 from .rollout import Group, LocalRolloutWorker
-from ..train.sft import token_mean_backward
 
 DEFAULT_HINT = "{question}\n(answer: {answer})"
 
@@ -65,23 +61,17 @@ def _formats(template: str) -> bool:
 
 
 @dataclass
-class STaRConfig:
-    out: str = arg("runs/star", "run folder (config, metrics.jsonl, tb/, ckpt/, traces.jsonl, model/)")
-    init: str = arg("", "model folder to start from (required), e.g. runs/sft/model")
-    task: str = arg("arithmetic", "task name or path/to/file.py:ClassName")
-    task_args: dict = arg({}, "task constructor arguments, e.g. op=mul,max_level=5")
-    levels: list[int] = arg([1, 2, 3], "difficulty levels to sample training problems from (uniformly)")
+class STaRConfig(HeldoutConfig, FineTuneConfig, ModeConfig, FromModelConfig):
+    out: str = arg("runs/star", "run folder (config.json, metrics.jsonl, tb/, ckpt/, traces.jsonl, model/)")
     curriculum_every: int = arg(0, "start with the first of levels and add the next one every N iterations (0: all "
                                    "levels from the first iteration): what a model solves at one level becomes "
                                    "the steps it needs at the next")
-    mode: str = arg(Mode.SYSTEM2, "system2 (rationale, then answer) or system1 (answer only: no rationale)")
     iterations: int = arg(3, "outer iterations (sample, filter, rationalise, fine-tune)")
     time_budget_s: float = arg(0.0, "stop after the iteration that crosses this many seconds of this invocation "
                                "(0: run all iterations)")
     problems_per_iteration: int = arg(256, "train problems drawn per iteration (duplicates dropped)")
     samples_per_problem: int = arg(4, "completions per problem, and per unsolved problem with the hint (k)")
     temperature: float = arg(1.0, "sampling temperature (0: greedy, then samples_per_problem must be 1)")
-    max_new_tokens: int = arg(160, "generation limit per completion (also for evaluation)")
     rationalize: bool = arg(True, "retry unsolved problems with the answer as a hint (the paper's rationalisation)")
     hint: str = arg(DEFAULT_HINT, "how the hint rewrites the user message: a format string with {answer} and "
                     "{question} (a task may define hinted_prompt(problem, mode) instead)")
@@ -93,44 +83,16 @@ class STaRConfig:
     max_per_problem: int = arg(1, "distinct correct traces kept per problem and iteration (the paper: 1)")
     accumulate: bool = arg(True, "fine-tune on the traces of all iterations so far (false: this iteration's)")
     restart_from_init: bool = arg(True, "fine-tune from init every iteration (the paper) instead of continuing")
-    epochs: float = arg(2.0, "inner fine-tune length in passes over the training set ...")
-    steps_per_iteration: int = arg(0, "... or this many optimizer steps (0: use epochs)")
-    batch_size: int = arg(32, "traces per fine-tuning step")
-    lr: float = arg(3e-5, "fine-tuning learning rate (AdamW), constant after warm-up; about the SFT run's final lr "
-                    "(a fresh AdamW at 1e-4 took a converged small model from 68% to 50% held-out in 7 steps)")
-    warmup_steps: int = arg(10, "linear warm-up steps of each inner fine-tune")
-    weight_decay: float = arg(0.0, "AdamW weight decay")
-    betas: list[float] = arg([0.9, 0.98], "AdamW betas")
-    micro_batches: int = arg(1, "split each batch into this many length-sorted micro-batches")
-    grad_clip: float = arg(1.0, "clip the global gradient norm to this value (0: off)")
-    eval_per_level: int = arg(32, "held-out problems per level, greedy pass@1 after each iteration (0: none)")
-    seed: int = arg(0, "seed for problems, sampling and data order")
-    threads: int = arg(0, "torch threads (0: all cores)")
-    device: str = arg("cpu", "torch device to train on (cpu, cuda, cuda:1, ...)")
-    resume: bool = arg(True, "continue after the last finished iteration if out/ckpt exists")
-    progress: bool = arg(True, "show a progress bar")
 
     def __post_init__(self):
-        check_device(self.device)
-        from ..models import is_model_dir
-
-        require(bool(self.init), "init", "give the model folder to start from (STaR needs a model that already "
-                "writes the task's format), e.g. init=runs/sft/model")
+        super().__post_init__()
         require(not self.from_traces or os.path.isfile(self.from_traces), "from_traces",
                 f"{self.from_traces!r} is not a file; write one with: slowthink traces export --db DB --out FILE "
                 "--verified-only")
-        require(is_model_dir(self.init), "init", f"{self.init!r} is not a model folder (no config.json)")
-        require(self.mode in MODES, "mode", f"must be one of {MODES}")
-        require(len(self.levels) > 0, "levels", "give at least one level")
         require(self.curriculum_every >= 0, "curriculum_every", "must be >= 0 (0: no curriculum)")
-        for name in ("iterations", "problems_per_iteration", "samples_per_problem", "max_new_tokens",
-                     "max_per_problem", "batch_size"):
-            require(getattr(self, name) > 0, name, "must be > 0")
-        require(self.temperature >= 0 and math.isfinite(self.temperature), "temperature", "must be >= 0")
+        check_positive(self, "iterations", "problems_per_iteration", "samples_per_problem", "max_per_problem")
         require(self.temperature > 0 or self.samples_per_problem == 1, "temperature",
                 "greedy decoding (0) gives k identical samples; use temperature > 0 or samples_per_problem=1")
-        check_fine_tune(self)
-        require(self.eval_per_level >= 0, "eval_per_level", "must be >= 0")
         require(self.time_budget_s >= 0 and math.isfinite(self.time_budget_s), "time_budget_s", "must be >= 0")
         require("{answer}" in self.hint and _formats(self.hint), "hint",
                 f"a format string with {{answer}} and optionally {{question}}, e.g. {DEFAULT_HINT!r}")
@@ -256,129 +218,70 @@ def fine_tune(model, tok, task, traces: list[Trace], cfg: STaRConfig, iteration:
     return fine_tune_rendered(model, tok, rendered, cfg, iteration)
 
 
-def check_fine_tune(cfg) -> None:
-    """Validate the fields :func:`fine_tune_rendered` reads (STaR's and revise's configs both carry them)."""
-    require(cfg.steps_per_iteration > 0 or cfg.epochs > 0, "epochs", "must be > 0 when steps_per_iteration=0")
-    require(cfg.steps_per_iteration >= 0, "steps_per_iteration", "must be >= 0 (0: use epochs)")
-    require(cfg.lr > 0 and math.isfinite(cfg.lr), "lr", "must be > 0")
-    for name in ("warmup_steps", "weight_decay", "grad_clip"):
-        require(getattr(cfg, name) >= 0, name, "must be >= 0")
-    require(1 <= cfg.micro_batches <= cfg.batch_size, "micro_batches", "must be in 1..batch_size")
-    require(len(cfg.betas) == 2 and all(0 <= b < 1 for b in cfg.betas), "betas", "two values in [0, 1)")
-
-
-def fine_tune_rendered(model, tok, rendered: list[Rendered], cfg, iteration: int, tag: str = "star") -> dict:
-    """The inner fine-tune on rendered examples (shared with ``slowthink.rl.revise``). ``cfg`` needs
-    batch_size, steps_per_iteration, epochs, lr, warmup_steps, micro_batches, grad_clip, seed and the
-    optimizer fields of ``make_optimizer``."""
-    if not rendered:
-        return {"ft_steps": 0}
-    size = min(cfg.batch_size, len(rendered))
-    steps = cfg.steps_per_iteration or max(1, math.ceil(cfg.epochs * len(rendered) / size))
-    rng, stream = random.Random(f"{tag}-ft-{cfg.seed}-{iteration}"), []
-    while len(stream) < steps * size:  # consecutive shuffled passes over the training set
-        stream += rng.sample(range(len(rendered)), len(rendered))
-    opt = make_optimizer(model, cfg)
-    model.train()
-    losses = []
-    for step in range(steps):
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
-        opt.zero_grad(set_to_none=True)
-        batch = [rendered[i] for i in stream[step * size:(step + 1) * size]]
-        loss, _ = token_mean_backward(model, batch, tok.pad_token_id, min(cfg.micro_batches, len(batch)))
-        gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf")))
-        if not (math.isfinite(loss) and math.isfinite(gnorm)):
-            raise TrainingHalted(f"non-finite loss/gradient ({loss}, {gnorm}) in iteration {iteration + 1}, "
-                                 f"fine-tuning step {step + 1}")
-        opt.step()
-        losses.append(loss)
-    return {"ft_steps": steps, "ft_loss": sum(losses) / len(losses), "ft_loss_last": losses[-1]}
-
-
 # ----------------------------------------------------------------------------- outer loop
+
+def pool_traces(traces: list[Trace], new: list[Trace], accumulate: bool) -> tuple[list[Trace], list[Trace]]:
+    """The fine-tuning set after an iteration (all traces so far with ``accumulate``, else this iteration's)
+    and the new traces in it."""
+    if not accumulate:
+        return new, new
+    seen = {(t.problem.key, t.completion) for t in traces}
+    new = [t for t in new if (t.problem.key, t.completion) not in seen]
+    return traces + new, new
+
 
 def train(cfg: STaRConfig, task=None, model=None, tok=None) -> Path:
     """Run STaR; returns the run folder. ``task``/``model``/``tok`` override the config's specs (tests);
     a given ``model`` is taken as the init model."""
-    from tqdm.auto import tqdm
+    with TrainingRun(cfg, "star", counter="iteration") as run:
+        task = resolve_task(cfg, task)
+        model, tok = load_init(cfg, model, tok)
+        # The weights every inner fine-tune restarts from, taken before a checkpoint overwrites them.
+        init_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if cfg.restart_from_init else None
+        traces = [Trace.from_dict(d) for d in run.resume(model, tok).get("traces", [])]
+        worker = LocalRolloutWorker(model, tok, task, RewardFn(verify_steps=cfg.verify_steps))
+        hint_worker = LocalRolloutWorker(model, tok, Hinted(task, cfg.hint), RewardFn(verify_steps=cfg.verify_steps))
+        hint_worker.engine = worker.engine  # same model: one engine, one copy of its fused weights
+        heldout = heldout_problems(task, cfg)
 
-    from ..models import load_model, save
+        def evaluate(step: int) -> dict:
+            if not heldout:
+                return {}
+            ev = heldout_metrics(worker.engine, task, tok, heldout, (cfg.mode,), cfg.max_new_tokens)
+            run.log.log(step, **ev)
+            return ev
 
-    run = open_run(cfg, "star")
-    task = resolve_task(cfg, task)
-    if model is None:
-        model, tok = load_model(cfg.init)
-    if tok is None:
-        raise ConfigError("train(): pass tok together with model")
-    model.to(cfg.device)
-    # The weights every inner fine-tune restarts from, taken before a checkpoint overwrites them.
-    init_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if cfg.restart_from_init else None
+        bar = run.progress(cfg.iterations, baseline=evaluate)  # the init model's score
+        for iteration in range(run.start, cfg.iterations):
+            t0 = time.time()
+            # -- generate with the current model (M_{n-1}); rationalise what it could not solve
+            for w in (worker, hint_worker):
+                w.load_weights(None, version=iteration)
+            levels = curriculum_levels(cfg.levels, cfg.curriculum_every, iteration)
+            problems = iteration_problems(task, cfg.seed, iteration, cfg.problems_per_iteration, levels)
+            new, stats = collect(worker, hint_worker, problems, cfg, iteration)
+            stats["hardest_level"] = max(levels)
+            t_gen = time.time() - t0
 
-    start, traces = 0, []
-    ckpt = latest_checkpoint(run) if cfg.resume else None
-    if ckpt is not None:
-        state = load_checkpoint(ckpt, model)
-        start, traces = state["iteration"], [Trace.from_dict(d) for d in state["traces"]]
-    truncate_metrics(run, start if ckpt is not None else -1)  # a fresh start also drops a killed attempt's rows
-    log = RunLog(run)
-    worker = LocalRolloutWorker(model, tok, task, RewardFn(verify_steps=cfg.verify_steps))
-    hint_worker = LocalRolloutWorker(model, tok, Hinted(task, cfg.hint), RewardFn(verify_steps=cfg.verify_steps))
-    hint_worker.engine = worker.engine  # same model: one engine, one copy of its fused weights
-    heldout = task.heldout_set(cfg.eval_per_level, tuple(cfg.levels)) if cfg.eval_per_level else []
-
-    def evaluate(step: int) -> dict:
-        if not heldout:
-            return {}
-        ev = heldout_metrics(worker.engine, task, tok, heldout, (cfg.mode,), cfg.max_new_tokens)
-        log.log(step, **ev)
-        return ev
-
-    if start == 0:
-        evaluate(0)  # the init model's score, the baseline every iteration is compared with
-    bar = tqdm(total=cfg.iterations, initial=start, desc="star", disable=not cfg.progress, dynamic_ncols=True)
-    t_start = time.time()
-    for iteration in range(start, cfg.iterations):
-        t0 = time.time()
-        # -- generate with the current model (M_{n-1}); rationalise what it could not solve
-        for w in (worker, hint_worker):
-            w.load_weights(None, version=iteration)
-        levels = curriculum_levels(cfg.levels, cfg.curriculum_every, iteration)
-        problems = iteration_problems(task, cfg.seed, iteration, cfg.problems_per_iteration, levels)
-        new, stats = collect(worker, hint_worker, problems, cfg, iteration)
-        stats["hardest_level"] = max(levels)
-        t_gen = time.time() - t0
-
-        # -- fine-tune M_n: from init (the paper) or from M_{n-1}, on this and (accumulate) earlier traces
-        if cfg.accumulate:
-            seen = {(t.problem.key, t.completion) for t in traces}
-            new = [t for t in new if (t.problem.key, t.completion) not in seen]
-            traces = traces + new
-        else:
-            traces = new
-        if init_state is not None:
-            model.load_state_dict(init_state)
-        try:
-            ft = fine_tune(model, tok, task, traces, cfg, iteration)
-        except TrainingHalted as e:
-            bar.close()
-            log.close()
-            raise TrainingHalted(f"{e}; stopped without saving. Last good checkpoint: {ckpt or 'none'}") from None
-        done = iteration + 1
-        log.log(done, **stats, traces_kept=len(new), train_set=len(traces), **ft, gen_s=t_gen,
-                iteration_s=time.time() - t0)
-        ev = evaluate(done)
-        bar.update(1)
-        bar.write(f"iteration {done}: solved {stats['solved_direct']} + {stats['solved_rationalized']} rationalised "
-                  f"of {stats['problems']}, kept {len(new)}" +
-                  (f", held-out pass@1 {ev[f'eval/{cfg.mode}_pass@1']:.3f}" if ev else ""))
-        ckpt = save_checkpoint(run, model, tok, {"iteration": done, "traces": [t.to_dict() for t in traces],
-                                                 "config": to_dict(cfg)})
-        # For reading only (resume uses the copy inside the checkpoint, written atomically with the weights).
-        (run / "traces.jsonl").write_text("".join(json.dumps(t.to_dict(), default=str) + "\n" for t in traces))
-        if budget_spent(t_start, cfg.time_budget_s):
-            break
-    bar.close()
-    log.close()
-    save(model, tok, run / "model")
-    return run
+            # -- fine-tune M_n: from init (the paper) or from M_{n-1}, on this and (accumulate) earlier traces
+            traces, new = pool_traces(traces, new, cfg.accumulate)
+            if init_state is not None:
+                model.load_state_dict(init_state)
+            try:
+                ft = fine_tune(model, tok, task, traces, cfg, iteration)
+            except TrainingHalted as e:
+                run.halt(str(e))
+            done = iteration + 1
+            run.log.log(done, **stats, traces_kept=len(new), train_set=len(traces), **ft, gen_s=t_gen,
+                        iteration_s=time.time() - t0)
+            ev = evaluate(done)
+            bar.update(1)
+            bar.write(f"iteration {done}: solved {stats['solved_direct']} + {stats['solved_rationalized']} "
+                      f"rationalised of {stats['problems']}, kept {len(new)}" +
+                      (f", held-out pass@1 {ev[f'eval/{cfg.mode}_pass@1']:.3f}" if ev else ""))
+            run.checkpoint(done, traces=[t.to_dict() for t in traces])
+            # For reading only (resume uses the copy inside the checkpoint, written atomically with the weights).
+            (run.dir / "traces.jsonl").write_text("".join(json.dumps(t.to_dict(), default=str) + "\n" for t in traces))
+            if run.budget_spent(cfg.time_budget_s):
+                break
+        return run.finish()

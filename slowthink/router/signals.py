@@ -141,9 +141,20 @@ def agreement(greedy: Completion, samples: list[Completion]) -> float:
 S1_NAMES = ["s1_mean_logprob", "s1_min_logprob", "s1_tokens", "s1_well_formed"]
 
 
+S2CHECK_NAMES = ["s2_checked", "s2_mean_logprob", "s2_min_logprob", "s2_tokens"]
+
+
+def s2check_features(verdict: float, solution: Completion) -> list[float]:
+    """The checker's verdict on the System-2 greedy solution, the solution's mean and min per-token
+    log-probability, and its length."""
+    lp = np.asarray(solution.logprobs or [0.0], np.float64)
+    return [float(verdict), float(lp.mean()), float(lp.min()), float(len(solution.token_ids))]
+
+
 def feature_row(signals, hidden: np.ndarray | None, greedy: Completion | None,
-                samples: list[Completion] | None) -> np.ndarray:
-    """One question's features in the layout ``compute_signals`` gives (for online routing)."""
+                samples: list[Completion] | None, s2check: tuple[float, Completion] | None = None) -> np.ndarray:
+    """One question's features in the layout ``compute_signals`` gives (for online routing);
+    ``s2check``: the checker's verdict and the System-2 greedy solution it judged."""
     parts: list[np.ndarray] = []
     if "prompt" in signals:
         parts.append(np.asarray(hidden, np.float32).ravel())
@@ -151,10 +162,9 @@ def feature_row(signals, hidden: np.ndarray | None, greedy: Completion | None,
         parts.append(np.array(s1_features(greedy), np.float32))
     if "agree" in signals:
         parts.append(np.array([agreement(greedy, samples)], np.float32))
+    if "s2check" in signals:
+        parts.append(np.array(s2check_features(*s2check), np.float32))
     return np.concatenate(parts)
-
-
-S2CHECK_NAMES = ["s2_checked", "s2_mean_logprob", "s2_min_logprob", "s2_tokens"]
 
 
 def compute_signals(engines: dict, task, problems: list[Problem], signals=None, fast: str = "main",
@@ -207,9 +217,7 @@ def compute_signals(engines: dict, task, problems: list[Problem], signals=None, 
         s2_correct = np.array([task.score(p, c.text, Mode.SYSTEM2).correct for p, c in zip(problems, greedy)], bool)
         s2_texts = [c.text for c in greedy]
         by_signal["s2check"] = np.array([len(c.token_ids) + t for c, t in zip(greedy, checker.item_tokens)], np.int64)
-        lp = [np.asarray(c.logprobs or [0.0], np.float64) for c in greedy]
-        cols.append(np.array([[v, x.mean(), x.min(), len(c.token_ids)] for v, x, c in zip(verdict, lp, greedy)],
-                             np.float32))
+        cols.append(np.array([s2check_features(v, c) for v, c in zip(verdict, greedy)], np.float32))
         names += S2CHECK_NAMES
     groups, start = {}, 0
     for s, block in zip(signals, cols):

@@ -8,7 +8,6 @@ validation AUROC per arm; the saved predictor is then refitted on all of them.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import arg, check_device, require, to_dict
+from ..config import RunConfig, arg, require
 from ..tasks.base import Problem
 from .arms import CHECK, ArmTable, arm_table, default_arms
 from .predictor import auroc, fit_predictor
@@ -29,13 +28,12 @@ L2_GRID = (1.0, 10.0, 100.0, 1000.0)
 
 
 @dataclass
-class RouterConfig:
+class RouterConfig(RunConfig):
+    out: str = arg("", "where to save the router (default: MODEL/router, loaded with the model)")
+    task_args: dict = arg({"op": "mul", "cot": "cells"})
+    levels: list[int] = arg([1, 2, 3], "levels to draw training problems from (mix the levels you will route)")
     model: str = arg("", "model folder (the hybrid model, or the System-2 model with fast_model) (required)")
     fast_model: str = arg("", "optional System-1 model folder: two-model mode (fast System-1, slow System-2)")
-    out: str = arg("", "where to save the router (default: MODEL/router, loaded with the model)")
-    task: str = arg("arithmetic", "task name or path/to/file.py:ClassName")
-    task_args: dict = arg({"op": "mul", "cot": "cells"}, "task constructor arguments")
-    levels: list[int] = arg([1, 2, 3], "levels to draw training problems from (mix the levels you will route)")
     per_level: int = arg(120, "training problems per level (train split: never held-out)")
     majority_ns: list[int] = arg([4, 8, 16], "self-consistency arms: samples per question")
     temperature: float = arg(0.7, "sampling temperature of the self-consistency arms")
@@ -51,20 +49,15 @@ class RouterConfig:
     l2: float = arg(0.0, f"L2 regularisation of the predictor (0: the one of {list(L2_GRID)} with the lowest "
                     "validation log-loss)")
     tradeoff: float = arg(0.05, "default routing tradeoff: cheapest arm within this of the best predicted success")
-    seed: int = arg(0, "seed for problems and sampling")
-    threads: int = arg(0, "torch threads (0: all cores)")
-    device: str = arg("cpu", "torch device of the models (cpu, cuda, cuda:1, ...)")
-    progress: bool = arg(True, "show progress bars")
 
     def __post_init__(self):
-        check_device(self.device)
+        super().__post_init__()
         from ..models import is_model_dir
 
         require(bool(self.model) and is_model_dir(self.model), "model", f"{self.model!r} is not a model folder "
                 "(no config.json); e.g. model=runs/quickstart/model")
         require(not self.fast_model or is_model_dir(self.fast_model), "fast_model",
                 f"{self.fast_model!r} is not a model folder")
-        require(len(self.levels) > 0, "levels", "give at least one level")
         require(self.per_level >= 4, "per_level", "must be >= 4")
         require(all(n >= 2 for n in self.majority_ns), "majority_ns", "each must be >= 2 (1 is the greedy arm)")
         require(all(n >= 2 for n in self.check_ns), "check_ns", "each must be >= 2")
@@ -189,21 +182,16 @@ def _validate(cfg: RouterConfig, table: ArmTable, sig: Signals, fit: np.ndarray,
 
 def train(cfg: RouterConfig) -> str:
     """Train and save a router; returns its folder."""
-    import torch
+    from ..train.loop import open_run, resolve_task
 
-    from ..train.loop import resolve_task
-
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     t0 = time.time()
+    out = open_run(cfg, "router", cfg.out or Path(cfg.model) / ROUTER_DIR)
     task = resolve_task(cfg)
     engines, names = load_engines(cfg.model, cfg.fast_model, device=cfg.device, checker=cfg.checker, task=task)
     problems = training_problems(task, cfg.levels, cfg.per_level, cfg.seed)
     router, metrics = fit_router(cfg, task, engines, names, problems)
     metrics["train_seconds"] = round(time.time() - t0, 1)
-    out = Path(cfg.out or Path(cfg.model) / ROUTER_DIR)
     router.save(out)
-    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
     auc = ", ".join(f"{k} {v:.3f}" for k, v in metrics["validation_auroc"].items())
     print(f"router: {len(problems)} training problems, {metrics['train_seconds']} s; validation AUROC: {auc}")
     return str(out)

@@ -23,18 +23,28 @@ def scored_samples(problem, policy: Policy, verifier, meter, n: int, agg: str, u
     return comps, parsed, vs
 
 
-def solve(problem, policy: Policy, verifier=None, budget: int | None = None, *, n: int = 8, agg: str = "min",
-          use: str = "auto") -> Solution:
-    require_verifier(verifier, "best_of_n")
+def sample_and_score(name: str, problem, policy: Policy, verifier, budget: int | None, n: int, agg: str, use: str):
+    """The start every verifier-ranked strategy shares: check the arguments, sample ``n`` (at most ``budget``)
+    and score the well-formed samples. Returns ``(meter, v0, n, scored)``; ``scored`` is what
+    :func:`scored_samples` returns, or None when the budget ran out first."""
+    require_verifier(verifier, name)
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    meter = policy.new_meter(problem, budget, "best_of_n")
+    meter = policy.new_meter(problem, budget, name)
     v0 = verifier_tokens(verifier)
     n = min(n, budget) if budget is not None else n
     try:
-        comps, _, vs = scored_samples(problem, policy, verifier, meter, n, agg, use)
+        return meter, v0, n, scored_samples(problem, policy, verifier, meter, n, agg, use)
     except BudgetExhausted:
+        return meter, v0, n, None
+
+
+def solve(problem, policy: Policy, verifier=None, budget: int | None = None, *, n: int = 8, agg: str = "min",
+          use: str = "auto") -> Solution:
+    meter, v0, n, scored = sample_and_score("best_of_n", problem, policy, verifier, budget, n, agg, use)
+    if scored is None:
         return policy.solution(problem, "", meter, verifier, v0, budget_exhausted=True)
+    comps, _, vs = scored
     ranked = [i for i in range(len(comps)) if vs[i] is not None]
     pick = max(ranked, key=lambda i: (vs[i], -i)) if ranked else 0
     return policy.solution(problem, comps[pick].text, meter, verifier, v0, scores=vs, picked=pick, n=n)

@@ -75,8 +75,7 @@ def uct(child: Node, parent_visits: int, c: float) -> float:
     return child.q + c * math.sqrt(math.log(parent_visits) / child.visits)
 
 
-def solve(problem, policy: Policy, verifier=None, budget: int | None = None, *, simulations: int = 16,
-          expand: int = 4, c: float = 1.0, agg: str = "last", step_tokens: int | None = None) -> Solution:
+def check_options(verifier, policy: Policy, simulations: int, expand: int, c: float, agg: str) -> None:
     require_verifier(verifier, "mcts")
     if not callable(getattr(verifier, "score_steps", None)):
         raise ValueError(f"MCTS values prefixes with a step verifier (score_steps); {type(verifier).__name__} has none")
@@ -88,73 +87,85 @@ def solve(problem, policy: Policy, verifier=None, budget: int | None = None, *, 
         raise ValueError(f"the exploration constant c must be >= 0, got {c}")
     if agg not in AGGREGATIONS:
         raise ValueError(f"agg must be one of {sorted(AGGREGATIONS)}, got {agg!r}")
+
+
+def evaluate(node: Node, problem, policy: Policy, verifier, agg: str) -> None:
+    """A node's value: the verifier's score of its steps so far, or of the whole completion once it is done."""
+    if not node.done:
+        node.value = score_steps(verifier, problem, reasoning_steps(policy, node.text), agg)
+        return
+    node.well_formed = policy.task.score(problem, node.text, policy.mode).well_formed
+    # A malformed completion answers nothing, whatever its steps look like.
+    node.value = score_completion(verifier, policy, problem, node.text, agg) if node.well_formed else 0.0
+
+
+def expand_leaf(leaf: Node, problem, policy: Policy, verifier, meter, expand: int, step_tokens: int, agg: str) -> None:
+    """Sample ``expand`` next steps (or, once the think block is closed, whole answers) from ``leaf``; each
+    distinct one becomes a child, valued and backed up. Raises BudgetExhausted."""
+    answering = THINK_CLOSE in leaf.text
+    room = policy.max_tokens - leaf.tokens
+    comps = policy.continue_from(problem, leaf.text, expand, meter,
+                                 max_tokens=room if answering else min(step_tokens, room),
+                                 stop=() if answering else (STEP_DELIMITER,))
+    seen = set()
+    for comp in comps:
+        eos = policy.ended_turn(comp)
+        delim = STEP_DELIMITER if comp.finish_reason == "stop" and not eos and not answering else ""
+        text = leaf.text + comp.text + delim
+        if text in seen:  # one node per distinct prefix, so sibling visits are not split among duplicates
+            continue
+        seen.add(text)
+        tokens = leaf.tokens + len(comp.token_ids)
+        child = Node(text, tokens, parent=leaf, done=answering or eos or tokens >= policy.max_tokens)
+        evaluate(child, problem, policy, verifier, agg)
+        leaf.children.append(child)
+        child.backup(child.value)
+    leaf.expanded = True
+
+
+def solve(problem, policy: Policy, verifier=None, budget: int | None = None, *, simulations: int = 16,
+          expand: int = 4, c: float = 1.0, agg: str = "last", step_tokens: int | None = None) -> Solution:
+    check_options(verifier, policy, simulations, expand, c, agg)
     step_tokens = step_tokens or policy.max_tokens
     meter = policy.new_meter(problem, budget, "mcts")
     v0 = verifier_tokens(verifier)
-    root, nodes = Node(), 1
-    run, exhausted = 0, False
-
-    def evaluate(node: Node) -> None:
-        if not node.done:
-            node.value = score_steps(verifier, problem, reasoning_steps(policy, node.text), agg)
-            return
-        node.well_formed = policy.task.score(problem, node.text, policy.mode).well_formed
-        # A malformed completion answers nothing, whatever its steps look like.
-        node.value = score_completion(verifier, policy, problem, node.text, agg) if node.well_formed else 0.0
-
+    root, run, exhausted = Node(), 0, False
     while run < simulations:
         leaf = root
         while leaf.expanded:
             leaf = max(leaf.children, key=lambda ch, n=leaf.visits: uct(ch, n, c))
         if leaf.done:
             leaf.backup(leaf.value)
-            run += 1
-            continue
-        answering = THINK_CLOSE in leaf.text
-        room = policy.max_tokens - leaf.tokens
-        try:
-            comps = policy.continue_from(problem, leaf.text, expand, meter,
-                                         max_tokens=room if answering else min(step_tokens, room),
-                                         stop=() if answering else (STEP_DELIMITER,))
-        except BudgetExhausted:
-            exhausted = True
-            break
-        seen = set()
-        for comp in comps:
-            eos = policy.ended_turn(comp)
-            delim = STEP_DELIMITER if comp.finish_reason == "stop" and not eos and not answering else ""
-            text = leaf.text + comp.text + delim
-            if text in seen:  # one node per distinct prefix, so sibling visits are not split among duplicates
-                continue
-            seen.add(text)
-            tokens = leaf.tokens + len(comp.token_ids)
-            child = Node(text, tokens, parent=leaf, done=answering or eos or tokens >= policy.max_tokens)
-            evaluate(child)
-            leaf.children.append(child)
-            child.backup(child.value)
-        leaf.expanded = True
-        nodes += len(leaf.children)
+        else:
+            try:
+                expand_leaf(leaf, problem, policy, verifier, meter, expand, step_tokens, agg)
+            except BudgetExhausted:
+                exhausted = True
+                break
         run += 1
-
+    best, text, completed, out_of_budget = pick_answer(root, problem, policy, meter)
     finished = [n for n in _walk(root) if n.done]
-    completed = False
+    return policy.solution(problem, text, meter, verifier, v0, simulations=run, tree_size=sum(1 for _ in _walk(root)),
+                           finished_leaves=len(finished), value=best.q, visits=best.visits,
+                           completed_greedily=completed, budget_exhausted=exhausted or out_of_budget)
+
+
+def pick_answer(root: Node, problem, policy: Policy, meter) -> tuple[Node, str, bool, bool]:
+    """(node, text, completed greedily, budget ran out): the best finished leaf, else the most valued path
+    finished greedily."""
+    finished = [n for n in _walk(root) if n.done]
     if finished:
         best = max(finished, key=lambda n: (n.well_formed, n.q, n.visits))
-        text = best.text
-    else:
-        best = root
-        while best.children:
-            best = max(best.children, key=lambda n: (n.q, n.visits))
-        text = best.text
-        try:
-            [comp] = policy.continue_from(problem, best.text, 1, meter, max_tokens=policy.max_tokens - best.tokens,
-                                          temperature=0.0)
-            text, completed = best.text + comp.text, True
-        except BudgetExhausted:
-            exhausted = True
-    return policy.solution(problem, text, meter, verifier, v0, simulations=run, tree_size=nodes,
-                           finished_leaves=len(finished), value=best.q, visits=best.visits,
-                           completed_greedily=completed, budget_exhausted=exhausted)
+        return best, best.text, False, False
+    best = root
+    while best.children:
+        best = max(best.children, key=lambda n: (n.q, n.visits))
+    try:
+        [comp] = policy.continue_from(problem, best.text, 1, meter, max_tokens=policy.max_tokens - best.tokens,
+                                      temperature=0.0)
+    except BudgetExhausted:
+        return best, best.text, False, True
+    return best, best.text + comp.text, True, False
 
 
 def _walk(node: Node):

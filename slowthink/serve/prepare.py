@@ -2,9 +2,9 @@
 before anything is queued: the API key (401), the JSON body and its fields (400), the model name (404),
 the chat template, the context length and the completion budget (400), the verification metadata (400).
 
-``reasoning_effort`` (meanings in ``slowthink.effort``) picks the mode and the default budget, capped by what the
-prompt leaves of the model's context; an explicit ``max_completion_tokens`` (or ``max_tokens``) beyond
-it is a 400. With a remote backend the remote renders the prompt and checks the context, so only the
+``reasoning_effort`` (meanings in ``slowthink.effort``) picks the mode and the default budget, capped by
+what the prompt leaves of the model's context; an explicit ``max_completion_tokens`` (or ``max_tokens``)
+beyond it is a 400. With a remote backend the remote renders the prompt and checks the context, so only the
 body, the model name and the metadata are checked here.
 """
 
@@ -22,16 +22,16 @@ from ..tokenizer import render_prompt
 from .protocol import APIError, ChatCompletionRequest
 from .traces import TaskResolver, Verification, verification_from_metadata
 
-from ..effort import DEFAULT_EFFORT, EFFORTS
+from ..effort import AUTO_FALLBACK, DEFAULT_EFFORT, EFFORTS
 from ..chat import Mode
 
-# per sample; auto's router arms bring their own limits (serve.planned)
-EFFORT_BUDGET = {name: (arm or EFFORTS["medium"]).max_tokens for name, arm in EFFORTS.items()}
+# per sample, without max_completion_tokens; the effort service shares a budget between samples
+EFFORT_BUDGET = {name: (setting or EFFORTS[AUTO_FALLBACK]).max_tokens for name, setting in EFFORTS.items()}
 
 
-def effort_mode(effort: str) -> str:
-    """The mode a request is prepared in; auto's router may answer in System-1 instead (serve.planned)."""
-    return Mode.SYSTEM1 if effort == "none" else Mode.SYSTEM2
+def effort_mode(effort: str) -> Mode:
+    """The mode a request is prepared in; auto's router may answer in System-1 instead."""
+    return (EFFORTS[effort] or EFFORTS[AUTO_FALLBACK]).mode
 
 
 @dataclass
@@ -124,7 +124,7 @@ class RequestPreparer:
         if room < 1:
             raise APIError(400, f"This model's maximum context length is {context} tokens; the messages "
                                 f"take {len(prompt_ids)}.", param="messages", code="context_length_exceeded")
-        asked = req.max_completion_tokens or req.max_tokens
+        asked = req.budget
         if asked is not None and asked > room:
             raise APIError(400, f"This model's maximum context length is {context} tokens; you asked for "
                                 f"{asked} completion tokens but the messages take {len(prompt_ids)}.",

@@ -3,18 +3,26 @@
 Only the fields slowthink implements are declared; unknown request fields are ignored (as vLLM does),
 so clients that send e.g. ``user`` keep working. ``metadata`` (OpenAI's string-to-string map) is kept
 with the stored trace and may name a task to verify the answer with (``serve.traces``); ``ignore_eos``
-is vLLM's extension (generate until the token budget, whatever the model emits).
+is vLLM's extension (generate until the token budget, whatever the model emits), and so is
+``thinking_token_budget`` (the most tokens a think block may take before ``</think>`` is forced).
+
+The reasoning goes out under both names servers use: ``reasoning`` (vLLM's current name, also
+OpenRouter's) and ``reasoning_content`` (DeepSeek's, vLLM's earlier one), in messages and in stream
+deltas; assistant turns sent back in the history may carry either.
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-Effort = Literal["none", "low", "medium", "high", "auto"]
+from ..effort import EFFORTS
+
+Effort = Literal[tuple(EFFORTS)]  # none, minimal, low, medium, high, xhigh, auto
 METADATA_MAX_KEYS, METADATA_MAX_KEY, METADATA_MAX_VALUE = 16, 64, 4096  # OpenAI: 16, 64, 512
 
 
@@ -47,6 +55,7 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     reasoning_content: str | None = None  # assistant turns in the history may carry their reasoning
+    reasoning: str | None = None  # the same, under vLLM's current name
 
     def text(self) -> str:
         if self.content is None:
@@ -58,8 +67,9 @@ class ChatMessage(BaseModel):
     def to_template(self) -> dict:
         """The dict the chat template renders (``developer`` is the newer name for ``system``)."""
         out = {"role": "system" if self.role == "developer" else self.role, "content": self.text()}
-        if self.role == "assistant" and self.reasoning_content is not None:
-            out["reasoning_content"] = self.reasoning_content
+        reasoning = self.reasoning_content if self.reasoning_content is not None else self.reasoning
+        if self.role == "assistant" and reasoning is not None:
+            out["reasoning_content"] = reasoning
         return out
 
 
@@ -80,6 +90,8 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: int | None = Field(None, ge=1)
     max_tokens: int | None = Field(None, ge=1)  # legacy name of max_completion_tokens
     reasoning_effort: Effort | None = None
+    thinking_token_budget: int | None = Field(None, ge=1)  # vLLM's: think tokens before </think> is forced;
+    # System-1 (effort none, or auto's System-1 arm) writes no think block and ignores it
     stream: bool = False
     stream_options: StreamOptions | None = None
     metadata: dict[str, str] | None = None  # stored with the trace; "task" + "answer" verify it
@@ -113,6 +125,11 @@ class ChatCompletionRequest(BaseModel):
     def stop_list(self) -> list[str]:
         return list(self.stop or [])
 
+    @property
+    def budget(self) -> int | None:
+        """The most tokens generated for a choice: ``max_completion_tokens``, or its legacy name."""
+        return self.max_completion_tokens or self.max_tokens
+
 
 class FeedbackRequest(BaseModel):
     """``POST /v1/feedback``: a later verdict on one choice of a stored completion."""
@@ -129,6 +146,34 @@ class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
     reasoning_content: str | None = None
+    reasoning: str | None = None  # the same text: set both with ``assistant_message``
+
+
+def assistant_message(reasoning: str | None, content: str | None) -> AssistantMessage:
+    return AssistantMessage(content=content, reasoning_content=reasoning, reasoning=reasoning)
+
+
+def reasoning_delta(text: str) -> dict:
+    """A stream delta carrying reasoning text, under both names."""
+    return {"reasoning_content": text, "reasoning": text}
+
+
+def sse(data: dict) -> str:
+    return f"data: {json.dumps(data)}\n\n"
+
+
+def chunk_event(meta: dict, index: int, delta: dict, finish_reason: str | None = None, logprobs=None,
+                usage_slot: bool = False) -> str:
+    """One ``chat.completion.chunk`` SSE event for choice ``index``; ``usage_slot``: with ``"usage": null``
+    (a stream whose last chunk carries the usage)."""
+    extra = {"usage": None} if usage_slot else {}
+    return sse({**meta, "object": "chat.completion.chunk", **extra,
+                "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": logprobs}]})
+
+
+def usage_event(meta: dict, usage: dict) -> str:
+    """The last chunk of a stream that asked for its usage: no choices."""
+    return sse({**meta, "object": "chat.completion.chunk", "choices": [], "usage": usage})
 
 
 class Choice(BaseModel):

@@ -11,7 +11,8 @@ store, but the text comes from the remote. What is forwarded:
 * ``messages`` as the client sent them, ``model`` = ``--model`` (clients ask for the served name, which is
   ``--served-model-name`` or ``--model``);
 * ``n``, ``temperature``, ``top_p``, ``stop``, ``seed``, ``max_completion_tokens`` / ``max_tokens`` (under
-  the name the client used), ``reasoning_effort`` and ``ignore_eos`` when the client set them (nothing is
+  the name the client used), ``reasoning_effort``, ``thinking_token_budget`` and ``ignore_eos`` when the client
+  set them (nothing is
   added, so a remote that rejects unknown fields only sees what the client chose); ``logprobs`` /
   ``top_logprobs`` when the backend is declared able to return them (``--remote-logprobs``), otherwise a
   request for them is a 400 (:func:`require_logprobs`).
@@ -25,17 +26,17 @@ remote's own default applies (for slowthink: ``medium``, with its 1024-token bud
 effort budgets are not imposed on a remote).
 
 **Reasoning in the answer.** The remote's ``reasoning_content`` (DeepSeek / vLLM; also ``reasoning``, the
-newer vLLM / OpenRouter name) becomes ``message.reasoning_content``. A remote that puts the thinking
-inside ``content`` as ``<think>…</think>answer`` (no reasoning parser) is split: the think block becomes
-``reasoning_content``, the rest ``content`` (both stripped). Only content that *starts* with ``<think>``
+newer vLLM / OpenRouter name) becomes ``message.reasoning`` and ``message.reasoning_content``. A remote
+that puts the thinking inside ``content`` as ``<think>…</think>answer`` (no reasoning parser) is split:
+the think block becomes the reasoning, the rest ``content`` (both stripped). Only content that *starts* with ``<think>``
 is split; a think block whose opening tag was in the prompt (``…</think>answer`` alone) is passed on
 unchanged. Streaming applies the same rule incrementally (text that could still be ``<think>`` or
 ``</think>`` is held back a few characters), so the joined deltas equal the non-streamed message.
 
 **Streaming** is forwarded chunk by chunk as SSE: slowthink's own ids, one ``role`` chunk per choice, then
-the remote's ``delta.reasoning_content`` / ``delta.content`` pieces and each choice's ``finish_reason``;
-the usage chunk (the remote is always asked for it, to fill the trace) reaches the client only when it
-asked with ``stream_options.include_usage``; ``[DONE]`` last. A client that disconnects closes the
+the remote's reasoning (as ``delta.reasoning`` and ``delta.reasoning_content``) and ``delta.content``
+pieces and each choice's ``finish_reason``; the usage chunk (the remote is always asked for it, to fill
+the trace) reaches the client only when it asked with ``stream_options.include_usage``; ``[DONE]`` last. A client that disconnects closes the
 remote stream (a slowthink or vLLM remote then stops generating).
 
 **Errors** keep OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``:
@@ -77,11 +78,13 @@ from dataclasses import dataclass
 
 from ..chat import Mode, THINK_CLOSE, split_think
 from .jobs import JobCancelled
-from .protocol import APIError, error_body
+from .protocol import APIError, assistant_message, chunk_event, error_body, reasoning_delta, sse, usage_event
+from .responses import event_stream
 
 log = logging.getLogger(__name__)
 
-FORWARDED = ("n", "temperature", "top_p", "seed", "max_completion_tokens", "max_tokens", "reasoning_effort")
+FORWARDED = ("n", "temperature", "top_p", "seed", "max_completion_tokens", "max_tokens", "reasoning_effort",
+             "thinking_token_budget")
 
 
 # -- capabilities ------------------------------------------------------------------------------------
@@ -205,8 +208,7 @@ def build_remote_result(p, choices: list[RemoteChoice], remote_usage: dict | Non
     latency, finished = time.monotonic() - t0, time.time()
     out_choices, records = [], []
     for i, c in enumerate(choices):
-        out_choices.append({"index": i, "message": {"role": "assistant", "content": c.content,
-                                                    "reasoning_content": c.reasoning},
+        out_choices.append({"index": i, "message": assistant_message(c.reasoning, c.content).model_dump(),
                             "finish_reason": c.finish_reason, "logprobs": c.logprobs})
         records.append({
             "id": meta["id"], "choice_index": i, "created": finished, "model": meta["model"], "source": source,
@@ -411,15 +413,13 @@ Record = Callable[[list[dict]], object]
 
 async def remote_chat(backend: OpenAIBackend, p, request, meta: dict, t0: float, record: Record):
     """``POST /v1/chat/completions`` through the remote: a dict, or a StreamingResponse (SSE)."""
-    from fastapi.responses import JSONResponse, StreamingResponse
+    from fastapi.responses import JSONResponse
 
     req = p.req
     if req.stream:
         resp = await backend.open_stream(p.remote_body)  # errors before the stream starts: a plain JSON error
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return StreamingResponse(_stream(backend, resp, p, meta, include_usage, t0, record),
-                                 media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return event_stream(_stream(backend, resp, p, meta, include_usage, t0, record))
     task = asyncio.ensure_future(backend.complete(p.remote_body))
     try:
         while True:
@@ -460,23 +460,16 @@ async def remote_job(backend: OpenAIBackend, p, job, meta: dict, t0: float,
     return result
 
 
-def _sse(data: dict) -> str:
-    return f"data: {json.dumps(data)}\n\n"
-
-
 async def _stream(backend: OpenAIBackend, resp, p, meta: dict, include_usage: bool, t0: float, record: Record):
-    extra = {"usage": None} if include_usage else {}
     n = p.req.n
     states: dict[int, _ChoiceText] = {i: _ChoiceText() for i in range(n)}
 
     def chunk(index: int, delta: dict, finish_reason: str | None = None, logprobs=None) -> str:
-        data = {**meta, "object": "chat.completion.chunk", **extra,
-                "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": logprobs}]}
-        return f"data: {json.dumps(data)}\n\n"
+        return chunk_event(meta, index, delta, finish_reason, logprobs, usage_slot=include_usage)
 
     def deltas(i: int, r: str, c: str, logprobs=None):
         if r:
-            yield chunk(i, {"reasoning_content": r})
+            yield chunk(i, reasoning_delta(r))
         if c or logprobs is not None:
             yield chunk(i, {"content": c}, logprobs=logprobs)
 
@@ -488,7 +481,7 @@ async def _stream(backend: OpenAIBackend, resp, p, meta: dict, include_usage: bo
             if "error" in event and not event.get("choices"):
                 message, type_, param, code = _error_fields(json.dumps(event))
                 message = f"The remote server failed: {message or 'unknown error'}"
-                yield _sse(error_body(message, type_ or "server_error", param, code))
+                yield sse(error_body(message, type_ or "server_error", param, code))
                 return
             if event.get("usage"):
                 usage = event["usage"]
@@ -505,8 +498,8 @@ async def _stream(backend: OpenAIBackend, resp, p, meta: dict, include_usage: bo
                     yield chunk(i, {}, finish)
         unfinished = [i for i, st in states.items() if st.finish_reason is None]
         if unfinished:
-            yield _sse(error_body("The remote stream ended before every choice finished.", "server_error",
-                                  code="remote_bad_response"))
+            yield sse(error_body("The remote stream ended before every choice finished.", "server_error",
+                                 code="remote_bad_response"))
             return
         choices = []
         for i in sorted(states):
@@ -515,10 +508,9 @@ async def _stream(backend: OpenAIBackend, resp, p, meta: dict, include_usage: bo
         result, records = build_remote_result(p, choices, usage, meta, t0, "chat", True)
         record(records)
         if include_usage:
-            data = {**meta, "object": "chat.completion.chunk", "choices": [], "usage": result["usage"]}
-            yield f"data: {json.dumps(data)}\n\n"
+            yield usage_event(meta, result["usage"])
         yield "data: [DONE]\n\n"
     except APIError as e:
-        yield _sse(e.body())
+        yield sse(e.body())
     finally:
         await resp.aclose()  # client gone or done: close the remote stream (the remote stops generating)

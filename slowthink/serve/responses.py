@@ -1,25 +1,28 @@
 """From engine output to OpenAI's response shapes: the ``chat.completion`` object (and the trace rows of
 its choices), and the ``chat.completion.chunk`` SSE events of a streamed request.
 
-``message.reasoning_content`` is the text before ``</think>`` (None for System-1), ``message.content``
-the answer after it (both stripped as ``tasks.base.split_completion`` does);
-``usage.completion_tokens_details.reasoning_tokens`` counts the tokens up to and including ``</think>``
-(all of them if the think block never closed). A stream sends ``delta.reasoning_content`` then
-``delta.content`` chunks; each sequence's tokens are decoded whole and diffed against what was sent,
-holding back text that could still become ``</think>`` or a stop string, so the concatenated deltas
-equal the non-streaming message exactly.
+``message.reasoning`` (and ``message.reasoning_content``, the same text) is what precedes ``</think>``
+(None for System-1), ``message.content`` the answer after it (both stripped as ``chat.split_output``
+does); ``usage.completion_tokens_details.reasoning_tokens`` counts the tokens up to and including
+``</think>`` (all of them if the think block never closed). A stream sends ``delta.reasoning`` (with
+``delta.reasoning_content``) then ``delta.content`` chunks; each sequence's tokens are decoded whole and
+diffed against what was sent, holding back text that could still become ``</think>`` or a stop string, so
+the concatenated deltas equal the non-streaming message exactly.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator, Callable
 
+from fastapi.responses import StreamingResponse
+
 from ..chat import Mode, THINK_CLOSE, held_back, split_output
 from ..engine import Completion
-from .protocol import AssistantMessage, ChatCompletion, Choice, error_body, make_usage
 from .prepare import Prepared
+from .protocol import (ChatCompletion, Choice, assistant_message, chunk_event, error_body, make_usage, reasoning_delta,
+                       sse, usage_event)
+
 
 class SequenceStream:
     """Incremental decoding of one sequence: each ``feed`` returns the new (reasoning, content) text,
@@ -94,8 +97,7 @@ def build_result(tok, model_name: str, p: Prepared, completions: list[Completion
     for i, c in enumerate(completions):
         reasoning, content = split_output(c.text, p.mode)
         n_reasoning = reasoning_token_count(tok, c, p.mode)
-        choices.append(Choice(index=i, finish_reason=c.finish_reason,
-                              message=AssistantMessage(content=content, reasoning_content=reasoning)))
+        choices.append(Choice(index=i, finish_reason=c.finish_reason, message=assistant_message(reasoning, content)))
         completion_tokens += len(c.token_ids)
         reasoning_tokens += n_reasoning
         records.append({
@@ -109,27 +111,31 @@ def build_result(tok, model_name: str, p: Prepared, completions: list[Completion
     return ChatCompletion(**meta, choices=choices, usage=usage, route=route), records
 
 
+def event_stream(events: AsyncIterator[str]):
+    """An SSE response over ``events`` (no caching or proxy buffering: each event goes out as it comes)."""
+    return StreamingResponse(events, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def deltas(meta: dict, index: int, reasoning: str, content: str, usage_slot: bool):
+    """The chunks of new reasoning and answer text of one choice (none for empty text)."""
+    if reasoning:
+        yield chunk_event(meta, index, reasoning_delta(reasoning), usage_slot=usage_slot)
+    if content:
+        yield chunk_event(meta, index, {"content": content}, usage_slot=usage_slot)
+
+
 async def replay_events(result: ChatCompletion, meta: dict, include_usage: bool) -> AsyncIterator[str]:
     """The SSE events of a finished result (a vote or a route decides the answer only at the end):
     the same chunk sequence a live stream sends, reasoning then content per choice."""
-    extra = {"usage": None} if include_usage else {}
-
-    def chunk(index: int, delta: dict, finish_reason: str | None = None) -> str:
-        data = {**meta, "object": "chat.completion.chunk", **extra,
-                "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]}
-        return f"data: {json.dumps(data)}\n\n"
-
     for c in result.choices:
-        yield chunk(c.index, {"role": "assistant", "content": ""})
+        yield chunk_event(meta, c.index, {"role": "assistant", "content": ""}, usage_slot=include_usage)
     for c in result.choices:
-        if c.message.reasoning_content:
-            yield chunk(c.index, {"reasoning_content": c.message.reasoning_content})
-        if c.message.content:
-            yield chunk(c.index, {"content": c.message.content})
-        yield chunk(c.index, {}, c.finish_reason)
+        for event in deltas(meta, c.index, c.message.reasoning_content or "", c.message.content or "", include_usage):
+            yield event
+        yield chunk_event(meta, c.index, {}, c.finish_reason, usage_slot=include_usage)
     if include_usage:
-        data = {**meta, "object": "chat.completion.chunk", "choices": [], "usage": result.usage.model_dump()}
-        yield f"data: {json.dumps(data)}\n\n"
+        yield usage_event(meta, result.usage.model_dump())
     yield "data: [DONE]\n\n"
 
 
@@ -141,44 +147,27 @@ async def sse_events(job, p: Prepared, meta: dict, include_usage: bool, tok, eos
     ``cancel(job)`` frees the engine slots when the stream ends early (client gone, error)."""
     req = p.req
     streams = [SequenceStream(tok, eos_ids, p.mode, req.stop_list) for _ in range(req.n)]
-    extra = {"usage": None} if include_usage else {}
-
-    def chunk(index: int, delta: dict, finish_reason: str | None = None) -> str:
-        data = {**meta, "object": "chat.completion.chunk", **extra,
-                "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason,
-                             "logprobs": None}]}
-        return f"data: {json.dumps(data)}\n\n"
-
-    def deltas(i: int, r: str, c: str):
-        if r:
-            yield chunk(i, {"reasoning_content": r})
-        if c:
-            yield chunk(i, {"content": c})
-
     done = False
     try:
         for i in range(req.n):
-            yield chunk(i, {"role": "assistant", "content": ""})
+            yield chunk_event(meta, i, {"role": "assistant", "content": ""}, usage_slot=include_usage)
         while True:
             update = await job.updates.get()
             if update.error:
-                yield f"data: {json.dumps(error_body(update.error, 'server_error'))}\n\n"
+                yield sse(error_body(update.error, "server_error"))
                 break
-            if update.new_tokens is not None:
-                for i, new in enumerate(update.new_tokens):
-                    if new:
-                        for s in deltas(i, *streams[i].feed(new)):
-                            yield s
+            for i, new in enumerate(update.new_tokens or []):
+                if new:
+                    for event in deltas(meta, i, *streams[i].feed(new), include_usage):
+                        yield event
             if update.completions is not None:
                 result = finish(update.completions)
                 for i, c in enumerate(update.completions):
-                    for s in deltas(i, *streams[i].finish(c)):
-                        yield s
-                    yield chunk(i, {}, c.finish_reason)
+                    for event in deltas(meta, i, *streams[i].finish(c), include_usage):
+                        yield event
+                    yield chunk_event(meta, i, {}, c.finish_reason, usage_slot=include_usage)
                 if include_usage:
-                    data = {**meta, "object": "chat.completion.chunk", "choices": [],
-                            "usage": result.usage.model_dump()}
-                    yield f"data: {json.dumps(data)}\n\n"
+                    yield usage_event(meta, result.usage.model_dump())
                 break
         done = True
         yield "data: [DONE]\n\n"

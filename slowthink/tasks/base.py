@@ -56,7 +56,7 @@ class Claim:
 
 @dataclass(frozen=True)
 class Score:
-    reward: float  # 1.0 correct, 0.0 otherwise (RL issue composes format/length terms on top)
+    reward: float  # 1.0 correct, 0.0 otherwise (RL rewards compose format/length terms on top)
     answer: str | None  # the extracted final answer, None when nothing could be extracted
     well_formed: bool  # the completion followed the output format
     correct: bool = False

@@ -1,14 +1,30 @@
-"""What every trainer does the same way: open the run folder, resolve the task, build the optimizer."""
+"""What every trainer does the same way around its own algorithm: the run folder, the task and the starting
+model, resume, the metrics log, the progress bar, checkpoints, halting and the final save.
+
+A trainer reads as phases inside one :class:`TrainingRun`::
+
+    with TrainingRun(cfg, "grpo") as run:          # run folder, config.json, torch threads
+        task = resolve_task(cfg, task)
+        model, tok = load_init(cfg, model, tok)
+        opt = make_optimizer(model, cfg)
+        state = run.resume(model, tok, optimizer=opt)   # weights, optimizer, RNG; metrics log opened
+        bar = run.progress(cfg.steps, baseline=evaluate)   # evaluate(0) on a fresh start
+        for step in range(run.start, cfg.steps):
+            ...                                    # the algorithm; run.halt(why) stops it
+            run.checkpoint(step + 1, **extra_state)
+        return run.finish()                        # closes everything, saves model/
+"""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 
-from ..config import to_dict
-from .runlog import write_json
+from ..config import ConfigError, require, to_dict
+from .runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics, write_json
 
 
 class TrainingHalted(RuntimeError):
@@ -27,11 +43,16 @@ def budget_spent(t_start: float, budget_s: float) -> bool:
     return bool(budget_s) and time.time() - t_start >= budget_s
 
 
-def open_run(cfg, trainer: str) -> Path:
-    """Set torch threads, create ``cfg.out`` and write its ``config.json``."""
+def due(done: int, every: int, last: bool) -> bool:
+    """Whether something done every ``every`` steps (0: never) is due after step ``done``; always after the last."""
+    return bool(every) and done % every == 0 or last
+
+
+def open_run(cfg, trainer: str, folder: str | Path | None = None) -> Path:
+    """Set torch threads, create the run folder (``cfg.out`` unless given) and write its ``config.json``."""
     if getattr(cfg, "threads", 0):
         torch.set_num_threads(cfg.threads)
-    run = Path(cfg.out)
+    run = Path(folder or cfg.out)
     run.mkdir(parents=True, exist_ok=True)
     write_json(run / "config.json", {"trainer": trainer, **to_dict(cfg)})
     return run
@@ -46,3 +67,125 @@ def resolve_task(cfg, task=None):
         for level in cfg.levels:
             task.check_level(level)
     return task
+
+
+def load_init(cfg, model=None, tok=None):
+    """The model a trainer starts from: ``model`` and ``tok`` when given (tests), else ``cfg.init``; on
+    ``cfg.device``."""
+    from ..models import load_model
+
+    if model is None:
+        model, tok = load_model(cfg.init)
+    if tok is None:
+        raise ConfigError("train(): pass tok together with model")
+    return model.to(cfg.device), tok
+
+
+def heldout_problems(task, cfg) -> list:
+    """The held-out problems a trainer evaluates on: ``cfg.eval_per_level`` per level (none for 0)."""
+    return task.heldout_set(cfg.eval_per_level, tuple(cfg.levels)) if cfg.eval_per_level else []
+
+
+def check_same_optimizer(cfg, state: dict, ckpt: Path) -> None:
+    """A checkpoint's optimizer state only loads into the optimizer kind that wrote it."""
+    if not hasattr(cfg, "optimizer"):
+        return
+    written_with = state.get("config", {}).get("optimizer", "adamw")
+    require(written_with == cfg.optimizer, "optimizer",
+            f"{ckpt} was written with optimizer {written_with!r}, not {cfg.optimizer!r}: resume with the same "
+            "optimizer, or start a new run folder")
+
+
+class TrainingRun:
+    """One trainer's run folder and the bookkeeping around its loop (see the module docstring).
+
+    ``counter`` names the unit a checkpoint counts (``step`` or ``iteration``); ``start`` is the first one
+    this invocation runs. Used as a context manager, it closes the progress bar, the metrics log and what
+    the trainer registered with :meth:`on_close` however the run ends."""
+
+    def __init__(self, cfg, trainer: str, counter: str = "step"):
+        self.cfg, self.trainer, self.counter = cfg, trainer, counter
+        self.dir = open_run(cfg, trainer)
+        self.ckpt = latest_checkpoint(self.dir) if getattr(cfg, "resume", False) else None  # the last good one
+        self.start = 0
+        self.model = self.tok = self.log = self.bar = None
+        self.tracked: dict = {}
+        self._closers: list = []
+        self._clock = time.time()
+
+    def __enter__(self) -> TrainingRun:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def resume(self, model, tok, **tracked) -> dict:
+        """Continue from the last checkpoint if there is one: weights into ``model``, RNG states, and the state
+        of each ``tracked`` object (optimizers, extra models; saved in every checkpoint under its name). Then
+        open the metrics log. Returns the checkpoint's state, with the trainer's extras ({} on a fresh start)."""
+        self.model, self.tok, self.tracked = model, tok, tracked
+        state = {}
+        if self.ckpt is not None:
+            state = load_checkpoint(self.ckpt, model)
+            check_same_optimizer(self.cfg, state, self.ckpt)
+            for name, obj in tracked.items():
+                obj.load_state_dict(state[name])
+            self.start = state[self.counter]
+        self.open_log()
+        return state
+
+    def open_log(self) -> RunLog:
+        """Drop the metrics logged after the checkpoint the run continues from (on a fresh start: all of them,
+        a killed attempt's rows), then open the log."""
+        truncate_metrics(self.dir, self.start if self.ckpt is not None else -1)
+        self.log = RunLog(self.dir)
+        return self.log
+
+    def progress(self, total: int, baseline=None):
+        """The progress bar, from the first step this invocation runs; the time budget counts from here. On a
+        fresh start, ``baseline(0)`` first records the starting point of the learning curve."""
+        from tqdm.auto import tqdm
+
+        if baseline is not None and self.start == 0:
+            baseline(0)
+        self.bar = tqdm(total=total, initial=self.start, desc=self.trainer, disable=not self.cfg.progress,
+                        dynamic_ncols=True)
+        self._clock = time.time()
+        return self.bar
+
+    def budget_spent(self, budget_s: float) -> bool:
+        return budget_spent(self._clock, budget_s)
+
+    def checkpoint(self, done: int, **extra) -> None:
+        """An atomic checkpoint after ``done`` steps: the weights, the tracked states, ``extra`` and the config."""
+        state = {self.counter: done, **{name: obj.state_dict() for name, obj in self.tracked.items()}, **extra,
+                 "config": to_dict(self.cfg)}
+        self.ckpt = save_checkpoint(self.dir, self.model, self.tok, state)
+
+    def halt(self, why: str, step: int | None = None, **metrics) -> NoReturn:
+        """Stop without saving: log the failed step's ``metrics`` (when ``step`` is given), then raise
+        :class:`TrainingHalted` naming the last good checkpoint."""
+        if step is not None:
+            self.log.log(step, **metrics)
+        raise halted(why, self.ckpt) from None
+
+    def on_close(self, fn) -> None:
+        """Call ``fn`` when the run closes (after the progress bar and the log), in registration order."""
+        self._closers.append(fn)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.log is not None:
+            self.log.close()
+        self.bar = self.log = None
+        while self._closers:
+            self._closers.pop(0)()
+
+    def finish(self) -> Path:
+        """Close the run and save the final model to ``model/``; returns the run folder."""
+        from ..models import save
+
+        self.close()
+        save(self.model, self.tok, self.dir / "model")
+        return self.dir

@@ -1,6 +1,9 @@
-"""Optimizers the trainers build: AdamW, SGD, and Muon on the hidden matrices with AdamW on the rest."""
+"""Optimizers the trainers build (AdamW, SGD, and Muon on the hidden matrices with AdamW on the rest), the
+learning-rate schedules they follow, and the steps around ``optimizer.step()`` that every trainer takes."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -109,3 +112,26 @@ def make_optimizer(model, cfg):
     if kind == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+
+
+def warmup_lr(step: int, peak: float, warmup_steps: int) -> float:
+    """Linear warm-up, then constant (independent of the run's length, so a longer resumed run matches)."""
+    return peak * min(1.0, (step + 1) / warmup_steps) if warmup_steps else peak
+
+
+def warmup_cosine_lr(step: int, peak: float, warmup_steps: int, total: int, min_ratio: float) -> float:
+    """Linear warm-up, then cosine decay from ``peak`` to ``peak * min_ratio`` at step ``total``."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total - warmup_steps)
+    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def set_lr(opt, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
+def clip_grad(model, max_norm: float) -> float:
+    """Clip the global gradient norm to ``max_norm`` (0: no clipping); returns the norm before clipping."""
+    return float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm or float("inf")))
