@@ -203,7 +203,7 @@ def eval_workload(model_dir: str, device: str, levels=(1, 2), per_level: int = 1
     model, tok = load_model(model_dir, device=device)
     model.eval()
     task, max_new, eos, pad = Arithmetic(), 160, tok.eos_token_id, tok.pad_token_id
-    problems = task.heldout_set(per_level, tuple(levels), seed=1000)
+    problems = task.heldout_set(per_level, tuple(levels))
     prompts = [render_prompt(tok, task.prompt(p, "system2"), "system2") for p in problems]
     engine = Engine(model, tok, max_batch=batch)
 

@@ -112,9 +112,9 @@ def make_completer(policy: str, out: Path, steps: int, threads: int) -> float:
         return 0.0
     t = time.time()
     train(SFTConfig(out=str(out), model=policy, task="arithmetic", task_args={"op": "mul", "cot": "cells"},
-                    levels=[1, 2], level_weights=[1, 3], steps=steps, batch_size=64, lr=6e-4, warmup_steps=10,
-                    system2_fraction=1.0, eval_every=100, eval_per_level=50, threads=threads, checkpoint_every=1000,
-                    progress=False))
+                    levels=[1, 2], level_weights=[1, 3], steps=steps, batch_size=64, lr=6e-4, optimizer="adamw",
+                    warmup_steps=10, system2_fraction=1.0, eval_every=100, eval_per_level=50, threads=threads,
+                    checkpoint_every=1000, progress=False))
     return time.time() - t
 
 

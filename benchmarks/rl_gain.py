@@ -37,7 +37,7 @@ from slowthink.train.runlog import read_metrics, write_json
 
 TASK = dict(task="arithmetic", task_args={"op": "mul", "cot": "cells"})
 START = dict(levels=[1, 2], level_weights=[1, 3], model="small", steps=350, batch_size=64, lr=6e-4,
-             warmup_steps=30, system2_fraction=0.75)
+             optimizer="adamw", warmup_steps=30, system2_fraction=0.75)
 
 
 def make_start(out: Path, threads: int) -> Path:

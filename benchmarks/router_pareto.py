@@ -5,7 +5,8 @@ fixed setting (arm) and for the router at several trade-offs and token budgets: 
     python benchmarks/router_pareto.py --model runs/quickstart/model --levels 1,2
 
 The model: a hybrid (thinking switch) model trained on levels 1-3 of multiplication, made with
-``slowthink train sft --out runs/sft_l123 --levels 1,2,3 --level-weights 1,3,1 --steps 900 --micro-batches 2``
+``slowthink train sft --out runs/sft_l123 --levels 1,2,3 --level-weights 1,3,1 --steps 900 --micro-batches 2
+--optimizer adamw --system2-fraction 0.5``
 (the quickstart recipe plus 3x3 digits; 30-60 min on 2 cores).
 
 What runs: arms = System-1 greedy, System-2 greedy, System-2 majority of 4/8/16 samples (T=0.7), each with
@@ -67,7 +68,7 @@ def main() -> int:
     from slowthink.router.scoring import score_routing
     from slowthink.router.signals import SIGNAL_SETS, compute_signals
     from slowthink.router.train import RouterConfig, fit_from_table, load_engines, training_problems
-    from slowthink.tasks import get_task
+    from slowthink.train.loop import resolve_task
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -77,13 +78,13 @@ def main() -> int:
                        majority_ns=[int(x) for x in args.majority_ns.split(",")], temperature=args.temperature,
                        checker=args.checker, check_ns=[int(x) for x in args.check_ns.split(",") if x],
                        seed=args.seed, progress=True)
-    task = get_task(cfg.task, **cfg.task_args)
+    cfg, task = resolve_task(cfg)  # the task and arguments the model was trained on
     engines, names = load_engines(cfg.model, cfg.fast_model, checker=cfg.checker, task=task)
     fast, slow = ("fast", "slow") if "fast" in engines else ("main", "main")
     arms = default_arms(cfg.max_tokens, tuple(cfg.majority_ns), cfg.temperature, fast, slow,
                         tuple(cfg.check_ns) if cfg.checker else ())
     train = training_problems(task, levels, cfg.per_level, cfg.seed)
-    heldout = task.heldout_set(args.eval_per_level, tuple(levels), seed=1234)
+    heldout = task.heldout_set(args.eval_per_level, tuple(levels))
 
     def label(problems, seed):
         table = arm_table(engines, task, problems, arms, seed=seed, progress=True)

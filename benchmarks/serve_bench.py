@@ -183,7 +183,6 @@ def main() -> int:
     ap.add_argument("--model", default="runs/quickstart/model", help="a trained model folder")
     ap.add_argument("--n", type=int, default=128, help="requests per phase")
     ap.add_argument("--concurrency", type=int, default=32)
-    ap.add_argument("--seed", type=int, default=1234, help="seed of the held-out set")
     ap.add_argument("--warmup", type=int, default=4)
     ap.add_argument("--max-batch", type=int, default=64, help="the server's engine batch")
     ap.add_argument("--server-threads", type=int, default=None, help="torch threads in the server")
@@ -195,10 +194,11 @@ def main() -> int:
     import openai
 
     from slowthink.tasks import Arithmetic
+    from slowthink.tasks.base import HELDOUT_SET
 
     task = Arithmetic()
     # level 1 has only 11 held-out problems (one-digit operands): take them all, fill up with level 2
-    problems = task.heldout_set(args.n, (1, 2), seed=args.seed)[: args.n]
+    problems = task.heldout_set(args.n, (1, 2))[: args.n]
     if len(problems) < args.n:
         print(f"only {len(problems)} held-out problems available", file=sys.stderr)
     info = machine_info(args.server_threads)
@@ -234,7 +234,7 @@ def main() -> int:
     report = dict(
         benchmark="serve_bench", date=time.strftime("%Y-%m-%d"), machine=info,
         setup=dict(model=args.model, n=len(problems),
-                   per_level={lv: sum(p.level == lv for p in problems) for lv in (1, 2)}, seed=args.seed,
+                   per_level={lv: sum(p.level == lv for p in problems) for lv in (1, 2)}, heldout_set=HELDOUT_SET,
                    reasoning_effort="low", temperature=0, stream=False, client=f"openai {openai.__version__}",
                    concurrency=args.concurrency, max_batch=args.max_batch, warmup_requests=args.warmup),
         phases=[s, c], concurrent_over_sequential_tokens_per_s=ratio,

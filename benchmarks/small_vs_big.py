@@ -15,7 +15,7 @@ number of optimizer steps (``--steps``), i.e. the same training examples, so the
 training FLOPs ("budget scaled to its size"). Given ``--small-model`` / ``--big-model`` folders (``RUN/model``),
 nothing is trained and steps and wall times are read from ``RUN/config.json`` and ``RUN/metrics.jsonl``.
 
-Measured on the same held-out level-2 problems (``task.heldout_set(P, (2,), seed=1234)``), System-2 mode:
+Measured on the same held-out level-2 problems (``task.heldout_set(P, (2,))``, the named held-out set), System-2 mode:
 greedy (T=0), and majority@n / confidence-weighted majority@n (``slowthink.search.scaling``: one pool of
 ``n_max`` samples per problem, every n scored on the pool's first n samples) at each ``--temperatures``, for
 n = 1, 2, 4, ... ``--small-n-max`` (small) and ``--big-n-max`` (big). No learned verifier is used (none is
@@ -186,7 +186,7 @@ def check(small_dir: Path, big_dir: Path, k: int, args) -> dict:
     from slowthink.tasks import get_task
 
     task = get_task("arithmetic", op="mul", cot="cells")
-    problems = task.heldout_set(args.check_problems, (args.level,), seed=1234)
+    problems = task.heldout_set(args.check_problems, (args.level,))
     got, tokens = {}, {}
     for key, d, temp, n in (("big_greedy", big_dir, 0.0, 1), ("small_greedy", small_dir, 0.0, 1),
                             ("small_pool", small_dir, args.check_temperature, k)):
@@ -291,7 +291,7 @@ def main(argv=None) -> int:
     small_dir = Path(args.small_model) if args.small_model else train(args.small_preset, args)
     big_dir = Path(args.big_model) if args.big_model else train(args.big_preset, args)
     task = get_task("arithmetic", op="mul", cot="cells")
-    problems = task.heldout_set(args.problems, (args.level,), seed=1234)
+    problems = task.heldout_set(args.problems, (args.level,))
     res.update(level=args.level, problems=len(problems))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -68,7 +68,8 @@ def train_base(out: Path, worked: int, steps: int, threads: int, seed: int = 0, 
         return out / "model"
     torch.set_num_threads(threads)
     task = get_task(task_name, **task_args)
-    cfg = SFTConfig(out=str(out), levels=list(levels), model=preset, steps=steps, batch_size=64, lr=lr, warmup_steps=30)
+    cfg = SFTConfig(out=str(out), levels=list(levels), model=preset, steps=steps, batch_size=64, lr=lr, warmup_steps=30,
+                    optimizer="adamw")
     model, tok = build_or_load(preset, None, seed=seed)
     model.train()
     opt = make_optimizer(model, cfg)

@@ -6,7 +6,7 @@
 Models (made first; all under runs/, git-ignored):
 * policy and verifier models: one SFT run of the 3-digit recipe that keeps a snapshot every 100 steps,
   ``slowthink train sft --task-args op=mul,cot=cells --levels 1,2,3 --level-weights 1,1,1 --model small
-  --steps 1500 --batch-size 64 --lr 1e-3 --warmup-steps 30 --system2-fraction 0.5 --eval-every 100
+  --steps 1500 --batch-size 64 --lr 1e-3 --optimizer adamw --warmup-steps 30 --system2-fraction 0.5 --eval-every 100
   --eval-per-level 50 --snapshot-every 100 --out runs/l123`` (~45 min on the 2-core box). The **policy** is
   ``runs/l123/snapshots/step_600`` (level 2: 45% greedy on these problems, in the 20-60% band).
 * learned critics: ``python benchmarks/prm_quality.py --policy runs/l123/snapshots/step_600 --completer
@@ -18,14 +18,14 @@ Models (made first; all under runs/, git-ignored):
   the policy, so its own greedy accuracy on the same problems is recorded beside every number it drives,
   and bar 1 is reported both with and without it.
 * step-recomputing checker (``--check``): ``slowthink train sft --out runs/checker --task arithmetic --task-args
-  op=mixed,operands=steps --levels 1,2,3,4,5,6 --system2-fraction 0.5 --model small --steps 2000 --lr 1e-3
+  op=mixed,operands=steps --levels 1,2,3,4,5,6 --system2-fraction 0.5 --optimizer adamw --model small --steps 2000 --lr 1e-3
   --warmup-steps 30 --micro-batches 2 --eval-every 500 --eval-per-level 32`` (~17 min on 2 cores): a model that
   only ever saw the sub-problems of a worked multiplication (``n``-digit times one digit, ``n``-digit plus
   ``n``-digit); it answers every claim a sample's steps make (``slowthink.critics.recompute``), and its own
   greedy accuracy on the benchmark's problems is recorded.
 
-Task ``arithmetic`` (op=mul, cot=cells), System-2, held-out level-2 problems (``task.heldout_set(P, (2,),
-seed=1234)``).
+Task ``arithmetic`` (op=mul, cot=cells), System-2, held-out level-2 problems (``task.heldout_set(P, (2,))``, the
+named held-out set).
 
 What runs how:
 * greedy, beam (PRM), mcts (PRM), budget_forcing: through their real ``solve`` functions via
@@ -239,7 +239,7 @@ def main(argv=None) -> int:
     gen = make_verifier(f"gen:{args.gen_verifier}", task, "system2") if args.gen_verifier else None
     check = make_verifier(f"check:{args.check}", task, "system2") if args.check else None
     rules = POOL_RULES + (GEN_RULES if gen is not None else ()) + (CHECK_RULES if check is not None else ())
-    problems = task.heldout_set(args.problems, (args.level,), seed=1234)
+    problems = task.heldout_set(args.problems, (args.level,))
     search_problems = problems[:args.search_problems]
     n_values = [n for n in (1, 2, 4, 8, 16, 32, 64, 128) if n <= args.n_max]
 

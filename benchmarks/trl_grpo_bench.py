@@ -87,8 +87,8 @@ def sft_settings(args) -> dict:
     """Our SFT for the default start checkpoint: tiny preset, worked solutions only (System-2)."""
     return dict(task="arithmetic", task_args=task_args(args), levels=args.sft_levels,
                 level_weights=[1.0, 3.0] if args.sft_levels == [1, 2] else [], system2_fraction=1.0, model="tiny",
-                steps=args.sft_steps, batch_size=64, lr=1e-3, warmup_steps=30, eval_every=50, eval_per_level=32,
-                max_new_tokens=64, checkpoint_every=1000, seed=0)
+                steps=args.sft_steps, batch_size=64, lr=1e-3, optimizer="adamw", warmup_steps=30, eval_every=50,
+                eval_per_level=32, max_new_tokens=64, checkpoint_every=1000, seed=0)
 
 
 def ensure_init(args) -> tuple[str, dict | None]:

@@ -27,7 +27,8 @@ RL = ["--steps", "3", "--prompts-per-step", "4", "--max-new-tokens", "24", "--ev
 def runs(root: Path) -> dict[str, list[str]]:
     init = str(root / "sft" / "model")
     return {
-        "sft": ["sft", "--model", "tiny", "--steps", "80", "--batch-size", "32", "--eval-every", "40",
+        "sft": ["sft", "--model", "tiny", "--optimizer", "adamw", "--system2-fraction", "0.5", "--steps", "80",
+                "--batch-size", "32", "--eval-every", "40",
                 "--eval-per-level", "4", "--max-new-tokens", "24", "--checkpoint-every", "30", "--lr", "3e-3"],
         "grpo": ["grpo", "--init", init, *RL, "--group-size", "4"],
         "grpo_async": ["grpo", "--init", init, *RL, "--group-size", "4", "--async-rollout", "true",
@@ -39,7 +40,7 @@ def runs(root: Path) -> dict[str, list[str]]:
                  "--steps-per-iteration", "3", "--batch-size", "8"],
         "dpo": ["dpo", "--init", init, "--num-problems", "12", "--samples-per-problem", "3", "--max-new-tokens", "24",
                 "--steps", "3", "--batch-size", "4", "--eval-every", "0", "--eval-per-level", "4"],
-        "revise": ["revise", "--init", init, "--steps", "3", "--batch-size", "8", "--max-new-tokens", "24",
+        "revise": ["revise", "--init", init, "--steps-per-iteration", "3", "--batch-size", "8", "--max-new-tokens", "24",
                    "--eval-per-level", "4"],
         "prm": ["prm", "--init", init, "--max-new-tokens", "24"],
         "orm": ["orm", "--init", init, "--max-new-tokens", "24"],

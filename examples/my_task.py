@@ -2,7 +2,7 @@
 
 A task is a *world simulator*: it makes problems at a chosen difficulty, says what a worked solution
 and a direct answer look like, and checks any answer by itself. Copy this file, change the four
-methods, and use it anywhere a task name is accepted::
+methods (and, if you like, the optional ``parse_question``), and use it anywhere a task name is accepted::
 
     from slowthink.tasks import get_task
     task = get_task("examples/my_task.py:SortLetters", max_level=8)
@@ -56,10 +56,20 @@ class SortLetters(BaseTask):
     def sample(self, rng: random.Random, level: int) -> Problem:
         self.check_level(level)
         letters = "".join(rng.choice(string.ascii_lowercase) for _ in range(level))
+        return self.make_problem(letters)
+
+    def make_problem(self, letters: str) -> Problem:
         # `key` identifies the problem: it decides the held-out split (sample_split / heldout_set)
         # and deduplication, so it must determine the answer.
-        return Problem(key=letters, level=level, question=f"Sort: {letters}",
+        return Problem(key=letters, level=len(letters), question=f"Sort: {letters}",
                        answer="".join(sorted(letters)), data={"letters": letters})
+
+    # -- optional: a question typed by a user (`slowthink solve --question "Sort: dbca"`) ------------
+    def parse_question(self, question: str) -> Problem:
+        letters = question.removeprefix("Sort:").strip()
+        if not (letters.isascii() and letters.isalpha() and letters.islower()):
+            raise ValueError(f"sort_letters: expected lowercase letters, like 'Sort: dbca', got {question!r}")
+        return self.make_problem(letters)
 
     # prompt(problem, mode) is inherited from BaseTask: one user message with `problem.question`.
 

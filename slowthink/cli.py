@@ -10,7 +10,7 @@
     slowthink solve --model DIR --task arithmetic --question "47*86" --strategy majority --n 8 [--budget TOKENS]
     slowthink train router --model DIR                      (saves DIR/router: reasoning_effort auto)
     slowthink eval|solve --model DIR --reasoning-effort none|minimal|low|medium|high|xhigh|auto
-    slowthink serve --model runs/quickstart/model [--port 8000] [--api-key KEY] [--traces DB] [--jobs DB]
+    slowthink serve --model runs/quickstart/model [--port 8000] [--api-key-file KEYS] [--traces DB] [--jobs DB]
     slowthink serve --backend openai --base-url http://HOST:PORT/v1 --model NAME [--remote-api-key KEY]
     slowthink traces export --db runs/quickstart/traces.db --out traces.jsonl [--verified-only]
     slowthink tasks
@@ -26,7 +26,8 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, add_arguments, load_config, overrides_from_args, parse_mapping
-from .chat import Mode
+from .chat import MODES, Mode
+from .tasks.record import DEFAULT_TASK
 
 
 def _config_parser(sub, name: str, cls, help: str) -> argparse.ArgumentParser:
@@ -37,7 +38,12 @@ def _config_parser(sub, name: str, cls, help: str) -> argparse.ArgumentParser:
 
 
 def _load(cls, ns) -> object:
-    return load_config(cls, ns.config, overrides_from_args(ns, cls))
+    cfg = load_config(cls, ns.config, overrides_from_args(ns, cls))
+    if not getattr(cfg, "progress", True):  # Hugging Face's loading and saving bars too
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    return cfg
 
 
 def cmd_quickstart(ns) -> int:
@@ -102,28 +108,88 @@ def cmd_eval(ns) -> int:
     from .engine import Engine
     from .evaluate import evaluate
     from .models import load_model
-    from .report import TABLE_HEADER, passk_header, passk_rows, results_table
+    from .report import TABLE_HEADER, mode_gap_warning, passk_header, passk_rows, results_table
 
+    record = _follow_model(ns)
     task = _task(ns)
-    levels = tuple(int(x) for x in _csv(ns.levels)) if ns.levels else tuple(task.levels)
-    problems = task.heldout_set(ns.per_level, levels, seed=ns.seed + 1000)
+    levels = _eval_levels(ns, task, record)
+    problems = task.heldout_set(ns.per_level, levels)
     if ns.reasoning_effort:
         return _eval_effort(ns, task, levels, problems)
     model, tok = load_model(ns.model, device=ns.device)
     if ns.strategy:
         return _eval_strategy(ns, task, levels, model, tok, problems)
-    res = evaluate(Engine(model, tok), task, tok, problems, modes=_csv(ns.modes or "system1,system2"), k=ns.k,
-                   temperature=ns.temperature, max_tokens=ns.max_new_tokens, seed=ns.seed)
-    _print_table(f"{ns.task} held-out, {ns.per_level}/level", TABLE_HEADER, results_table(res))
+    modes = _csv(ns.modes) if ns.modes else (record.modes if record else MODES)
+    res = evaluate(Engine(model, tok), task, tok, problems, modes=modes, k=ns.k, temperature=ns.temperature,
+                   max_tokens=ns.max_new_tokens, seed=ns.seed)
+    _print_table(_heldout_title(ns, problems), TABLE_HEADER, results_table(res))
     if ns.k > 1:
         _print_table(f"all levels, {ns.k} samples per problem", passk_header(ns.k), passk_rows(res, ns.k))
-    _json_result(ns, {**_eval_setting(ns, levels), "k": ns.k, "results": res}, echo=True)
+    _print_notes(task, mode_gap_warning(res))
+    _json_result(ns, {**_eval_setting(ns, task, levels, problems), "k": ns.k, "results": res}, echo=True)
     return 0
 
 
-def _eval_setting(ns, levels) -> dict:
-    """What every evaluation's JSON result opens with: the model, task and held-out problems."""
-    return {"model": ns.model, "task": ns.task, "levels": list(levels), "per_level": ns.per_level}
+def _follow_model(ns):
+    """--task and --task-args, where left out, are those --model was trained on (its task.json,
+    ``slowthink.tasks.record``; task args given are laid over the recorded ones). Returns the record when it is
+    about the task used (its levels and modes are then the defaults), else None."""
+    from .tasks.record import follow_record, read_record
+
+    record = read_record(ns.model) if Path(ns.model).is_dir() else None
+    spec, args, record = follow_record(ns.task, parse_mapping(ns.task_args), record)
+    if not ns.task and record is None:
+        print(f"note: {ns.model} records no task (no task.json beside its weights): using {spec!r}; give --task",
+              file=sys.stderr)
+    ns.task, ns.task_args = spec, json.dumps(args)
+    return record
+
+
+def _eval_levels(ns, task, record) -> tuple[int, ...]:
+    """--levels, checked against the task's; left out: the levels the model was trained on, else all the task's."""
+    if not ns.levels:
+        return tuple(record.levels if record and record.levels else task.levels)
+    levels = tuple(int(x) for x in _csv(ns.levels))
+    bad = [level for level in levels if level not in task.levels]
+    if bad:
+        raise ValueError(f"--levels: task {task.name!r} has levels {list(task.levels)}, not {bad}")
+    return levels
+
+
+def _level(ns, task) -> int:
+    """--level, checked against the task's levels; left out: its first."""
+    if ns.level is None:
+        return task.levels[0]
+    if ns.level not in task.levels:
+        raise ValueError(f"--level {ns.level}: task {task.name!r} has levels {list(task.levels)}")
+    return ns.level
+
+
+def _heldout_title(ns, problems, extra: str = "") -> str:
+    from .tasks.base import HELDOUT_SET
+
+    return f"{ns.task} held-out set {HELDOUT_SET}: {len(problems)} problems (up to {ns.per_level}/level){extra}"
+
+
+def _print_notes(task, *warnings) -> None:
+    """Under an evaluation's table, on stderr: a comparison inside the noise, and verifier crashes."""
+    for line in [w for w in warnings if w] + _crash_lines(task):
+        print(line, file=sys.stderr)
+
+
+def _crash_lines(task) -> list[str]:
+    crashes = getattr(task, "crashes", {})
+    return [f"verifier: {count} completion(s) counted malformed after {key} crashed" for key, count in crashes.items()]
+
+
+def _eval_setting(ns, task, levels, problems) -> dict:
+    """What every evaluation's JSON result opens with: the model, task and held-out problems (the named set, its
+    size), and the verifier crashes, if any, each counted malformed."""
+    from .tasks.base import HELDOUT_SET
+
+    return {"model": ns.model, "task": ns.task, "levels": list(levels), "per_level": ns.per_level,
+            "heldout_set": HELDOUT_SET, "problems": len(problems),
+            "verifier_crashes": dict(getattr(task, "crashes", {}))}
 
 
 def _solver(ns, task, mode: str):
@@ -145,11 +211,12 @@ def _eval_strategy(ns, task, levels, model, tok, problems) -> int:
     res = evaluate_strategy_by_mode(Engine(model, tok), task, problems, solvers, ns.budget,
                                     temperature=ns.temperature, max_tokens=ns.max_new_tokens, seed=ns.seed)
     budget = f", budget {ns.budget}" if ns.budget else ""
-    _print_table(f"{ns.task} held-out, {ns.per_level}/level, strategy {ns.strategy}{budget}", STRATEGY_HEADER,
+    _print_table(_heldout_title(ns, problems, f", strategy {ns.strategy}{budget}"), STRATEGY_HEADER,
                  strategy_rows(res))
-    _json_result(ns, {**_eval_setting(ns, levels), "strategy": ns.strategy, "n": ns.n, "budget": ns.budget,
-                      "verifier": ns.verifier, "strategy_args": parse_mapping(ns.strategy_args), "results": res},
-                 echo=True)
+    _print_notes(task)
+    _json_result(ns, {**_eval_setting(ns, task, levels, problems), "strategy": ns.strategy, "n": ns.n,
+                      "budget": ns.budget, "verifier": ns.verifier, "strategy_args": parse_mapping(ns.strategy_args),
+                      "results": res}, echo=True)
     return 0
 
 
@@ -186,21 +253,25 @@ def _eval_effort(ns, task, levels, problems) -> int:
         mode = sol.extra["mode"]  # auto may have answered in System-1
         rows.append((p.level, task.score(p, sol.completion, mode).correct, sol.policy_tokens,
                      sol.extra.get("route", {}).get("arm", ns.reasoning_effort)))
+    from .evaluate import with_intervals
+    from .report import accuracy_cell
+
     by_level: dict = {}
     for lv in sorted({r[0] for r in rows}) + ["all"]:
         rs = [r for r in rows if lv == "all" or r[0] == lv]
-        by_level[str(lv)] = {"n": len(rs), "accuracy": sum(r[1] for r in rs) / len(rs),
-                             "mean_policy_tokens": sum(r[2] for r in rs) / len(rs),
-                             "chosen": dict(Counter(r[3] for r in rs))}
-    out = {"model": ns.model, "task": ns.task, "levels": list(levels), "per_level": ns.per_level,
-           "reasoning_effort": ns.reasoning_effort, "router": bool(router), "results": by_level}
+        by_level[str(lv)] = with_intervals({"n": len(rs), "accuracy": sum(r[1] for r in rs) / len(rs),
+                                            "mean_policy_tokens": sum(r[2] for r in rs) / len(rs),
+                                            "chosen": dict(Counter(r[3] for r in rs))}, ["accuracy"])
+    out = {**_eval_setting(ns, task, levels, problems), "reasoning_effort": ns.reasoning_effort,
+           "router": bool(router), "results": by_level}
     if ns.json_out:
         with open(ns.json_out, "w") as f:
             json.dump(out, f, indent=2)
-    _print_table(f"{ns.task} held-out, {ns.per_level}/level, reasoning_effort {ns.reasoning_effort}",
-                 ["level", "n", "accuracy", "policy tokens/problem", "chosen"],
-                 [[lv, str(b["n"]), f"{b['accuracy']:.1%}", f"{b['mean_policy_tokens']:.1f}",
+    _print_table(_heldout_title(ns, problems, f", reasoning_effort {ns.reasoning_effort}"),
+                 ["level", "n", "accuracy [95% CI]", "policy tokens/problem", "chosen"],
+                 [[lv, str(b["n"]), accuracy_cell(b["accuracy"], b["n"]), f"{b['mean_policy_tokens']:.1f}",
                    ", ".join(f"{k} {v}" for k, v in sorted(b["chosen"].items()))] for lv, b in by_level.items()])
+    _print_notes(task)
     return 0
 
 
@@ -209,8 +280,7 @@ def _solve_effort(ns, task, problem) -> int:
 
     engines, router = _effort_setup(ns, task)
     sol = solve_with_effort(problem, ns.reasoning_effort, engines, task, router, seed=ns.seed)
-    mode = sol.extra["mode"]  # auto may have answered in System-1
-    correct = task.score(problem, sol.completion, mode).correct
+    correct = _verdict(task, problem, sol.completion, sol.extra["mode"])  # auto may have answered in System-1
     print(f"question: {problem.question}")
     route = sol.extra.get("route")
     ran = route["arm"] if route else ns.reasoning_effort
@@ -220,16 +290,10 @@ def _solve_effort(ns, task, problem) -> int:
     if sol.reasoning is not None:
         print("reasoning:")
         print(sol.reasoning)
-    print(f"answer: {sol.answer if sol.answer is not None else '(none: malformed)'}  "
-          f"({'correct' if correct else 'wrong'}, expected {problem.answer})")
+    print(_answer_line(problem, sol, correct))
     print(f"policy tokens: {sol.policy_tokens} in {sol.extra.get('samples', 0)} sample(s)"
           + (f" (router signals: {route['signal_tokens']})" if route and "signal_tokens" in route else ""))
-    if ns.json_out:
-        import dataclasses
-
-        with open(ns.json_out, "w") as f:
-            json.dump({"question": problem.question, "expected": problem.answer, "correct": correct,
-                       **dataclasses.asdict(sol)}, f, indent=2, default=str)
+    _json_result(ns, _solution_result(problem, sol, correct))
     return 0
 
 
@@ -238,6 +302,8 @@ def cmd_solve(ns) -> int:
     from .models import load_model
     from .search import Policy
 
+    record = _follow_model(ns)
+    ns.mode = ns.mode or (record.mode if record else Mode.SYSTEM2)
     task = _task(ns)
     problem = _problem(ns, task)
     if ns.reasoning_effort:
@@ -247,7 +313,7 @@ def cmd_solve(ns) -> int:
     policy = Policy(Engine(model, tok), task, ns.mode, temperature=ns.temperature, max_tokens=ns.max_new_tokens,
                     seed=ns.seed)
     sol = solve(problem, policy, verifier, ns.budget)
-    correct = task.score(problem, sol.completion, ns.mode).correct
+    correct = _verdict(task, problem, sol.completion, ns.mode)
     _print_solution(ns, problem, sol, correct, verifier)
     _json_result(ns, _solution_result(problem, sol, correct))
     return 0
@@ -257,15 +323,25 @@ def _problem(ns, task):
     """The --question typed by the user, else a held-out problem of --level drawn from --seed."""
     import random
 
-    from .evaluate import problem_from_question
+    from .tasks.base import problem_from_question
 
     if ns.question:
         return problem_from_question(task, ns.question)
-    level = task.check_level(ns.level) if ns.level is not None else task.levels[0]
-    return task.sample_split(random.Random(ns.seed), level, "heldout")
+    return task.sample_split(random.Random(ns.seed), _level(ns, task), "heldout")
 
 
-def _print_solution(ns, problem, sol, correct: bool, verifier) -> None:
+def _verdict(task, problem, completion: str, mode: str) -> bool | None:
+    """Whether the completion is correct; None for a typed question the task gives no answer for (not scored)."""
+    return None if problem.answer is None else task.score(problem, completion, mode).correct
+
+
+def _answer_line(problem, sol, correct: bool | None) -> str:
+    verdict = ("not scored: the task gives no answer for this question" if correct is None
+               else f"{'correct' if correct else 'wrong'}, expected {problem.answer}")
+    return f"answer: {sol.answer if sol.answer is not None else '(none: malformed)'}  ({verdict})"
+
+
+def _print_solution(ns, problem, sol, correct: bool | None, verifier) -> None:
     from .report import vote_summary
 
     print(f"question: {problem.question}")
@@ -273,8 +349,7 @@ def _print_solution(ns, problem, sol, correct: bool, verifier) -> None:
     if ns.mode == Mode.SYSTEM2:
         print("reasoning:")
         print(sol.reasoning if sol.reasoning is not None else "(malformed completion)\n" + sol.completion)
-    answer = sol.answer if sol.answer is not None else "(none: malformed)"
-    print(f"answer: {answer}  ({'correct' if correct else 'wrong'}, expected {problem.answer})")
+    print(_answer_line(problem, sol, correct))
     print(f"policy tokens: {sol.policy_tokens}" + (f" of budget {ns.budget}" if ns.budget else "")
           + f" in {sol.extra.get('samples', 0)} sample(s); verifier tokens: {sol.verifier_tokens}")
     votes = sol.extra.get("weights") or sol.extra.get("votes")
@@ -282,8 +357,9 @@ def _print_solution(ns, problem, sol, correct: bool, verifier) -> None:
         print(f"vote: {vote_summary(votes)}")
 
 
-def _solution_result(problem, sol, correct: bool) -> dict:
-    """A solve command's JSON result: the problem, whether the answer is right, and the whole Solution."""
+def _solution_result(problem, sol, correct: bool | None) -> dict:
+    """A solve command's JSON result: the problem, whether the answer is right (None: not scored), and the whole
+    Solution."""
     import dataclasses
 
     return {"question": problem.question, "expected": problem.answer, "correct": correct, **dataclasses.asdict(sol)}
@@ -305,9 +381,10 @@ def _search_arguments(p, strategy_default: str | None) -> None:
     p.add_argument("--strategy", default=strategy_default, choices=list(STRATEGIES),
                    help="test-time strategy" + (" (default: plain greedy/pass@k evaluation)" if strategy_default is None
                                                 else ""))
-    p.add_argument("--n", type=int, default=None, help="samples (candidates per step for beam); default: the "
-                                                       "strategy's own (8)")
-    p.add_argument("--budget", type=int, default=None, help="most policy tokens per problem (default: no limit)")
+    p.add_argument("--n", type=positive_int, default=None, help="samples (candidates per step for beam); default: "
+                                                                "the strategy's own (8)")
+    p.add_argument("--budget", type=positive_int, default=None, help="most policy tokens per problem (default: no "
+                                                                     "limit)")
     p.add_argument("--verifier", default="none",
                    help="none; oracle: ground-truth step labels; outcome-oracle: ground-truth answer check (both not "
                         "learned); the folder of a learned critic (RUN/critic from slowthink train prm|orm); or "
@@ -326,6 +403,8 @@ def _search_arguments(p, strategy_default: str | None) -> None:
 
 def cmd_serve(ns) -> int:
     from .serve.app import serve_main
+    from .serve.keys import keys_from
+    from .serve.limits import Limits
 
     def db(value: str | None):
         return "default" if value is None else (None if value.lower() == "off" else value)
@@ -334,10 +413,20 @@ def cmd_serve(ns) -> int:
         raise ValueError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
     if ns.backend == "local" and ns.base_url:
         raise ValueError("--base-url is for --backend openai (the local backend serves --model from disk)")
-    return serve_main(ns.model, ns.host, ns.port, ns.api_key, ns.max_batch, model_name=ns.served_model_name,
+    keys, warnings = keys_from(ns.api_key, ns.api_key_file)
+    if ns.remote_api_key is not None:
+        warnings.append("WARNING: --remote-api-key on the command line can be read by other users (ps); use "
+                        "SLOWTHINK_REMOTE_API_KEY")
+    for warning in warnings:
+        print(warning, file=sys.stderr)
+    hosts = [h.strip() for h in ns.allowed_hosts.split(",") if h.strip()] if ns.allowed_hosts else None
+    return serve_main(ns.model, ns.host, ns.port, keys, ns.max_batch, ns.max_queue, model_name=ns.served_model_name,
                       traces=db(ns.traces), jobs=db(ns.jobs), job_concurrency=ns.job_concurrency,
-                      backend=ns.backend, base_url=ns.base_url, remote_api_key=ns.remote_api_key,
-                      remote_timeout=ns.remote_timeout, remote_logprobs=ns.remote_logprobs, device=ns.device) or 0
+                      backend=ns.backend, base_url=ns.base_url,
+                      remote_api_key=os.environ.get("SLOWTHINK_REMOTE_API_KEY", ns.remote_api_key),
+                      remote_timeout=ns.remote_timeout, remote_logprobs=ns.remote_logprobs, device=ns.device,
+                      limits=load_config(Limits, None, overrides_from_args(ns, Limits)), allowed_hosts=hosts,
+                      allow_unauthenticated=ns.allow_unauthenticated) or 0
 
 
 def cmd_traces(ns) -> int:
@@ -364,11 +453,11 @@ def cmd_sample(ns) -> int:
     import random
 
     task = _task(ns)
-    level = ns.level if ns.level is not None else task.levels[0]
-    p = task.sample(random.Random(ns.seed), level)
+    p = task.sample(random.Random(ns.seed), _level(ns, task))
     print(f"user: {p.question}")
     ref = task.reference(p, ns.mode)
-    print(f"assistant ({ns.mode}):\n{ref.completion() if ref else '(no reference)'}")
+    none = "(no reference: the task writes none; give it solution_lines(problem) or reference())"
+    print(f"assistant ({ns.mode}):\n{ref.completion() if ref else none}")
     return 0
 
 
@@ -385,17 +474,74 @@ def _print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
 
 
 def _task(ns):
+    """The --task, behind the verifier guard (``tasks.guard``; --strict-verifier: a crash stops the command)."""
     from .tasks import get_task
+    from .tasks.guard import guard
 
-    return get_task(ns.task, **parse_mapping(ns.task_args))
+    return guard(get_task(ns.task, **parse_mapping(ns.task_args)), strict=getattr(ns, "strict_verifier", False))
 
 
 def _csv(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(","))
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse taking whole option names only (``--step`` is not ``--steps``), and reporting an unknown option
+    with the usage of the (sub)command it was given to and the closest option name."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{**kwargs, "allow_abbrev": False})
+
+    def parse_args(self, args=None, namespace=None):
+        ns, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            parser = self.command_parser(ns)
+            parser.error(unknown_arguments_message(unknown, [s for a in parser._actions for s in a.option_strings]))
+        return ns
+
+    def command_parser(self, ns) -> argparse.ArgumentParser:
+        """The parser of the innermost subcommand ``ns`` was parsed by."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction) and getattr(ns, action.dest, None) in action.choices:
+                return action.choices[getattr(ns, action.dest)].command_parser(ns)
+        return self
+
+
+def unknown_arguments_message(unknown: list[str], options: list[str]) -> str:
+    """``unrecognized arguments: --step 5 (--step: did you mean --steps?)``."""
+    from difflib import get_close_matches
+
+    hints = []
+    for item in unknown:
+        name = item.split("=")[0]
+        close = get_close_matches(name, options, n=1) if name.startswith("--") else []
+        hints += [f"{name}: did you mean {close[0]}?"] if close else []
+    return f"unrecognized arguments: {' '.join(unknown)}" + (f" ({'; '.join(hints)})" if hints else "")
+
+
+class DefaultsHelp(argparse.HelpFormatter):
+    """Help that ends each option's text with its default, unless the text says it already or there is none."""
+
+    def _get_help_string(self, action) -> str:
+        text, default = action.help or "", action.default
+        if "default" in text or default is None or default is False or default in ("", argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="slowthink", description="Train and serve slow-thinking models.")
+    parser = Parser(prog="slowthink", description="Train and serve slow-thinking models.")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_quickstart, _add_train, _add_eval, _add_solve, _add_serve, _add_traces, _add_tasks, _add_sample):
         add(sub)
@@ -418,40 +564,55 @@ def _add_train(sub) -> None:
 
 def _model_and_task_arguments(p) -> None:
     p.add_argument("--model", required=True, help="model folder (e.g. RUN/model)")
-    p.add_argument("--task", default="arithmetic", help="task name or path/to/file.py:ClassName")
-    p.add_argument("--task-args", default="", help="task constructor arguments, e.g. op=mul")
+    p.add_argument("--task", default="", help="task name or path/to/file.py:ClassName (default: the task the model "
+                                              "was trained on, from its task.json; else arithmetic)")
+    p.add_argument("--task-args", default="", help="task constructor arguments, e.g. op=mul (with the model's task: "
+                                                   "laid over the ones it was trained with)")
+    p.add_argument("--strict-verifier", action="store_true",
+                   help="stop when the task's score() raises on a completion (default: count that completion as "
+                        "malformed, report the crash once per line, go on)")
 
 
 def _add_eval(sub) -> None:
-    ev = sub.add_parser("eval", help="held-out pass@1 / pass@k / maj@k by level, System-1 and System-2")
+    ev = sub.add_parser("eval", help="held-out pass@1 / pass@k / maj@k by level, System-1 and System-2",
+                        formatter_class=DefaultsHelp)
     _model_and_task_arguments(ev)
-    ev.add_argument("--levels", default="", help="comma-separated levels (default: all of the task's)")
-    ev.add_argument("--per-level", type=int, default=100, help="held-out problems per level")
-    ev.add_argument("--modes", default=None, help="modes to evaluate (default: system1,system2; a System-2-only "
-                                                  "strategy: system2)")
-    ev.add_argument("--k", type=int, default=1, help="samples per problem for pass@k and maj@k")
+    ev.add_argument("--levels", default="", help="comma-separated levels (default: those the model was trained on, "
+                                                 "else all of the task's)")
+    ev.add_argument("--per-level", type=positive_int, default=100,
+                    help="held-out problems per level: the first of the named held-out set, the one the trainers "
+                         "evaluate on (fewer where a level has fewer)")
+    ev.add_argument("--modes", default=None, help="modes to evaluate (default: those the model was trained on; a "
+                                                  "System-2-only strategy: system2)")
+    ev.add_argument("--k", type=positive_int, default=1, help="samples per problem for pass@k and maj@k")
     ev.add_argument("--temperature", type=float, default=1.0, help="sampling temperature for k > 1")
-    ev.add_argument("--max-new-tokens", type=int, default=256, help="generation limit")
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--max-new-tokens", type=positive_int, default=256, help="generation limit")
+    ev.add_argument("--seed", type=int, default=0, help="sampling seed (the held-out problems do not depend on it)")
     ev.add_argument("--json-out", default="", help="write results JSON here (default: print it)")
     _search_arguments(ev, None)
 
 
 def _add_solve(sub) -> None:
-    so = sub.add_parser("solve", help="solve one problem with a test-time strategy; print reasoning, answer, tokens")
+    so = sub.add_parser("solve", help="solve one problem with a test-time strategy; print reasoning, answer, tokens",
+                        formatter_class=DefaultsHelp)
     _model_and_task_arguments(so)
-    so.add_argument("--question", default="", help="the problem, e.g. 47*86 (arithmetic); else a held-out problem "
-                                                    "of --level is generated from --seed")
-    so.add_argument("--level", type=int, default=None)
-    so.add_argument("--mode", default=Mode.SYSTEM2, choices=[Mode.SYSTEM1, Mode.SYSTEM2])
+    so.add_argument("--question", default="", help="the problem as you would type it, e.g. 47*86 (read by the "
+                                                    "task's parse_question); else a held-out problem of --level is "
+                                                    "generated from --seed")
+    so.add_argument("--level", type=int, default=None, help="level of the generated problem (default: the task's "
+                                                            "first)")
+    so.add_argument("--mode", default=None, choices=[Mode.SYSTEM1, Mode.SYSTEM2],
+                    help="answer directly or think first (default: system2 when the model learned it, else system1)")
     so.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (greedy: always 0)")
-    so.add_argument("--max-new-tokens", type=int, default=256, help="longest single completion")
-    so.add_argument("--seed", type=int, default=0)
+    so.add_argument("--max-new-tokens", type=positive_int, default=256, help="longest single completion")
+    so.add_argument("--seed", type=int, default=0, help="sampling seed, and the generated problem's")
     so.add_argument("--json-out", default="", help="also write the Solution as JSON here")
     _search_arguments(so, "greedy")
 
 
 def _add_serve(sub) -> None:
+    from .serve.limits import Limits
+
     sv = sub.add_parser("serve", help="OpenAI-compatible HTTP server (/v1/models, /v1/chat/completions, /v1/jobs, "
                                       "/v1/feedback), storing every completion in a trace database")
     sv.add_argument("--model", required=True,
@@ -461,8 +622,9 @@ def _add_serve(sub) -> None:
                          "to the OpenAI-compatible server at --base-url (vLLM, Ollama, a hosted API, slowthink)")
     sv.add_argument("--base-url", default=None, metavar="URL",
                     help="the remote server's API root, e.g. http://127.0.0.1:8000/v1 (--backend openai)")
-    sv.add_argument("--remote-api-key", default=os.environ.get("SLOWTHINK_REMOTE_API_KEY"), metavar="KEY",
-                    help="bearer key for the remote server (default: $SLOWTHINK_REMOTE_API_KEY; none if unset)")
+    sv.add_argument("--remote-api-key", default=None, metavar="KEY",
+                    help="bearer key for the remote server; prefer $SLOWTHINK_REMOTE_API_KEY (a command line can "
+                         "be read by other users)")
     sv.add_argument("--remote-timeout", type=float, default=600.0, metavar="S",
                     help="seconds to wait for the remote (connect: at most 10); too slow -> 504 (default: 600)")
     sv.add_argument("--remote-logprobs", action="store_true",
@@ -473,9 +635,19 @@ def _add_serve(sub) -> None:
                          "--backend openai)")
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     sv.add_argument("--port", type=int, default=8000)
-    sv.add_argument("--api-key", default=os.environ.get("SLOWTHINK_API_KEY"),
-                    help="require 'Authorization: Bearer KEY' (default: $SLOWTHINK_API_KEY; none if unset)")
+    sv.add_argument("--api-key", default=None, metavar="KEY",
+                    help="require 'Authorization: Bearer KEY'; prefer $SLOWTHINK_API_KEY or --api-key-file (a "
+                         "command line can be read by other users)")
+    sv.add_argument("--api-key-file", default=None, metavar="PATH",
+                    help="named keys, one 'NAME KEY' (or 'KEY') per line; each key sees only its own jobs and traces")
+    sv.add_argument("--allow-unauthenticated", action="store_true",
+                    help="serve beyond loopback (--host) without an API key (refused otherwise)")
+    sv.add_argument("--allowed-hosts", default=None, metavar="NAMES",
+                    help="comma-separated Host names clients may address the server by, '*' for any (default: "
+                         "the loopback names when bound to loopback, any otherwise)")
     sv.add_argument("--max-batch", type=int, default=64, help="sequences decoded together")
+    sv.add_argument("--max-queue", type=int, default=256,
+                    help="requests waiting for an engine slot before new ones get 429 (default: 256)")
     sv.add_argument("--device", default="cpu", help="torch device of the local model (cpu, cuda, cuda:1, ...)")
     sv.add_argument("--traces", default=None, metavar="PATH",
                     help="SQLite trace database: every returned completion is stored there (default: traces.db "
@@ -485,6 +657,7 @@ def _add_serve(sub) -> None:
                     help="SQLite database of /v1/jobs (default: jobs.db beside the trace database; 'off': no "
                          "jobs API)")
     sv.add_argument("--job-concurrency", type=int, default=8, help="jobs run at the same time (default: 8)")
+    add_arguments(sv.add_argument_group("limits (docs/serving.md)"), Limits)
 
 
 def _add_traces(sub) -> None:
@@ -502,12 +675,14 @@ def _add_tasks(sub) -> None:
 
 
 def _add_sample(sub) -> None:
-    sa = sub.add_parser("sample", help="print a generated problem and its reference solution")
-    sa.add_argument("--task", default="arithmetic")
-    sa.add_argument("--task-args", default="")
-    sa.add_argument("--level", type=int, default=None)
-    sa.add_argument("--mode", default=Mode.SYSTEM2, choices=[Mode.SYSTEM1, Mode.SYSTEM2])
-    sa.add_argument("--seed", type=int, default=0)
+    sa = sub.add_parser("sample", help="print a generated problem and its reference solution",
+                        formatter_class=DefaultsHelp)
+    sa.add_argument("--task", default=DEFAULT_TASK, help="task name or path/to/file.py:ClassName")
+    sa.add_argument("--task-args", default="", help="task constructor arguments, e.g. op=mul")
+    sa.add_argument("--level", type=int, default=None, help="difficulty level (default: the task's first)")
+    sa.add_argument("--mode", default=Mode.SYSTEM2, choices=[Mode.SYSTEM1, Mode.SYSTEM2],
+                    help="system2: a worked solution, then the answer; system1: the answer alone")
+    sa.add_argument("--seed", type=int, default=0, help="seed of the generated problem")
 
 
 COMMANDS = {"quickstart": cmd_quickstart, "train": cmd_train, "eval": cmd_eval, "solve": cmd_solve, "serve": cmd_serve,

@@ -22,7 +22,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from .chat import MODES, Mode
+from .chat import MODES
 
 
 class ConfigError(ValueError):
@@ -223,18 +223,22 @@ class RunConfig(ConfigBlock):
     """Where a command writes, what task it works on, and the machine it runs on."""
 
     out: str = arg("runs/run", "run folder (config.json, metrics.jsonl, tb/, ckpt/, model/)")
-    task: str = arg("arithmetic", "task name or path/to/file.py:ClassName")
-    task_args: dict = arg({}, "task constructor arguments, e.g. op=mul,max_level=5")
-    levels: list[int] = arg([1, 2, 3], "difficulty levels of the training problems (drawn uniformly)")
+    task: str = arg("", "task name or path/to/file.py:ClassName (default: the task the starting model was trained "
+                    "on, from its task.json; else arithmetic)")
+    task_args: dict = arg({}, "task constructor arguments, e.g. op=mul,max_level=5 (with the starting model's task: "
+                              "laid over the ones it was trained with)")
+    levels: list[int] = arg([], "difficulty levels of the training problems, drawn uniformly (default: the levels "
+                                "the starting model was trained on, else all of the task's)")
     seed: int = arg(0, "seed for model init, problems, sampling and data order")
     threads: int = arg(0, "torch threads (0: all cores)")
     device: str = arg("cpu", "torch device (cpu, cuda, cuda:1, ...)")
     progress: bool = arg(True, "show a progress bar")
+    strict_verifier: bool = arg(False, "stop when the task's score() or step_labels() raises on a completion "
+                                "(default: count that completion as malformed, report the crash once per line, go on)")
 
     def __post_init__(self):
         super().__post_init__()
         check_device(self.device)
-        require(len(self.levels) > 0, "levels", "give at least one level")
         check_non_negative(self, "threads")
 
 
@@ -263,11 +267,12 @@ class InitConfig(ConfigBlock):
 
 @dataclasses.dataclass
 class ModeConfig(ConfigBlock):
-    mode: str = arg(Mode.SYSTEM2, "system2 (think first) or system1 (answer directly)")
+    mode: str = arg("", "system2 (think first) or system1 (answer directly); default: system2 when the starting "
+                        "model learned it, else system1")
 
     def __post_init__(self):
         super().__post_init__()
-        require(self.mode in MODES, "mode", f"must be one of {MODES}")
+        require(self.mode in MODES or self.mode == "", "mode", f"must be one of {[m.value for m in MODES]}")
 
 
 @dataclasses.dataclass

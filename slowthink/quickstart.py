@@ -26,18 +26,27 @@ from pathlib import Path
 
 from .chat import Mode
 from .config import RunConfig, arg, require, to_dict
+from .tasks.record import DEFAULT_TASK
 from .train.runlog import write_json
 
 STAGE_NAMES = ("sft", "eval", "rl", "route", "search", "report")
 
 
+# The default task's settings, used only when the task is the default one and the field is left empty:
+# multiplication up to 3x3 digits, 1x1 light (it has only 81 problems) and 3x3 light, so the SFT model ends at the
+# edge of its competence there.
+DEFAULT_TASK_SETTINGS = {"task_args": {"op": "mul", "cot": "cells"}, "levels": [1, 2, 3], "level_weights": [1, 3, 1]}
+
+
 @dataclass
 class QuickstartConfig(RunConfig):
     out: str = arg("runs/quickstart", "run folder")
-    task_args: dict = arg({"op": "mul", "cot": "cells"})
-    levels: list[int] = arg([1, 2, 3], "levels to train and evaluate on (1x1, 2x2 and 3x3 digits)")
-    level_weights: list[float] = arg([1, 3, 1], "training weight of each level (1x1 has only 81 problems; 3x3 "
-                                     "light, so the SFT model ends at the edge of its competence there)")
+    task: str = arg(DEFAULT_TASK, "task name or path/to/file.py:ClassName")
+    task_args: dict = arg({}, f"task constructor arguments (default for {DEFAULT_TASK}: op=mul,cot=cells; else none)")
+    levels: list[int] = arg([], f"levels to train and evaluate on (default for {DEFAULT_TASK}: 1,2,3, i.e. 1x1 to "
+                                "3x3 digits; else all of the task's)")
+    level_weights: list[float] = arg([], f"training weight of each level (default for {DEFAULT_TASK}'s default "
+                                         "levels: 1,3,1; else uniform)")
     model: str = arg("small", "model preset or model folder to start from")
     steps: int = arg(350, "SFT optimizer steps")
     batch_size: int = arg(64, "SFT examples per step")
@@ -68,6 +77,11 @@ class QuickstartConfig(RunConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.task == DEFAULT_TASK:
+            self.task_args = self.task_args or dict(DEFAULT_TASK_SETTINGS["task_args"])
+            if not self.levels:
+                self.levels = list(DEFAULT_TASK_SETTINGS["levels"])
+                self.level_weights = self.level_weights or list(DEFAULT_TASK_SETTINGS["level_weights"])
         bad = [s for s in self.stages if s not in STAGE_NAMES]
         require(not bad, "stages", f"unknown stage(s) {bad}; choose from {list(STAGE_NAMES)}")
         require(self.eval_per_level > 0, "eval_per_level", "must be > 0")
@@ -75,7 +89,7 @@ class QuickstartConfig(RunConfig):
         from .train.optimizers import SFT_OPTIMIZERS
 
         require(self.optimizer in SFT_OPTIMIZERS, "optimizer", f"must be one of {SFT_OPTIMIZERS}")
-        require(self.rl_level == 0 or self.rl_level in self.levels, "rl_level",
+        require(self.rl_level == 0 or not self.levels or self.rl_level in self.levels, "rl_level",
                 f"must be 0 (the hardest) or one of levels {self.levels}")
         require(self.search_level >= 0, "search_level", "must be 0 (the hardest of levels) or a level")
         require(self.search_problems > 0, "search_problems", "must be > 0")
@@ -106,18 +120,26 @@ def _load_engine(cfg: QuickstartConfig, run: Path):
 
     from .engine import Engine
     from .models import load_model
-    from .tasks import get_task
 
     model_dir = _require_model(run)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     model, tok = load_model(model_dir, device=cfg.device)
-    return Engine(model, tok), get_task(cfg.task, **cfg.task_args)
+    return Engine(model, tok), _task(cfg)
 
 
-def _heldout(cfg: QuickstartConfig, task, per_level: int, levels) -> list:
-    # One seed for every stage's held-out draw: the first problems of a level are the same in each.
-    return task.heldout_set(per_level, tuple(levels), seed=cfg.seed + 1000)
+def _task(cfg: QuickstartConfig):
+    """The task, behind the verifier guard (``tasks.guard``)."""
+    from .tasks import get_task
+    from .tasks.guard import guard
+
+    return guard(get_task(cfg.task, **cfg.task_args), strict=cfg.strict_verifier)
+
+
+def _heldout(task, per_level: int, levels) -> list:
+    # The named held-out set, as every command evaluates on: the first problems of a level are the same in each
+    # stage, and the same the RL stage's periodic evaluation and `slowthink eval` use.
+    return task.heldout_set(per_level, tuple(levels))
 
 
 def stage_sft(cfg: QuickstartConfig, run: Path) -> None:
@@ -127,21 +149,24 @@ def stage_sft(cfg: QuickstartConfig, run: Path) -> None:
                     level_weights=cfg.level_weights, system2_fraction=cfg.system2_fraction, model=cfg.model,
                     steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
                     warmup_steps=cfg.warmup_steps, seed=cfg.seed, eval_every=cfg.eval_every,
-                    max_new_tokens=cfg.max_new_tokens, threads=cfg.threads, device=cfg.device, progress=cfg.progress))
+                    max_new_tokens=cfg.max_new_tokens, threads=cfg.threads, device=cfg.device, progress=cfg.progress,
+                    strict_verifier=cfg.strict_verifier))
     shutil.rmtree(run / "model", ignore_errors=True)
     shutil.copytree(run / "sft" / "model", run / "model")
 
 
 def stage_eval(cfg: QuickstartConfig, run: Path) -> None:
     from .evaluate import evaluate
+    from .tasks.base import HELDOUT_SET
 
     engine, task = _load_engine(cfg, run)
-    problems = _heldout(cfg, task, cfg.eval_per_level, cfg.levels)
+    problems = _heldout(task, cfg.eval_per_level, cfg.levels)
     t0 = time.time()
     results = evaluate(engine, task, engine.tokenizer, problems, k=cfg.k, temperature=cfg.temperature,
                        max_tokens=cfg.max_new_tokens, seed=cfg.seed)
     write_json(run / "eval.json", {"task": cfg.task, "task_args": cfg.task_args, "levels": cfg.levels,
-                                   "per_level": cfg.eval_per_level, "k": cfg.k, "seconds": time.time() - t0,
+                                   "per_level": cfg.eval_per_level, "heldout_set": HELDOUT_SET,
+                                   "problems": len(problems), "k": cfg.k, "seconds": time.time() - t0,
                                    "results": results})
 
 
@@ -155,9 +180,10 @@ def stage_rl(cfg: QuickstartConfig, run: Path) -> None:
                      prompts_per_step=cfg.rl_prompts_per_step, group_size=cfg.rl_group_size,
                      max_new_tokens=cfg.max_new_tokens, eval_every=cfg.rl_eval_every,
                      eval_per_level=cfg.eval_per_level, seed=cfg.seed, threads=cfg.threads, device=cfg.device,
-                     progress=cfg.progress))
+                     progress=cfg.progress, strict_verifier=cfg.strict_verifier))
     evals = [r for r in read_metrics(run / "rl") if "eval/system2_pass@1" in r]
     write_json(run / "rl.json", {"level": cfg.hardest, "per_level": cfg.eval_per_level,
+                                 "n": evals[-1]["eval/system2_n"],  # the problems behind before and after
                                  "before": evals[0]["eval/system2_pass@1"], "after": evals[-1]["eval/system2_pass@1"],
                                  "steps": evals[-1]["step"], "model": str(run / "rl" / "model")})
 
@@ -167,16 +193,15 @@ def stage_route(cfg: QuickstartConfig, run: Path) -> None:
     score every fixed arm and the router on the held-out problems of all levels."""
     from .router.scoring import evaluate_routing
     from .router.train import RouterConfig, fit_router, load_engines, training_problems
-    from .tasks import get_task
 
     rc = RouterConfig(model=str(_require_model(run)), task=cfg.task, task_args=cfg.task_args, levels=cfg.levels,
                       per_level=cfg.route_per_level, majority_ns=cfg.route_majority_ns, max_tokens=cfg.max_new_tokens,
                       seed=cfg.seed, progress=cfg.progress)
-    task = get_task(cfg.task, **cfg.task_args)
+    task = _task(cfg)
     engines, names = load_engines(rc.model, device=cfg.device)
     router, metrics = fit_router(rc, task, engines, names, training_problems(task, cfg.levels, rc.per_level, cfg.seed))
     router.save(run / "model" / "router")
-    heldout = _heldout(cfg, task, cfg.eval_per_level, cfg.levels)
+    heldout = _heldout(task, cfg.eval_per_level, cfg.levels)
     res = evaluate_routing(router, engines, task, heldout, seed=cfg.seed + 100, progress=cfg.progress)
     write_json(run / "route.json", {"training": metrics, **res})
 
@@ -191,7 +216,7 @@ def stage_search(cfg: QuickstartConfig, run: Path) -> None:
 
     t0 = time.time()
     engine, task = _load_engine(cfg, run)
-    problems = _heldout(cfg, task, cfg.search_problems, (cfg.search_at,))
+    problems = _heldout(task, cfg.search_problems, (cfg.search_at,))
     policy = Policy(engine, task, Mode.SYSTEM2, temperature=cfg.search_temperature, max_tokens=cfg.max_new_tokens,
                     seed=cfg.seed)
     greedy = greedy_point(policy, problems)
@@ -241,6 +266,9 @@ STAGES = {"sft": stage_sft, "eval": stage_eval, "rl": stage_rl, "route": stage_r
 
 def run_quickstart(cfg: QuickstartConfig) -> dict:
     """Run ``cfg.stages`` in order; the contents of ``results.json`` (``{}`` until a report stage has run)."""
+    from .train.loop import resolve_task
+
+    cfg, _ = resolve_task(cfg)  # the task is checked and the levels filled in before the run folder is made
     run = Path(cfg.out)
     run.mkdir(parents=True, exist_ok=True)
     write_json(run / "quickstart_config.json", to_dict(cfg))

@@ -1,9 +1,12 @@
-"""Plots and markdown for run reports (matplotlib, Agg backend: no display needed)."""
+"""Plots, tables and markdown for run reports (matplotlib, Agg backend: no display needed). Every accuracy is
+shown with the number of problems behind it and its 95% Wilson interval."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
 from .chat import Mode
+from .evaluate import wilson_interval, within_noise
 
 MODE_LABEL = {Mode.SYSTEM1: "System-1 (answer directly)", Mode.SYSTEM2: "System-2 (think first)"}
 MODE_COLOR = {Mode.SYSTEM1: "#d62728", Mode.SYSTEM2: "#1f77b4"}
@@ -18,6 +21,19 @@ def _plt():
     return plt
 
 
+def _plot_heldout(ax, metrics: list[dict], mode: str, label: str) -> None:
+    """Held-out greedy pass@1 against step, its 95% interval as error bars where the log has one."""
+    rows = [r for r in metrics if f"eval/{mode}_pass@1" in r]
+    if not rows:
+        return
+    acc = [r[f"eval/{mode}_pass@1"] for r in rows]
+    yerr = None
+    if all(f"eval/{mode}_pass@1_lo" in r for r in rows):
+        yerr = [[a - r[f"eval/{mode}_pass@1_lo"] for a, r in zip(acc, rows)],
+                [r[f"eval/{mode}_pass@1_hi"] - a for a, r in zip(acc, rows)]]
+    ax.errorbar([r["step"] for r in rows], acc, yerr=yerr, marker="o", capsize=3, color=MODE_COLOR[mode], label=label)
+
+
 def plot_training(metrics: list[dict], path: str | Path, title: str = "SFT") -> Path:
     """Loss (left axis) and held-out greedy accuracy per mode (right axis) against step."""
     plt = _plt()
@@ -30,9 +46,7 @@ def plot_training(metrics: list[dict], path: str | Path, title: str = "SFT") -> 
     ax.set_yscale("log")
     ax2 = ax.twinx()
     for mode in MODE_LABEL:
-        pts = [(r["step"], r[f"eval/{mode}_pass@1"]) for r in metrics if f"eval/{mode}_pass@1" in r]
-        if pts:
-            ax2.plot(*zip(*pts), marker="o", color=MODE_COLOR[mode], label=f"held-out pass@1, {MODE_LABEL[mode]}")
+        _plot_heldout(ax2, metrics, mode, f"held-out pass@1, {MODE_LABEL[mode]}")
     ax2.set_ylabel("held-out greedy accuracy")
     ax2.set_ylim(0, 1.02)
     lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
@@ -55,9 +69,7 @@ def plot_rl(metrics: list[dict], path: str | Path, title: str = "RL", mode: str 
         steps = [r["step"] for r in rows]
         ax.plot(steps, [r["reward_mean"] for r in rows], color="gray", label="reward (mean of the batch)")
         ax.plot(steps, [r["pass_rate"] for r in rows], color="#2ca02c", alpha=0.7, label="sampled pass rate")
-    pts = [(r["step"], r[f"eval/{mode}_pass@1"]) for r in metrics if f"eval/{mode}_pass@1" in r]
-    if pts:
-        ax.plot(*zip(*pts), marker="o", color=MODE_COLOR[mode], label=f"held-out greedy pass@1, {MODE_LABEL[mode]}")
+    _plot_heldout(ax, metrics, mode, f"held-out greedy pass@1, {MODE_LABEL[mode]}")
     ax.set_xlabel("RL step")
     ax.set_ylim(0, 1.15)
     ax.legend(fontsize=8, loc="upper left")
@@ -186,41 +198,78 @@ def plot_scaling(search: dict, path: str | Path, title: str) -> Path:
     return Path(path)
 
 
+def format_accuracy(p: float, n: int) -> str:
+    """``41.0% (n=100, 95% CI 31.9-50.8%)``: an accuracy with the number of problems and the interval."""
+    lo, hi = wilson_interval(p * n, n)
+    return f"{p:.1%} (n={n}, 95% CI {100 * lo:.1f}-{100 * hi:.1f}%)"
+
+
+def accuracy_cell(p: float, n: int) -> str:
+    """``41.0% [31.9, 50.8]``: an accuracy and its 95% interval, for a table that gives n beside it."""
+    lo, hi = wilson_interval(p * n, n)
+    return f"{p:.1%} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def noise_warning(what: str, p1: float, n1: int, p2: float, n2: int) -> str | None:
+    """A warning when accuracies ``p1`` (on ``n1`` problems) and ``p2`` (on ``n2``) differ by less than the noise
+    at those sizes (``evaluate.within_noise``); None when the difference stands out of it."""
+    if not within_noise(p1, n1, p2, n2):
+        return None
+    return (f"warning: {what}: {100 * (p2 - p1):+.1f} points is inside the noise at n={n1} vs n={n2} (95% "
+            "two-proportion test): more problems would be needed to call it a difference")
+
+
+def heldout_line(metrics: dict, mode: str) -> str:
+    """A trainer's progress line for its held-out evaluation (``evaluate.heldout_metrics``)."""
+    return f"held-out {mode} pass@1 {format_accuracy(metrics[f'eval/{mode}_pass@1'], metrics[f'eval/{mode}_n'])}"
+
+
 def results_table(results: dict) -> list[list[str]]:
-    """Rows of (level, S1 acc, S2 acc, S2 mean tokens) with an overall row last."""
+    """Rows of (level, n, S1 and S2 accuracy with their intervals, S1 and S2 mean tokens) with an overall row last."""
     s1, s2 = results.get(Mode.SYSTEM1), results.get(Mode.SYSTEM2)
     rows = []
     levels = sorted((s2 or s1)["by_level"], key=int)
     for lv in levels + ["all"]:
         pick = (lambda r: r["overall"]) if lv == "all" else (lambda r, lv=lv: r["by_level"][lv])
-        rows.append([str(lv),
-                     f"{pick(s1)['pass@1']:.1%}" if s1 else "-",
-                     f"{pick(s2)['pass@1']:.1%}" if s2 else "-",
+        rows.append([str(lv), str(pick(s2 or s1)["n"]),
+                     accuracy_cell(pick(s1)["pass@1"], pick(s1)["n"]) if s1 else "-",
+                     accuracy_cell(pick(s2)["pass@1"], pick(s2)["n"]) if s2 else "-",
                      f"{pick(s1)['mean_tokens']:.0f}" if s1 else "-",
                      f"{pick(s2)['mean_tokens']:.0f}" if s2 else "-"])
     return rows
 
 
-TABLE_HEADER = ["level", "System-1 pass@1", "System-2 pass@1", "System-1 tokens", "System-2 tokens"]
+TABLE_HEADER = ["level", "n", "System-1 pass@1 [95% CI]", "System-2 pass@1 [95% CI]", "System-1 tokens",
+                "System-2 tokens"]
+
+
+def mode_gap_warning(results: dict) -> str | None:
+    """:func:`noise_warning` for System-2 against System-1 greedy pass@1 over all problems (both modes evaluated)."""
+    if not {Mode.SYSTEM1, Mode.SYSTEM2} <= set(results):
+        return None
+    s1, s2 = (results[m]["overall"] for m in (Mode.SYSTEM1, Mode.SYSTEM2))
+    return noise_warning("System-2 vs System-1 pass@1", s1["pass@1"], s1["n"], s2["pass@1"], s2["n"])
 
 
 def passk_header(k: int) -> list[str]:
-    return ["mode", "pass@1", "sampled pass@1", f"pass@{k}", f"maj@{k}"]
+    return ["mode", "n", "pass@1", "sampled pass@1", f"pass@{k}", f"maj@{k}"]
 
 
 def passk_rows(results: dict, k: int) -> list[list[str]]:
-    """Per mode, overall: greedy pass@1, sampled pass@1, pass@k and maj@k (an evaluation with k > 1)."""
+    """Per mode, overall: greedy pass@1, sampled pass@1, pass@k and maj@k (an evaluation with k > 1), each with its
+    interval (of the pass@k estimates: approximate)."""
     overall = {m: r["overall"] for m, r in results.items()}
-    return [[str(m), *(f"{o[key]:.1%}" for key in ("pass@1", "sampled_pass@1", f"pass@{k}", f"maj@{k}"))]
+    return [[str(m), str(o["n"]), *(accuracy_cell(o[key], o["n"])
+                                   for key in ("pass@1", "sampled_pass@1", f"pass@{k}", f"maj@{k}"))]
             for m, o in overall.items()]
 
 
-STRATEGY_HEADER = ["mode", "level", "n", "accuracy", "well-formed", "policy tokens/problem"]
+STRATEGY_HEADER = ["mode", "level", "n", "accuracy [95% CI]", "well-formed", "policy tokens/problem"]
 
 
 def strategy_rows(results: dict) -> list[list[str]]:
     """Rows of a test-time strategy's evaluation (``{mode: evaluate_strategy(...)}``): each level, then all."""
-    return [[str(m), lv, str(b["n"]), f"{b['accuracy']:.1%}", f"{b['well_formed']:.1%}",
+    return [[str(m), lv, str(b["n"]), accuracy_cell(b["accuracy"], b["n"]), f"{b['well_formed']:.1%}",
              f"{b['mean_policy_tokens']:.1f}"]
             for m, r in results.items() for lv, b in [*r["by_level"].items(), ("all", r["overall"])]]
 

@@ -46,7 +46,7 @@ def tiny_sft(out: Path, tok, steps: int, system2_fraction: float) -> str:
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    cfg = SFTConfig(out=str(out), levels=[1], steps=steps, batch_size=32, lr=3e-3, warmup_steps=5,
+    cfg = SFTConfig(out=str(out), levels=[1], steps=steps, batch_size=32, lr=3e-3, optimizer="adamw", warmup_steps=5,
                     system2_fraction=system2_fraction, micro_batches=1, eval_every=0, eval_per_level=0,
                     checkpoint_every=1000, threads=1, progress=False)
     train(cfg, task=Arithmetic(op="add", max_level=2), model=build_model("tiny", tok, seed=0), tok=tok)

@@ -23,12 +23,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_in_thread(app, start_timeout: float = 20.0):
-    """Serve ``app`` on 127.0.0.1 and a free port until the block ends; yields the port."""
+def serve_in_thread(app, start_timeout: float = 20.0, **config):
+    """Serve ``app`` on 127.0.0.1 and a free port until the block ends; yields the port. ``config``: more
+    ``uvicorn.Config`` arguments (e.g. ``serve.guard.uvicorn_settings``)."""
     import uvicorn
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **{"log_level": "warning", **config}))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + start_timeout

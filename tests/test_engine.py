@@ -78,7 +78,7 @@ def _small_config(kind: str, tok):
 
 
 _MODELS: dict = {}
-RECIPES = {"llama": dict(steps=60, lr=1e-2), "qwen2": dict(steps=40, lr=1e-2, op="add"),
+RECIPES = {"llama": dict(steps=200, lr=3e-3), "qwen2": dict(steps=40, lr=1e-2, op="add"),
            "qwen3": dict(steps=40, lr=1e-2), "gpt2": dict(steps=60, lr=5e-3)}
 
 
@@ -247,11 +247,11 @@ def _chi_square(counts: Counter, probs: torch.Tensor, n: int) -> tuple[float, in
 
 
 def test_sampling_matches_softmax(models, tok, prompts):
-    model, prompt, n = models("llama"), prompts[3], 3000
+    model, prompt, n, temp = models("llama"), prompts[3], 3000, 2.0
     engine = Engine(model, tok)
-    probs = _first_token_probs(model, prompt)
+    probs = _first_token_probs(model, prompt, temp)  # tempered: a trained model's first token is near-certain
     assert probs.max() < 0.9, "first token too peaked for a distribution test"
-    (cs,) = engine.generate([prompt], n=n, sampling=SamplingParams(max_tokens=1, temperature=1.0, seed=1))
+    (cs,) = engine.generate([prompt], n=n, sampling=SamplingParams(max_tokens=1, temperature=temp, seed=1))
     counts = Counter(c.token_ids[0] for c in cs)
     stat, dof = _chi_square(counts, probs, n)
     assert dof >= 2 and stat < dof + 5 * math.sqrt(2 * dof), (stat, dof)
@@ -260,7 +260,7 @@ def test_sampling_matches_softmax(models, tok, prompts):
 
 
 def test_top_p_keeps_to_the_nucleus(models, tok, prompts):
-    model, prompt, n, top_p, temp = models("llama"), prompts[3], 2000, 0.6, 1.3
+    model, prompt, n, top_p, temp = models("llama"), prompts[3], 2000, 0.6, 2.5
     probs = _first_token_probs(model, prompt, temp)
     sorted_p, order = probs.sort(descending=True)
     k = int((sorted_p.cumsum(0) < top_p).sum()) + 1  # smallest prefix with mass >= top_p

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from slowthink.evaluate import majority, pass_at_k
+from slowthink.evaluate import majority, pass_at_k, two_proportion_z, wilson_interval, with_intervals, within_noise
 from slowthink.quickstart import QuickstartConfig, run_quickstart
 from slowthink.tasks import get_task
 from eval_helpers import greedy_accuracy
@@ -23,6 +23,29 @@ def test_pass_at_k_matches_hand_computed_values():
     assert pass_at_k(4, 1, 1) == pytest.approx(0.25)
     assert pass_at_k(4, 1, 2) == pytest.approx(1 - 3 / 6)  # 1 - C(3,2)/C(4,2)
     assert pass_at_k(10, 3, 5) == pytest.approx(1 - 21 / 252)  # 1 - C(7,5)/C(10,5)
+
+
+def test_wilson_interval_matches_hand_computed_values():
+    z2 = 1.959963984540054 ** 2
+    lo, hi = wilson_interval(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(z2 / (10 + z2))  # closed form at k = 0
+    lo, hi = wilson_interval(10, 10)
+    assert lo == pytest.approx(10 / (10 + z2)) and hi == pytest.approx(1.0)
+    assert wilson_interval(50, 100) == pytest.approx((0.4038, 0.5962), abs=1e-4)
+    assert wilson_interval(41, 100) == pytest.approx((0.3187, 0.5080), abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    with pytest.raises(ValueError, match="0 <= k <= n"):
+        wilson_interval(11, 10)
+    block = with_intervals({"n": 100, "pass@1": 0.5, "mean_tokens": 9.0}, ["pass@1"])
+    assert block["pass@1_ci95"] == pytest.approx([0.4038, 0.5962], abs=1e-4) and block["mean_tokens"] == 9.0
+
+
+def test_two_proportion_test_tells_noise_from_a_difference():
+    # 50/100 vs 60/100: pooled 0.55, standard error sqrt(0.55 * 0.45 * 2 / 100) = 0.0704
+    assert two_proportion_z(50, 100, 60, 100) == pytest.approx(0.1 / (0.55 * 0.45 * 0.02) ** 0.5)
+    assert within_noise(0.5, 100, 0.6, 100) and not within_noise(0.5, 100, 0.7, 100)
+    assert not within_noise(0.5, 400, 0.6, 400)  # the same 10 points stand out at 4x the problems
+    assert two_proportion_z(0, 10, 0, 20) == 0.0 and within_noise(1.0, 10, 1.0, 30)
 
 
 def test_majority_ignores_malformed_and_breaks_ties_by_first_seen():
@@ -58,6 +81,13 @@ def test_quickstart_pipeline_writes_report_and_stages_run_alone(tmp_path):
     assert [summary["rl"]["before"], summary["rl"]["after"]] == [
         greedy_accuracy(m, task, heldout, "system2", cfg.max_new_tokens) for m in (out / "model", out / "rl" / "model")]
     assert "GRPO on level 2" in (out / "report.md").read_text()
+    # Every accuracy with its number of problems and 95% interval; each comparison checked against that noise.
+    assert summary["n"] == s2["overall"]["n"] and summary["rl"]["n"] == len(heldout)
+    assert summary["system2_pass@1_ci95"] == list(wilson_interval(summary["system2_pass@1"] * summary["n"],
+                                                                  summary["n"]))
+    assert summary["within_noise"] == within_noise(summary["system1_pass@1"], summary["n"], summary["system2_pass@1"],
+                                                   summary["n"])
+    assert f"(n={summary['n']}, 95% CI " in (out / "report.md").read_text()
     assert "## Routing" in (out / "report.md").read_text()
     assert summary["route"]["best_fixed"]["name"] in {"s1", "s2", "s2_maj2"}
     # The search stage: greedy vs majority@n / confidence-weighted majority@n from one pool, on the hardest level.
@@ -166,3 +196,20 @@ def test_cli_tasks_and_sample_print_without_error():
     r = subprocess.run([sys.executable, "-m", "slowthink.cli", "sample", "--task", "countdown", "--level", "3"],
                        env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "Target:" in r.stdout and "</think>" in r.stdout
+
+
+def test_heldout_evaluation_consumes_no_training_randomness(tiny_model, tok):
+    # Trainers evaluate between steps: drawing the held-out set and decoding it greedily must leave the RNG
+    # streams training draws from as they were, so evaluating (or not, or on other problems) trains the same.
+    import random
+
+    import torch
+
+    from slowthink.engine import Engine
+    from slowthink.evaluate import heldout_metrics
+
+    task = get_task("arithmetic", op="add", max_level=2)
+    python_state, torch_state = random.getstate(), torch.get_rng_state()
+    metrics = heldout_metrics(Engine(tiny_model, tok), task, tok, task.heldout_set(3, (1, 2)), max_tokens=8)
+    assert random.getstate() == python_state and torch.equal(torch.get_rng_state(), torch_state)
+    assert metrics["eval/system2_n"] == 6 and metrics["eval/system2_pass@1_lo"] <= metrics["eval/system2_pass@1"]

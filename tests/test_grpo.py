@@ -222,8 +222,8 @@ def test_grpo_moves_parameters_and_raises_reward(sft_model, tmp_path):
     evals = [r for r in read_metrics(run) if "eval/system1_pass@1" in r]
     assert [r["step"] for r in evals] == [0, 10]  # the starting model's held-out accuracy, then the trained one's
     heldout = task.heldout_set(4, tuple(cfg.levels))
-    assert [r["eval/system1_pass@1"] for r in evals] == [greedy_accuracy(m, task, heldout, "system1", cfg.max_new_tokens)
-                                                         for m in (sft_model, run / "model")]
+    assert [r["eval/system1_pass@1"] for r in evals] == [
+        greedy_accuracy(m, task, heldout, "system1", cfg.max_new_tokens) for m in (sft_model, run / "model")]
     assert rows[-1]["samples"] == 10 * cfg.prompts_per_step * cfg.group_size
     assert (run / "ckpt" / "state.pt").exists() and list((run / "tb").iterdir())
 

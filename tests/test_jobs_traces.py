@@ -201,9 +201,9 @@ def test_traces_to_examples_and_a_training_step(served, tmp_path):
     cut_row = _rows(served, cut.id)[0]
     assert cut_row["correct"] is True and cut_row["finish_reason"] == "length"
     assert render_example(tok, Q, "system2", cut_row["completion"]).ids not in [e.ids for e in examples]
-    for e in examples:
-        assert len(e.ids) == len(e.mask) and e.ids[-1] == tok.convert_tokens_to_ids(IM_END) and sum(e.mask) > 0
-    assert all(e.mask[:e.prompt_len] == [0] * e.prompt_len for e in examples)
+    for e in examples:  # the loss covers the completion and its end of turn, nothing of the prompt
+        assert e.ids[-1] == tok.convert_tokens_to_ids(IM_END) and e.prompt_len < len(e.ids)
+        assert e.mask == [0] * e.prompt_len + [1] * (len(e.ids) - e.prompt_len)
     s1 = [e.ids for e in traces_to_examples(out, tok, Arithmetic(), mode="system1")]
     assert expected.ids in s1 and s2.ids not in s1
 
@@ -291,11 +291,13 @@ def test_job_cancel_queued_and_running(served, monkeypatch):
     for job_id, attempts in ((ids[0], 1), (ids[2], 0)):
         j = http.get(f"/jobs/{job_id}").json()
         assert j["status"] == "cancelled" and j["result"] is None and j["attempts"] == attempts
-    again = http.delete(f"/jobs/{ids[1]}")  # finished: returned unchanged
-    assert again.status_code == 200 and again.json() == finished
     with sqlite3.connect(served["jobs"]) as db:
         cids = [db.execute("SELECT completion_id FROM jobs WHERE id=?", (i,)).fetchone()[0] for i in ids]
     assert [len(_rows(served, c)) for c in cids] == [0, 1, 0]  # only the returned completion is traced
+    gone = http.delete(f"/jobs/{ids[1]}")  # finished: deleted
+    assert gone.status_code == 200 and gone.json() == {"id": ids[1], "object": "chat.completion.job.deleted",
+                                                       "deleted": True}
+    assert http.get(f"/jobs/{ids[1]}").status_code == 404 and http.delete(f"/jobs/{ids[1]}").status_code == 404
 
 
 def test_job_errors(served):

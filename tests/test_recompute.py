@@ -165,9 +165,11 @@ def test_score_pool_uses_the_outcome_score_and_item_tokens(tok):
             {"text": "x", "well_formed": False}]
 
     pol = SimpleNamespace(task=task)  # score_pool reads only the policy's task
-    score_pool(pol, [p], [pool], check=RecomputeVerifier(ArithmeticChecker(tok), task))
+    checker = RecomputeVerifier(ArithmeticChecker(tok), task)
+    score_pool(pol, [p], [pool], check=checker)
     assert [s.get("check") for s in pool] == [1.0, 0.0, None]
-    assert pool[0]["check_tokens"] > 0 and "check_tokens" not in pool[2]
+    # each scored sample is charged what its item cost the checker; the malformed one is not scored
+    assert [s.get("check_tokens") for s in pool] == [*checker.item_tokens, None] and all(checker.item_tokens)
 
 
 def test_check_spec_and_loading_a_real_model(tmp_path, tok):
@@ -233,8 +235,9 @@ def test_check_arms_vote_by_the_verifier_and_pay_for_its_distinct_questions(s2_m
     assert (t.tokens[:, chk] - t.tokens[:, maj] == [10 * len(a) for a in answers]).all()
     with pytest.raises(ValueError, match="verifier 'check'"):
         arm_table({"main": engines["main"]}, task, problems, arms)
+    spent = engines[CHECK].tokens
     sol = run_arm(arms[3], problems[0], engines, task)
-    assert sol.extra["n"] == 4 and sol.verifier_tokens > 0
+    assert sol.extra["n"] == 4 and sol.verifier_tokens == engines[CHECK].tokens - spent >= 10
     with pytest.raises(ValueError, match="System-2 vote"):
         Arm("bad", "system2", 1, verifier=CHECK)
     assert Arm(**arms[3].to_dict()) == arms[3]  # a saved router's arms keep their verifier

@@ -166,7 +166,9 @@ def test_train_revise_teaches_the_cue_then_revision_format(s2_model, tmp_path):
     assert after["eval/revised_well_formed"] >= before["eval/revised_well_formed"] + 0.2, (before, after)
     rows = read_metrics(run)
     assert [r["step"] for r in rows if "revision_traces" in r] == [1]
-    assert rows[-1]["eval/revised_well_formed"] >= 0 and any(r.get("revision_traces", 0) > 0 for r in rows)
+    assert any(r.get("revision_traces", 0) > 0 for r in rows)
+    logged = [r["eval/revised_well_formed"] for r in rows if "eval/revised_well_formed" in r]  # the run's own curve
+    assert logged[-1] >= logged[0] + 0.2, logged
     traces = [json.loads(line) for line in (run / "traces.jsonl").read_text().splitlines()]
     assert traces and all("\nWait\n" in t["completion"] or t["completion"].startswith("Wait\n") for t in traces)
     assert (run / "ckpt" / "state.pt").is_file() or any(run.glob("ckpt*/state.pt"))

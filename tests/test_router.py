@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from slowthink.effort import EFFORTS, check_effort, effort_setting, solve_with_effort
-from slowthink.engine import Engine
+from slowthink.engine import Engine, SamplingParams
 from slowthink.models import load_model
 from slowthink.router import (
     Arm,
@@ -30,6 +30,7 @@ from slowthink.router.scoring import evaluate_routing
 from slowthink.router.solve import route_solve
 from slowthink.router.train import RouterConfig, fit_from_table, fit_router, training_problems
 from slowthink.tasks import Arithmetic
+from slowthink.tokenizer import render_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = Arithmetic(op="add", max_level=2)
@@ -177,7 +178,10 @@ def test_arm_table_counts_tokens_and_shares_samples(sft_model):
     arms = [Arm("g", "system1", 1, max_tokens=6), Arm("m2", "system1", 2, 1.0, 6), Arm("m4", "system1", 4, 1.0, 6)]
     t = arm_table(engines, TASK, problems, arms, seed=3)
     assert t.correct.shape == t.tokens.shape == (6, 3)
-    assert (t.tokens[:, 0] <= 6).all() and (t.tokens[:, 1] <= 12).all() and (t.tokens[:, 2] <= 24).all()
+    prompts = [render_prompt(tok, TASK.prompt(p, "system1"), "system1") for p in problems]
+    greedy = engines["main"].generate(prompts, sampling=SamplingParams(max_tokens=6, temperature=0))
+    assert list(t.tokens[:, 0]) == [len(c.token_ids) for (c,) in greedy]  # the greedy arm's own completion
+    assert (t.tokens[:, 1] <= 12).all() and (t.tokens[:, 2] <= 24).all()
     assert (t.tokens[:, 1] <= t.tokens[:, 2]).all()  # m2 votes over the first 2 of m4's 4 samples
     for i, p in enumerate(problems):  # a correct vote is the problem's answer
         assert not t.correct[i, 2] or t.answers[i][2] == p.answer
@@ -258,7 +262,6 @@ class RecordingEngine(Engine):
 
 def test_two_model_mode_runs_each_arm_on_its_model(sft_model):
     from slowthink.router.arms import default_arms, run_arm
-    from slowthink.tokenizer import render_prompt
 
     model, tok = load_model(sft_model)
     engines = {"fast": RecordingEngine(model, tok), "slow": RecordingEngine(model, tok)}

@@ -76,7 +76,6 @@ def test_doubling_and_confidence():
 
 
 def test_draw_pool_records_tokens_and_confidence_of_every_sample(tiny_model, tok):
-    from slowthink.engine import Engine
     from slowthink.search import Policy
     from slowthink.tasks import get_task
 

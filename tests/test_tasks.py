@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import random
 import re
 import textwrap
@@ -101,6 +102,20 @@ def test_heldout_split_is_disjoint(task):
         assert all(heldout_bucket(k) == 0 and p.level == level for k, p in zip(keys, held))
         assert not set(keys) & {p.key for p in train}
         assert [p.key for p in task.heldout_set(per_level=15, levels=(level,))] == keys  # fixed set
+
+
+def test_heldout_set_is_one_named_sequence(task):
+    level = task.levels[-1]
+    big = task.heldout_set(per_level=20, levels=(level,))
+    assert task.heldout_set(per_level=7, levels=(level,)) == big[:7]  # a smaller set is a prefix of a larger one
+    renamed = copy.copy(task)
+    renamed.name = "renamed"
+    assert renamed.heldout_set(per_level=20, levels=(level,)) == big  # the seed does not depend on the task
+    assert task.heldout_set(per_level=20, levels=(level,), seed=5) != big  # a seed draws another sequence
+    # a level with few held-out problems gives all of them, and a larger request gives no more
+    one_digit = Arithmetic(op="mul").heldout_set(per_level=1000, levels=(1,))
+    assert 0 < len(one_digit) < 81 and len({p.key for p in one_digit}) == len(one_digit)
+    assert Arithmetic(op="mul").heldout_set(per_level=5000, levels=(1,)) == one_digit
 
 
 def test_malformed_answers_are_not_correct(task):

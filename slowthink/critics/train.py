@@ -44,7 +44,6 @@ class CriticConfig(AdamWConfig, SamplingConfig, ModeConfig, RunConfig):
     backbone: str = arg("", "model folder the critic starts from (empty: the policy, init)")
     completer: str = arg("", "PRM: model folder that rolls out the step prefixes (Math-Shepherd's completer; "
                              "empty: the policy, init)")
-    levels: list[int] = arg([2])
     mode: str = arg(Mode.SYSTEM2, "prompt mode of the policy (a PRM needs system2: steps live in the think block)")
     problems: int = arg(256, "training problems (train split; held-out problems are never sampled)")
     samples_per_problem: int = arg(4, "policy samples per problem")
@@ -224,8 +223,8 @@ def train(cfg: CriticConfig, task=None) -> Path:
     from ..train.runlog import write_json
     from .model import new_critic
 
+    cfg, task = resolve_task(cfg, task)
     with TrainingRun(cfg, cfg.kind) as run:
-        task = resolve_task(cfg, task)
         t0 = time.time()
         critic = new_critic(cfg.kind, cfg.backbone or cfg.init, task, cfg.mode, device=cfg.device,
                             meta={"task": cfg.task, "task_args": cfg.task_args, "init": cfg.init, "label": cfg.label,

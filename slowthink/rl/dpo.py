@@ -194,8 +194,8 @@ def run_pairs(run: TrainingRun, model, tok, task, cfg: DPOConfig) -> tuple[list[
 def train(cfg: DPOConfig, task=None, model=None, tok=None) -> Path:
     """Run offline DPO; returns the run folder. ``task``/``model``/``tok`` override the config's specs
     (tests); a given ``model`` is taken as the init model (policy start and reference)."""
+    cfg, task = resolve_task(cfg, task)
     with TrainingRun(cfg, "dpo") as run:
-        task = resolve_task(cfg, task)
         model, tok = load_init(cfg, model, tok)
         # -- phase 1, while the model is still init: it samples the pairs and gives the reference log-probs
         pairs, data_stats = run_pairs(run, model, tok, task, cfg)

@@ -244,8 +244,8 @@ def learn(run: TrainingRun, model, ref_model, opt, groups: list[Group], cfg: GRP
 def train(cfg: GRPOConfig, task=None, model=None, tok=None) -> Path:
     """Run GRPO (or RLOO: same loop, ``cfg.advantages`` differs); returns the run folder.
     ``task``/``model``/``tok`` override the config's specs (tests)."""
+    cfg, task = resolve_task(cfg, task)
     with TrainingRun(cfg, cfg.name) as run:
-        task = resolve_task(cfg, task)
         model, tok = load_init(cfg, model, tok)
         model.train()
         ref_model = reference_model(cfg)

@@ -57,6 +57,7 @@ def heldout_evaluator(worker, task, tok, cfg: OnPolicyConfig, log):
     from tqdm.auto import tqdm
 
     from ..evaluate import heldout_metrics
+    from ..report import heldout_line
 
     heldout = heldout_problems(task, cfg)
 
@@ -66,7 +67,7 @@ def heldout_evaluator(worker, task, tok, cfg: OnPolicyConfig, log):
         ev = heldout_metrics(worker.engine, task, tok, heldout, (cfg.mode,), cfg.max_new_tokens)
         worker.model.train()
         log.log(step, **ev)
-        tqdm.write(f"step {step}: held-out {cfg.mode} pass@1 {ev[f'eval/{cfg.mode}_pass@1']:.3f}")
+        tqdm.write(f"step {step}: {heldout_line(ev, cfg.mode)}")
 
     return evaluate
 

@@ -226,8 +226,8 @@ def learn(run: TrainingRun, model, critic: ValueModel, opts: tuple, rows: list[P
 def train(cfg: PPOConfig, task=None, model=None, tok=None) -> Path:
     """Run PPO; returns the run folder. ``task``/``model``/``tok`` override the config's specs (tests);
     the critic is always built from ``cfg.init``."""
+    cfg, task = resolve_task(cfg, task)
     with TrainingRun(cfg, cfg.name) as run:
-        task = resolve_task(cfg, task)
         model, tok = load_init(cfg, model, tok)
         model.train()
         critic = ValueModel.from_pretrained(cfg.init).to(cfg.device).train()

@@ -42,6 +42,7 @@ from ..config import ConfigError, FromModelConfig, HeldoutConfig, arg, check_pos
 from ..train.data import reference_example
 from ..engine import SamplingParams, derive_seed
 from ..evaluate import heldout_metrics
+from ..report import format_accuracy, heldout_line
 from ..search.reflect import REVISE_CUE, thinking_of, with_cue
 from ..tasks.base import Problem, Reference
 from ..tokenizer import render_example
@@ -188,8 +189,8 @@ def reflect_metrics(engine, task, problems: list[Problem], max_tokens: int, cue:
 def train(cfg: ReviseConfig, task=None, model=None, tok=None) -> Path:
     """Run revise training; returns the run folder. ``task``/``model``/``tok`` override the config's specs
     (tests); a given ``model`` is taken as the init model."""
+    cfg, task = resolve_task(cfg, task)
     with TrainingRun(cfg, "revise", counter="iteration") as run:
-        task = resolve_task(cfg, task)
         if not callable(getattr(task, "solution_lines", None)):
             raise ConfigError(f"task: {task.name!r} has no solution_lines(problem); revise needs worked solutions")
         model, tok = load_init(cfg, model, tok)
@@ -227,9 +228,9 @@ def train(cfg: ReviseConfig, task=None, model=None, tok=None) -> Path:
             ev = evaluate(done)
             bar.update(1)
             bar.write(f"iteration {done}: {stats['revision_traces']} revision traces ({stats['revised_wrong_drafts']} "
-                      f"of wrong drafts) + {n_plain} plain" + (f"; held-out pass@1 {ev['eval/system2_pass@1']:.3f}, "
-                      f"after the cue {ev['eval/revised_pass@1']:.3f} ({ev['eval/revised_well_formed']:.0%} well "
-                      "formed)" if ev else ""))
+                      f"of wrong drafts) + {n_plain} plain" + (f"; {heldout_line(ev, Mode.SYSTEM2)}, after the cue "
+                      f"{format_accuracy(ev['eval/revised_pass@1'], ev['eval/system2_n'])} "
+                      f"({ev['eval/revised_well_formed']:.0%} well formed)" if ev else ""))
             run.checkpoint(done)
             with open(run.dir / "traces.jsonl", "a" if iteration else "w") as f:  # for reading only
                 f.writelines(json.dumps(t.to_dict(), default=str) + "\n" for t in traces)

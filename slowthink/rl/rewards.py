@@ -18,7 +18,9 @@ A reward is a sum of small terms, each a pure function:
   be dropped from the loss altogether ("overlong filtering"); that is the trainer's job (``is_truncated``).
 
 ``RewardFn`` adds the terms it is configured with and returns a ``Reward`` that keeps each term, so a
-trainer can log them separately.
+trainer can log them separately. The task it is given is guarded (``tasks.guard``; the rollout worker guards
+its task): a completion on which ``score`` or ``step_labels`` crashed gets correctness 0, no format bonus
+and, with ``verify_steps``, no verified step.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ import torch
 from ..engine import Completion, Engine, SamplingParams, derive_seed
 from ..chat import Mode
 from ..tasks.base import Problem, Score
+from ..tasks.guard import guard
 from ..tokenizer import render_prompt
 from .rewards import Reward, RewardFn
 
@@ -62,7 +63,8 @@ class LocalRolloutWorker:
     """Samples with an ``Engine`` over a model in this process (typically the learner's own module)."""
 
     def __init__(self, model, tok, task, reward_fn: RewardFn, max_batch: int = 256):
-        self.model, self.tok, self.task, self.reward_fn = model, tok, task, reward_fn
+        # guarded: a verifier crash on one completion counts it malformed instead of ending the run (tasks.guard)
+        self.model, self.tok, self.task, self.reward_fn = model, tok, guard(task), reward_fn
         self.engine = Engine(model, tok, max_batch=max_batch)
         self.version = -1
 

@@ -41,6 +41,7 @@ from pathlib import Path
 from ..config import FromModelConfig, HeldoutConfig, ModeConfig, arg, check_positive, require
 from ..engine import SamplingParams, derive_seed
 from ..evaluate import heldout_metrics
+from ..report import heldout_line
 from ..chat import Mode
 from ..tasks.base import Problem
 from ..tokenizer import Rendered, render_example
@@ -58,6 +59,12 @@ def _formats(template: str) -> bool:
     except (KeyError, IndexError, ValueError):
         return False
     return True
+
+
+def is_sqlite(path: str) -> bool:
+    """Whether the file is an SQLite database (the trace store), by its 16-byte header."""
+    with open(path, "rb") as f:
+        return f.read(16) == b"SQLite format 3\x00"
 
 
 @dataclass
@@ -89,6 +96,10 @@ class STaRConfig(HeldoutConfig, FineTuneConfig, ModeConfig, FromModelConfig):
         require(not self.from_traces or os.path.isfile(self.from_traces), "from_traces",
                 f"{self.from_traces!r} is not a file; write one with: slowthink traces export --db DB --out FILE "
                 "--verified-only")
+        require(not self.from_traces or not is_sqlite(self.from_traces), "from_traces",
+                f"{self.from_traces!r} is the trace database itself; export its traces as JSONL first: slowthink "
+                f"traces export --db {self.from_traces} --out traces.jsonl --verified-only (then "
+                "from_traces=traces.jsonl)")
         require(self.curriculum_every >= 0, "curriculum_every", "must be >= 0 (0: no curriculum)")
         check_positive(self, "iterations", "problems_per_iteration", "samples_per_problem", "max_per_problem")
         require(self.temperature > 0 or self.samples_per_problem == 1, "temperature",
@@ -233,8 +244,8 @@ def pool_traces(traces: list[Trace], new: list[Trace], accumulate: bool) -> tupl
 def train(cfg: STaRConfig, task=None, model=None, tok=None) -> Path:
     """Run STaR; returns the run folder. ``task``/``model``/``tok`` override the config's specs (tests);
     a given ``model`` is taken as the init model."""
+    cfg, task = resolve_task(cfg, task)
     with TrainingRun(cfg, "star", counter="iteration") as run:
-        task = resolve_task(cfg, task)
         model, tok = load_init(cfg, model, tok)
         # The weights every inner fine-tune restarts from, taken before a checkpoint overwrites them.
         init_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if cfg.restart_from_init else None
@@ -278,7 +289,7 @@ def train(cfg: STaRConfig, task=None, model=None, tok=None) -> Path:
             bar.update(1)
             bar.write(f"iteration {done}: solved {stats['solved_direct']} + {stats['solved_rationalized']} "
                       f"rationalised of {stats['problems']}, kept {len(new)}" +
-                      (f", held-out pass@1 {ev[f'eval/{cfg.mode}_pass@1']:.3f}" if ev else ""))
+                      (f", {heldout_line(ev, cfg.mode)}" if ev else ""))
             run.checkpoint(done, traces=[t.to_dict() for t in traces])
             # For reading only (resume uses the copy inside the checkpoint, written atomically with the weights).
             (run.dir / "traces.jsonl").write_text("".join(json.dumps(t.to_dict(), default=str) + "\n" for t in traces))

@@ -30,8 +30,8 @@ L2_GRID = (1.0, 10.0, 100.0, 1000.0)
 @dataclass
 class RouterConfig(RunConfig):
     out: str = arg("", "where to save the router (default: MODEL/router, loaded with the model)")
-    task_args: dict = arg({"op": "mul", "cot": "cells"})
-    levels: list[int] = arg([1, 2, 3], "levels to draw training problems from (mix the levels you will route)")
+    levels: list[int] = arg([], "levels to draw training problems from, mixed as the questions you will route "
+                                "(default: the levels the model was trained on)")
     model: str = arg("", "model folder (the hybrid model, or the System-2 model with fast_model) (required)")
     fast_model: str = arg("", "optional System-1 model folder: two-model mode (fast System-1, slow System-2)")
     per_level: int = arg(120, "training problems per level (train split: never held-out)")
@@ -185,8 +185,8 @@ def train(cfg: RouterConfig) -> str:
     from ..train.loop import open_run, resolve_task
 
     t0 = time.time()
+    cfg, task = resolve_task(cfg)
     out = open_run(cfg, "router", cfg.out or Path(cfg.model) / ROUTER_DIR)
-    task = resolve_task(cfg)
     engines, names = load_engines(cfg.model, cfg.fast_model, device=cfg.device, checker=cfg.checker, task=task)
     problems = training_problems(task, cfg.levels, cfg.per_level, cfg.seed)
     router, metrics = fit_router(cfg, task, engines, names, problems)

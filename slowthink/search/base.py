@@ -33,6 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 from ..engine import Completion, Engine, SamplingParams, derive_seed
 from ..chat import Mode, THINK_CLOSE, check_mode, split_completion
 from ..tasks.base import Problem
+from ..tasks.guard import guard
 from ..tokenizer import render_prompt
 
 
@@ -116,6 +117,7 @@ class Policy:
         check_mode(self.mode)
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        self.task = guard(self.task)  # a verifier crash on one sample counts it malformed (tasks.guard)
 
     @property
     def tokenizer(self):

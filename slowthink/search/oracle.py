@@ -10,6 +10,7 @@ verifiers (``slowthink.critics``) plug into the same protocol (``score_steps`` /
 from __future__ import annotations
 
 from ..tasks.base import Problem
+from ..tasks.guard import guard
 from ..chat import Mode
 
 
@@ -24,7 +25,7 @@ class TaskStepOracle:
     def __init__(self, task):
         if not callable(getattr(task, "step_labels", None)):
             raise ValueError(f"task {getattr(task, 'name', task)!r} has no step_labels(problem, reasoning)")
-        self.task = task
+        self.task = guard(task)
 
     def score_steps(self, problem: Problem, steps: list[str]) -> list[float]:
         labels = self.task.step_labels(problem, "\n".join(steps))
@@ -43,7 +44,7 @@ class TaskOutcomeOracle:
     tokens = 0
 
     def __init__(self, task, mode: str = Mode.SYSTEM2):
-        self.task, self.mode = task, mode
+        self.task, self.mode = guard(task), mode
 
     def score(self, problem: Problem, completion: str) -> float:
         return 1.0 if self.task.score(problem, completion, self.mode).correct else 0.0

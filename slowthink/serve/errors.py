@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def api_error(e: APIError) -> JSONResponse:
-    return JSONResponse(e.body(), status_code=e.status)
+    return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
 
 
 async def on_api_error(request, e: APIError):

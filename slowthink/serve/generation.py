@@ -19,12 +19,13 @@ class ClientGone(Exception):
     """The HTTP client disconnected while its request was being worked on."""
 
 
-def submit(scheduler: Scheduler, prompt_ids: list[int], n: int, sampling, stream: bool):
-    """Queue engine work for a request; a full queue is a 429."""
+def submit(scheduler: Scheduler, prompt_ids: list[int], n: int, sampling, stream: bool, queue: str = ""):
+    """Queue engine work for a request (``queue``: whose share of the engine it uses); a full queue is a 429."""
     try:
-        return scheduler.submit(prompt_ids, n, sampling, stream=stream)
+        return scheduler.submit(prompt_ids, n, sampling, stream=stream, owner=queue)
     except QueueFull as e:
-        raise APIError(429, f"Server busy: {e}", type="rate_limit_error", code="queue_full") from None
+        raise APIError(429, f"Server busy: {e} (max_queue; slowthink serve --max-queue)", type="rate_limit_error",
+                       code="queue_full", headers={"Retry-After": "1"}) from None
 
 
 async def wait_final(scheduler: Scheduler, job, request: Request | None = None) -> Update | None:
@@ -47,9 +48,9 @@ def completions_of(update: Update) -> list[Completion]:
     return update.completions
 
 
-def chat_generate(scheduler: Scheduler, request: Request) -> Generate:
+def chat_generate(scheduler: Scheduler, request: Request, queue: str) -> Generate:
     async def generate(prompt_ids, n, sampling):
-        update = await wait_final(scheduler, submit(scheduler, prompt_ids, n, sampling, stream=False), request)
+        update = await wait_final(scheduler, submit(scheduler, prompt_ids, n, sampling, False, queue), request)
         if update is None:
             raise ClientGone
         return completions_of(update)
@@ -71,7 +72,7 @@ def job_generate(scheduler: Scheduler, job: RunningJob) -> Generate:
             if job.cancelled:
                 raise JobCancelled
             try:
-                work = scheduler.submit(prompt_ids, n, sampling, stream=False)
+                work = scheduler.submit(prompt_ids, n, sampling, stream=False, owner=job.owner)
                 break
             except QueueFull:  # interactive requests fill the queue: wait, do not fail
                 await asyncio.sleep(0.25)

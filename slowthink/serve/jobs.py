@@ -3,17 +3,21 @@
     POST   /v1/jobs        body of a (non-streaming) chat completion -> {"id": "job-...", "status": "queued", ...}
     GET    /v1/jobs/{id}   status: queued | running | succeeded | failed | cancelled; when succeeded,
                            "result" is the full chat.completion object ("error" when failed)
-    DELETE /v1/jobs/{id}   cancel a queued or running job (a finished one is returned unchanged)
+    DELETE /v1/jobs/{id}   cancel a queued or running job; delete a finished one
     GET    /v1/jobs        the latest jobs (?status=...&limit=20)
 
-A job row is committed before ``POST`` answers, and its result is committed before its status says
-``succeeded``, so a server killed at any moment (SIGKILL included) loses nothing it reported. On start the
-worker puts jobs left ``running`` back in the queue; they run again from the start, with the same
-completion id (their trace row, if one was written, is replaced). One server per jobs database.
+A job belongs to the API key that made it (by the key's name): other keys neither see nor change it. A
+key may have ``max_queued_jobs`` queued or running at once (429 beyond). A job row is committed before
+``POST`` answers, and its result is committed before its status says ``succeeded``, so a server killed at
+any moment (SIGKILL included) loses nothing it reported. On start the worker puts jobs left ``running``
+back in the queue; they run again from the start, with the same completion id (their trace row, if one
+was written, is replaced), unless they were started ``job_attempts`` times already (they fail then).
+Finished jobs older than ``job_retention`` seconds are deleted. One server per jobs database.
 
-The worker runs up to ``concurrency`` jobs at a time through the same engine scheduler as interactive
-requests (continuous batching); it leaves the rest of the scheduler's queue to them and waits instead of
-failing when it is full.
+A job stores its request as validated (unknown fields dropped), never the raw body. The worker runs up to
+``concurrency`` jobs at a time through the same engine scheduler as interactive requests (continuous
+batching), picking next the oldest job of the key with the fewest running; it leaves the rest of the
+scheduler's queue to them and waits instead of failing when it is full.
 """
 
 from __future__ import annotations
@@ -28,12 +32,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from .protocol import APIError, error_body
-from .traces import connect
+from .traces import OWNER_COLUMN, add_column, connect, create_private
 
 log = logging.getLogger(__name__)
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-SCHEMA_VERSION = 1
+ACTIVE, FINISHED = ("queued", "running"), ("succeeded", "failed", "cancelled")
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- queue order
@@ -42,15 +47,26 @@ CREATE TABLE IF NOT EXISTS jobs (
     created REAL NOT NULL,
     model TEXT NOT NULL,
     status TEXT NOT NULL,
-    request TEXT NOT NULL,                  -- JSON body as posted
+    request TEXT NOT NULL,                  -- JSON of the request as validated
     result TEXT,                            -- JSON chat.completion, when succeeded
     error TEXT,                             -- JSON {message, type, param, code}, when failed
     attempts INTEGER NOT NULL DEFAULT 0,
     started REAL,
-    finished REAL
+    finished REAL,
+    owner TEXT NOT NULL DEFAULT ''          -- the name of the API key that made it ('' without keys)
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
 """
+# the next job: the oldest queued one of the owner with the fewest running
+NEXT = ("SELECT seq FROM jobs AS q WHERE status='queued' ORDER BY "
+        "(SELECT COUNT(*) FROM jobs AS r WHERE r.status='running' AND r.owner=q.owner), seq LIMIT 1")
+
+
+class TooManyJobs(APIError):
+    def __init__(self, limit: int):
+        super().__init__(429, f"This API key has {limit} jobs queued or running, this server's limit "
+                              "max_queued_jobs (slowthink serve --max-queued-jobs); retry once some finish.",
+                         type="rate_limit_error", code="max_queued_jobs_exceeded", headers={"Retry-After": "5"})
 
 
 def default_jobs_path(traces_path: str | Path) -> Path:
@@ -72,12 +88,15 @@ def job_object(row: dict) -> dict:
 
 class JobStore:
     """The jobs table; every method is one short transaction, serialised by a lock (call them from a
-    worker thread, e.g. ``asyncio.to_thread``, not from the event loop)."""
+    worker thread, e.g. ``asyncio.to_thread``, not from the event loop). Methods that take an ``owner``
+    see only that owner's jobs."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        create_private(self.path)
         self._conn = connect(self.path, synchronous="FULL")
         self._conn.executescript(SCHEMA)
+        add_column(self._conn, "jobs", *OWNER_COLUMN)
         self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         self._lock = threading.Lock()
 
@@ -89,44 +108,72 @@ class JobStore:
         row = self._conn.execute(sql, args).fetchone()
         return dict(row) if row is not None else None
 
-    def create(self, body: dict, model: str) -> dict:
-        job_id, cid = f"job-{uuid.uuid4().hex}", f"chatcmpl-{uuid.uuid4().hex}"
-        with self._lock:
-            self._conn.execute("INSERT INTO jobs (id, completion_id, created, model, status, request) "
-                               "VALUES (?, ?, ?, ?, 'queued', ?)", (job_id, cid, time.time(), model, json.dumps(body)))
-            return self._one("SELECT * FROM jobs WHERE id=?", (job_id,))
-
-    def get(self, job_id: str) -> dict | None:
-        with self._lock:
-            return self._one("SELECT * FROM jobs WHERE id=?", (job_id,))
-
-    def list(self, limit: int = 20, status: str | None = None) -> list[dict]:
-        with self._lock:
-            sql, args = "SELECT * FROM jobs", ()
-            if status is not None:
-                sql, args = sql + " WHERE status=?", (status,)
-            return [dict(r) for r in self._conn.execute(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit))]
-
-    def claim_next(self) -> dict | None:
-        """The oldest queued job, now marked running (None when the queue is empty)."""
+    def _transaction(self, work: Callable[[], object]):
+        """``work()`` in one write transaction (under the lock)."""
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                row = self._one("SELECT seq FROM jobs WHERE status='queued' ORDER BY seq LIMIT 1")
-                if row is not None:
-                    self._conn.execute("UPDATE jobs SET status='running', started=?, attempts=attempts+1 "
-                                       "WHERE seq=?", (time.time(), row["seq"]))
+                out = work()
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
+            return out
+
+    def create(self, request: dict, model: str, owner: str = "", max_active: int | None = None) -> dict:
+        """A new queued job; :class:`TooManyJobs` when ``owner`` already has ``max_active`` queued or running."""
+        job_id, cid = f"job-{uuid.uuid4().hex}", f"chatcmpl-{uuid.uuid4().hex}"
+
+        def insert():
+            if max_active is not None and self._one(
+                    "SELECT COUNT(*) AS n FROM jobs WHERE owner=? AND status IN (?, ?)", (owner, *ACTIVE))["n"] >= max_active:
+                raise TooManyJobs(max_active)
+            self._conn.execute("INSERT INTO jobs (id, completion_id, created, model, status, request, owner) "
+                               "VALUES (?, ?, ?, ?, 'queued', ?, ?)",
+                               (job_id, cid, time.time(), model, json.dumps(request), owner))
+            return self._one("SELECT * FROM jobs WHERE id=?", (job_id,))
+
+        return self._transaction(insert)
+
+    def get(self, job_id: str, owner: str = "") -> dict | None:
+        with self._lock:
+            return self._one("SELECT * FROM jobs WHERE id=? AND owner=?", (job_id, owner))
+
+    def list(self, limit: int = 20, status: str | None = None, owner: str = "") -> list[dict]:
+        with self._lock:
+            sql, args = "SELECT * FROM jobs WHERE owner=?", (owner,)
+            if status is not None:
+                sql, args = sql + " AND status=?", (owner, status)
+            return [dict(r) for r in self._conn.execute(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit))]
+
+    def claim_next(self) -> dict | None:
+        """The next queued job (:data:`NEXT`), now marked running (None when the queue is empty)."""
+
+        def claim():
+            row = self._one(NEXT)
+            if row is not None:
+                self._conn.execute("UPDATE jobs SET status='running', started=?, attempts=attempts+1 "
+                                   "WHERE seq=?", (time.time(), row["seq"]))
+            return row
+
+        row = self._transaction(claim)
+        with self._lock:
             return None if row is None else self._one("SELECT * FROM jobs WHERE seq=?", (row["seq"],))
 
-    def requeue_running(self) -> int:
-        """After a crash: jobs left running go back to the queue (they run again from the start)."""
-        with self._lock:
+    def requeue_running(self, attempts: int | None = None) -> tuple[int, int]:
+        """After a crash: jobs left running go back to the queue (they run again from the start), except
+        those started ``attempts`` times already, which fail. Returns (queued again, failed)."""
+        gave_up = json.dumps(error_body(f"the job was started {attempts} times and the server stopped each time "
+                                        "(job_attempts)", "server_error", code="job_attempts_exceeded")["error"])
+
+        def requeue():
+            failed = 0 if attempts is None else self._conn.execute(
+                "UPDATE jobs SET status='failed', error=?, finished=? WHERE status='running' AND attempts>=?",
+                (gave_up, time.time(), attempts)).rowcount
             return self._conn.execute("UPDATE jobs SET status='queued', started=NULL "
-                                      "WHERE status='running'").rowcount
+                                      "WHERE status='running'").rowcount, failed
+
+        return self._transaction(requeue)
 
     def finish(self, job_id: str, result: dict) -> bool:
         """Store the result; False when the job is no longer running (cancelled meanwhile)."""
@@ -141,13 +188,25 @@ class JobStore:
                                       "WHERE id=? AND status='running'",
                                       (json.dumps(error), time.time(), job_id)).rowcount > 0
 
-    def cancel(self, job_id: str) -> tuple[dict | None, bool]:
+    def cancel(self, job_id: str, owner: str = "") -> tuple[dict | None, bool]:
         """Cancel a queued or running job: (the job row or None if unknown, whether it was cancelled now)."""
         with self._lock:
             changed = self._conn.execute("UPDATE jobs SET status='cancelled', finished=? "
-                                         "WHERE id=? AND status IN ('queued', 'running')",
-                                         (time.time(), job_id)).rowcount > 0
-            return self._one("SELECT * FROM jobs WHERE id=?", (job_id,)), changed
+                                         "WHERE id=? AND owner=? AND status IN (?, ?)",
+                                         (time.time(), job_id, owner, *ACTIVE)).rowcount > 0
+            return self._one("SELECT * FROM jobs WHERE id=? AND owner=?", (job_id, owner)), changed
+
+    def delete(self, job_id: str, owner: str = "") -> bool:
+        """Delete a finished job; False when there is none (unknown, another owner's, or not finished)."""
+        with self._lock:
+            return self._conn.execute("DELETE FROM jobs WHERE id=? AND owner=? AND status IN (?, ?, ?)",
+                                      (job_id, owner, *FINISHED)).rowcount > 0
+
+    def purge(self, older_than: float) -> int:
+        """Delete the jobs that finished more than ``older_than`` seconds ago; how many."""
+        with self._lock:
+            return self._conn.execute("DELETE FROM jobs WHERE status IN (?, ?, ?) AND finished < ?",
+                                      (*FINISHED, time.time() - older_than)).rowcount
 
 
 class JobCancelled(Exception):
@@ -167,6 +226,10 @@ class RunningJob:
     def body(self) -> dict:
         return json.loads(self.row["request"])
 
+    @property
+    def owner(self) -> str:
+        return self.row["owner"]
+
     def cancel(self) -> None:
         self.cancelled = True
         if self.on_cancel is not None:
@@ -177,22 +240,30 @@ Executor = Callable[[RunningJob], Awaitable[dict]]
 
 
 class JobRunner:
-    """The background worker: claims queued jobs (oldest first), at most ``concurrency`` at a time, and
-    runs each through ``execute`` (which returns the chat.completion dict or raises APIError)."""
+    """The background worker: claims queued jobs (:data:`NEXT`), at most ``concurrency`` at a time, and
+    runs each through ``execute`` (which returns the chat.completion dict or raises APIError). A job left
+    running by a stopped server is started again unless it was started ``attempts`` times; finished jobs
+    older than ``retention`` seconds are deleted (checked every ``PURGE_EVERY`` seconds)."""
 
-    def __init__(self, store: JobStore, execute: Executor, concurrency: int = 8):
+    PURGE_EVERY = 60.0
+
+    def __init__(self, store: JobStore, execute: Executor, concurrency: int = 8, attempts: int | None = None,
+                 retention: float | None = None):
         if concurrency < 1:
             raise ValueError(f"job concurrency must be >= 1, got {concurrency}")
         self.store, self.execute, self.concurrency = store, execute, concurrency
+        self.attempts, self.retention = attempts, retention
         self.running: dict[str, RunningJob] = {}
         self._wake: asyncio.Event | None = None
         self._loop_task: asyncio.Task | None = None
+        self._purged: float | None = None  # when the last purge ran
 
     async def start(self) -> None:
         self._wake = asyncio.Event()
-        requeued = await asyncio.to_thread(self.store.requeue_running)
-        if requeued:
-            log.warning("jobs: %d job(s) left running by a previous server were queued again", requeued)
+        requeued, failed = await asyncio.to_thread(self.store.requeue_running, self.attempts)
+        if requeued or failed:
+            log.warning("jobs: %d job(s) left running by a previous server were queued again, %d failed after %s "
+                        "attempts", requeued, failed, self.attempts)
         self._loop_task = asyncio.create_task(self._loop(), name="slowthink-jobs")
 
     async def stop(self) -> None:
@@ -208,8 +279,8 @@ class JobRunner:
         if self._wake is not None:
             self._wake.set()
 
-    async def cancel(self, job_id: str) -> tuple[dict | None, bool]:
-        row, changed = await asyncio.to_thread(self.store.cancel, job_id)
+    async def cancel(self, job_id: str, owner: str = "") -> tuple[dict | None, bool]:
+        row, changed = await asyncio.to_thread(self.store.cancel, job_id, owner)
         if changed and job_id in self.running:
             self.running[job_id].cancel()
         return row, changed
@@ -218,6 +289,7 @@ class JobRunner:
         while True:
             self._wake.clear()
             try:
+                await self._purge()
                 while len(self.running) < self.concurrency:
                     row = await asyncio.to_thread(self.store.claim_next)
                     if row is None:
@@ -233,6 +305,14 @@ class JobRunner:
                 await asyncio.wait_for(self._wake.wait(), timeout=1.0)
             except asyncio.TimeoutError:
                 pass
+
+    async def _purge(self) -> None:
+        if self.retention is None or (self._purged is not None and time.monotonic() - self._purged < self.PURGE_EVERY):
+            return
+        self._purged = time.monotonic()
+        gone = await asyncio.to_thread(self.store.purge, self.retention)
+        if gone:
+            log.info("jobs: deleted %d finished job(s) older than %g s (job_retention)", gone, self.retention)
 
     async def _run_one(self, job: RunningJob) -> None:
         job_id = job.row["id"]

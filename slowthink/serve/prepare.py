@@ -1,32 +1,38 @@
-"""A chat-completion request from bytes to a ``Prepared`` one, every failure an ``APIError`` raised
-before anything is queued: the API key (401), the JSON body and its fields (400), the model name (404),
-the chat template, the context length and the completion budget (400), the verification metadata (400).
+"""A chat-completion request from its JSON object to a ``Prepared`` one, every failure an ``APIError`` raised
+before anything is queued: the fields (400), the model name (404), the size of the input (messages,
+characters, stop strings: 400, each error naming its limit), control tokens in the text (400), the chat
+template, the context length and the completion budget (400), the work the request asks for
+(``max_request_tokens``, 400) and the verification metadata (400). The body itself (size, type, JSON,
+Unicode) is checked before, in ``serve.body``.
+
+The input is bounded before the chat template renders it: the message count, and all characters together
+(no token is longer than the tokenizer's longest, so past ``context`` × that many characters a prompt
+cannot fit). Text a client sends must not contain the tokenizer's special tokens (``<|im_end|>``, ...):
+rendered, they would be real control tokens, and a user message could end its turn and open a forged one.
 
 ``reasoning_effort`` (meanings in ``slowthink.effort``) picks the mode and the default budget, capped by
 what the prompt leaves of the model's context; an explicit ``max_completion_tokens`` (or ``max_tokens``)
 beyond it is a 400. With a remote backend the remote renders the prompt and checks the context, so only the
-body, the model name and the metadata are checked here.
+fields, the model name, the explicit limits and the metadata are checked here.
 """
 
 from __future__ import annotations
 
-import hmac
-import json
 from dataclasses import dataclass
 
-from fastapi import Request
 from pydantic import ValidationError
 
+from ..chat import Mode
+from ..effort import AUTO_FALLBACK, DEFAULT_EFFORT, EFFORTS
 from ..engine import SamplingParams
 from ..tokenizer import render_prompt
+from .limits import Limits, planned_tokens
 from .protocol import APIError, ChatCompletionRequest
 from .traces import TaskResolver, Verification, verification_from_metadata
 
-from ..effort import AUTO_FALLBACK, DEFAULT_EFFORT, EFFORTS
-from ..chat import Mode
-
 # per sample, without max_completion_tokens; the effort service shares a budget between samples
 EFFORT_BUDGET = {name: (setting or EFFORTS[AUTO_FALLBACK]).max_tokens for name, setting in EFFORTS.items()}
+FLAG = "slowthink serve --"
 
 
 def effort_mode(effort: str) -> Mode:
@@ -46,29 +52,11 @@ class Prepared:
     sampling: SamplingParams | None  # None with a remote backend
     verification: Verification | None
     remote_body: dict | None = None  # what a remote backend is sent
+    owner: str = ""  # the name of the API key that sent it (its traces and jobs are that key's)
 
-
-def check_auth(request: Request, api_key: str | None) -> None:
-    if api_key is None:
-        return
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    # constant-time: the comparison must not leak how much of a guessed key was right
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
-        raise APIError(401, "Incorrect or missing API key: send 'Authorization: Bearer <key>'.",
-                       code="invalid_api_key")
-
-
-async def json_body(request: Request) -> dict:
-    try:
-        body = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise APIError(400, f"Invalid JSON body: {e}", code="invalid_json") from None
-    except RecursionError:  # json's decoder recurses per nesting level: "[[[[..." is the caller's fault
-        raise APIError(400, "Invalid JSON body: nested too deeply.", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise APIError(400, "The request body must be a JSON object.")
-    return body
+    def stored(self) -> dict:
+        """The request as validated (unknown fields dropped): what a job keeps to run it again."""
+        return self.req.model_dump(mode="json", exclude_unset=True)
 
 
 def from_validation(errors) -> APIError:
@@ -86,12 +74,36 @@ def from_validation(errors) -> APIError:
     return APIError(400, f"Invalid request: {msg}", param=param)
 
 
-class RequestPreparer:
-    """``prepare(body) -> Prepared`` for one served model. ``tok`` and ``context`` (the model's maximum
-    positions) are unused with a ``remote`` backend."""
+def over_limit(limit: str, value, what: str, param: str | None = None) -> APIError:
+    """A 400 that names the setting the request went past."""
+    return APIError(400, f"{what}; this server's limit is {limit}={value} ({FLAG}{limit.replace('_', '-')}).",
+                    param=param, code=f"{limit}_exceeded")
 
-    def __init__(self, model_name: str, tok, context: int | None, remote, tasks: TaskResolver):
+
+def control_tokens(tok) -> list[str]:
+    """The tokenizer's special tokens (named ones and every added token marked special), longest first."""
+    added = getattr(tok, "added_tokens_decoder", {}) or {}
+    names = set(getattr(tok, "all_special_tokens", [])) | {t.content for t in added.values() if t.special}
+    return sorted((t for t in names if t), key=len, reverse=True)
+
+
+def longest_token(tok) -> int:
+    """Characters of the tokenizer's longest token (bytes, for byte-level vocabularies: never fewer)."""
+    return max((len(t) for t in tok.get_vocab()), default=1) if tok is not None else 1
+
+
+class RequestPreparer:
+    """``preparer(body, owner) -> Prepared`` for one served model. ``tok`` and ``context`` (the model's maximum
+    positions) are unused with a ``remote`` backend; ``router``: auto's, whose arms bound its work."""
+
+    def __init__(self, model_name: str, tok, context: int | None, remote, tasks: TaskResolver,
+                 limits: Limits | None = None, router=None):
         self.model_name, self.tok, self.context, self.remote, self.tasks = model_name, tok, context, remote, tasks
+        self.limits, self.router = limits or Limits(), router
+        self.specials = control_tokens(tok) if tok is not None else []
+        self.max_chars = self.limits.max_prompt_chars
+        if self.max_chars is None and remote is None and context:
+            self.max_chars = context * longest_token(tok)
 
     def _verification(self, req: ChatCompletionRequest, messages: list[dict], mode: str) -> Verification | None:
         try:
@@ -99,7 +111,12 @@ class RequestPreparer:
         except ValueError as e:
             raise APIError(400, str(e), param="metadata", code="invalid_metadata") from None
 
-    def __call__(self, body: dict) -> Prepared:
+    def validate(self, body: dict) -> ChatCompletionRequest:
+        """The request's fields, counted before pydantic builds a message object each."""
+        messages = body.get("messages")
+        if isinstance(messages, list) and len(messages) > self.limits.max_messages:
+            raise over_limit("max_messages", self.limits.max_messages, f"The request has {len(messages)} messages",
+                             "messages")
         try:
             req = ChatCompletionRequest.model_validate(body)
         except ValidationError as e:
@@ -107,18 +124,70 @@ class RequestPreparer:
         if req.model != self.model_name:
             raise APIError(404, f"The model '{req.model}' does not exist; this server serves "
                                 f"'{self.model_name}'.", param="model", code="model_not_found")
+        for i, stop in enumerate(req.stop_list):
+            if len(stop) > self.limits.max_stop_chars:
+                raise over_limit("max_stop_chars", self.limits.max_stop_chars,
+                                 f"Stop string {i} has {len(stop)} characters", "stop")
+        return req
+
+    def check_text(self, messages: list[dict]) -> None:
+        """The input's size and its control tokens, before rendering."""
+        texts = [(i, key, m[key]) for i, m in enumerate(messages) for key in ("content", "reasoning_content")
+                 if m.get(key)]
+        chars = sum(len(t) for _, _, t in texts)
+        if self.max_chars is not None and chars > self.max_chars:
+            raise over_limit("max_prompt_chars", self.max_chars, f"The messages have {chars} characters", "messages")
+        for i, key, text in texts:
+            special = next((s for s in self.specials if s in text), None)
+            if special is not None:
+                raise APIError(400, f"messages[{i}].{key} contains {special!r}, a control token of this model's chat "
+                                    "template; remove it (as text it would end or forge a turn).",
+                               param=f"messages.{i}.{key}", code="control_token_in_text")
+
+    def check_work(self, req: ChatCompletionRequest, effort: str, room: int | None) -> None:
+        """``max_request_tokens`` against the most the request may generate (``room``: None with a remote
+        backend, whose efforts are its own: then n × max_completion_tokens, when set)."""
+        if room is None:
+            planned = req.n * req.budget if req.budget is not None else 0
+        else:
+            planned = planned_tokens(effort, req.n, req.budget, req.temperature, room, self.router)
+        limit = self.limits.max_request_tokens
+        if planned > limit:
+            raise over_limit("max_request_tokens", limit, f"This request may generate {planned} tokens (n={req.n}, "
+                             f"reasoning_effort={effort!r}, every sample of every choice counted); lower n, "
+                             "max_completion_tokens or reasoning_effort", "n")
+
+    def __call__(self, body: dict, owner: str = "") -> Prepared:
+        """The prepared request of ``owner`` (the name of the key that sent it)."""
+        req = self.validate(body)
         effort = req.reasoning_effort or DEFAULT_EFFORT
         mode = effort_mode(effort)
         messages = [m.to_template() for m in req.messages]
+        self.check_text(messages)
         if self.remote is not None:  # the remote renders, checks the context length and picks its budget
-            verification = self._verification(req, messages, mode)
-            return Prepared(req, effort, mode, messages, [], None, verification,
-                            self.remote.request_body(body, req))
+            self.check_work(req, effort, None)
+            return Prepared(req, effort, mode, messages, [], None, self._verification(req, messages, mode),
+                            self.remote.request_body(req), owner)
+        prompt_ids = self.render(messages, mode)
+        room = self.room(req, prompt_ids)
+        self.check_work(req, effort, room)
+        sampling = SamplingParams(
+            max_tokens=req.budget or min(EFFORT_BUDGET[effort], room),
+            temperature=1.0 if req.temperature is None else req.temperature,
+            top_p=1.0 if req.top_p is None else req.top_p, stop=tuple(req.stop_list), seed=req.seed,
+            ignore_eos=req.ignore_eos)
+        verification = self._verification(req, messages, mode)
+        return Prepared(req, effort, mode, messages, prompt_ids, sampling, verification, owner=owner)
+
+    def render(self, messages: list[dict], mode: str) -> list[int]:
         try:
-            prompt_ids = render_prompt(self.tok, messages, mode)
+            return render_prompt(self.tok, messages, mode)
         except Exception as e:  # noqa: BLE001 - any template error is the caller's input
             raise APIError(400, f"Could not render the messages with the chat template: {e}",
                            param="messages") from None
+
+    def room(self, req: ChatCompletionRequest, prompt_ids: list[int]) -> int:
+        """Tokens the prompt leaves of the context (400 when none, or fewer than the budget asked for)."""
         context = self.context
         room = context - len(prompt_ids)
         if room < 1:
@@ -129,10 +198,4 @@ class RequestPreparer:
             raise APIError(400, f"This model's maximum context length is {context} tokens; you asked for "
                                 f"{asked} completion tokens but the messages take {len(prompt_ids)}.",
                            param="max_completion_tokens", code="context_length_exceeded")
-        sampling = SamplingParams(
-            max_tokens=asked or min(EFFORT_BUDGET[effort], room),
-            temperature=1.0 if req.temperature is None else req.temperature,
-            top_p=1.0 if req.top_p is None else req.top_p, stop=tuple(req.stop_list), seed=req.seed,
-            ignore_eos=req.ignore_eos)
-        verification = self._verification(req, messages, mode)
-        return Prepared(req, effort, mode, messages, prompt_ids, sampling, verification)
+        return room

@@ -30,9 +30,10 @@ class APIError(Exception):
     """An error answered in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
 
     def __init__(self, status: int, message: str, type: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None):
+                 param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers  # sent with the error (Retry-After, Connection: close)
 
     def body(self) -> dict:
         return error_body(self.message, self.type, self.param, self.code)
@@ -96,6 +97,8 @@ class ChatCompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     metadata: dict[str, str] | None = None  # stored with the trace; "task" + "answer" verify it
     ignore_eos: bool = False  # vLLM's extension: keep generating past the end-of-turn token
+    logprobs: bool | None = None  # forwarded to a remote that returns them (serve.remote); the local engine ignores it
+    top_logprobs: int | None = Field(None, ge=0, le=20)
 
     @field_validator("metadata")
     @classmethod

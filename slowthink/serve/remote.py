@@ -1,7 +1,7 @@
 """A remote OpenAI-compatible server as slowthink's generation backend (``slowthink serve --backend openai``).
 
-    slowthink serve --backend openai --base-url http://gpu-box:8000/v1 --model deepseek-r1-distill \\
-        [--remote-api-key KEY] [--remote-timeout 600] [--remote-logprobs] [--served-model-name NAME]
+    SLOWTHINK_REMOTE_API_KEY=KEY slowthink serve --backend openai --base-url http://gpu-box:8000/v1 \\
+        --model deepseek-r1-distill [--remote-timeout 600] [--remote-logprobs] [--served-model-name NAME]
 
 Any server that speaks ``POST /v1/chat/completions`` (vLLM, Ollama, llama.cpp, a hosted API, another
 slowthink server) sits behind slowthink's own server: the same endpoints (``/v1/models``,
@@ -49,7 +49,9 @@ remote stream (a slowthink or vLLM remote then stops generating).
     remote too slow (--remote-timeout)          504 remote_timeout
 
 An error after a stream has started arrives as one ``data: {"error": ...}`` event (as with the local
-engine) and no trace is stored.
+engine) and no trace is stored. Whatever of the remote's is relayed, stored or logged goes through
+``OpenAIBackend.clean`` first: its key, bearer tokens and URL credentials become ``***``, and its URL "the
+remote server" (clients never learn where it is; the log shows it without credentials).
 
 **Traces and usage.** Every returned choice is stored once (``source`` chat / job, ``stream``), with the
 remote's token counts. ``completion`` is rebuilt as ``reasoning + "\\n</think>\\n\\n" + answer`` (the
@@ -75,16 +77,19 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from ..chat import Mode, THINK_CLOSE, split_think
 from .jobs import JobCancelled
 from .protocol import APIError, assistant_message, chunk_event, error_body, reasoning_delta, sse, usage_event
-from .responses import event_stream
+from .responses import DONE, event_stream
+from .scrub import redact_url, scrub
 
 log = logging.getLogger(__name__)
 
 FORWARDED = ("n", "temperature", "top_p", "seed", "max_completion_tokens", "max_tokens", "reasoning_effort",
              "thinking_token_budget")
+REMOTE = "the remote server"  # how clients see the remote: never its URL
 
 
 # -- capabilities ------------------------------------------------------------------------------------
@@ -257,14 +262,15 @@ def _error_fields(text: str) -> tuple[str | None, str | None, str | None, str | 
     return s("message") or s("detail"), s("type"), s("param"), s("code")
 
 
-def map_remote_status(status: int, text: str, url: str) -> APIError:
-    """The APIError to answer for a remote's non-200 reply."""
+def map_remote_status(status: int, text: str, clean=scrub) -> APIError:
+    """The APIError to answer for a remote's non-200 reply (``clean``: removes secrets from its message)."""
     message, type_, param, code = _error_fields(text)
     if message is None:
         snippet = " ".join(text.split())[:300] or "(empty body)"
         message = f"The remote server answered HTTP {status}: {snippet}"
+    message = clean(message)
     if status in (401, 403, 407):
-        return APIError(502, f"The remote server at {url} refused slowthink's credentials (HTTP {status}: "
+        return APIError(502, f"The remote server refused slowthink's credentials (HTTP {status}: "
                              f"{message}); check --remote-api-key.", type="server_error", code="remote_auth_failed")
     if 400 <= status < 500:
         default = {404: "not_found_error", 429: "rate_limit_error"}.get(status, "invalid_request_error")
@@ -285,13 +291,23 @@ class OpenAIBackend:
         if not model:
             raise ValueError("--model: the remote model's name is required with --backend openai")
         self.base_url, self.model, self.api_key = base_url.rstrip("/"), model, api_key
+        parts = urlsplit(self.base_url)
+        self.url_password = parts.password  # a secret too, if the URL has one
         self.timeout, self.connect_timeout = float(timeout), min(float(connect_timeout), float(timeout))
         self.supports_logprobs = bool(supports_logprobs)
         self.url = f"{self.base_url}/chat/completions"
         self._client = None
 
     def describe(self) -> str:
-        return f"OpenAI-compatible server {self.base_url}, model {self.model!r}"
+        """What clients are told the backend is (never its URL)."""
+        return f"a remote OpenAI-compatible server, model {self.model!r}"
+
+    def describe_for_log(self) -> str:
+        return f"OpenAI-compatible server {redact_url(self.base_url)}, model {self.model!r}"
+
+    def clean(self, text: str) -> str:
+        """``text`` without the remote's key, URL or credentials (for what is relayed, stored or logged)."""
+        return scrub(text.replace(self.base_url, REMOTE), (self.api_key, self.url_password))
 
     # -- lifecycle (the app's lifespan) ------------------------------------------------------------------
     def client(self):
@@ -315,9 +331,9 @@ class OpenAIBackend:
             await client.aclose()
 
     # -- requests ------------------------------------------------------------------------------------------
-    def request_body(self, body: dict, req) -> dict:
-        """The body sent to the remote for a validated request (``req``) and its raw JSON (``body``)."""
-        fwd: dict = {"model": self.model, "messages": body["messages"]}
+    def request_body(self, req) -> dict:
+        """The body sent to the remote for a validated request."""
+        fwd: dict = {"model": self.model, "messages": [m.model_dump(exclude_unset=True) for m in req.messages]}
         for key in FORWARDED:
             if key in req.model_fields_set and getattr(req, key) is not None:
                 fwd[key] = getattr(req, key)
@@ -325,21 +341,21 @@ class OpenAIBackend:
             fwd["stop"] = req.stop_list
         if req.ignore_eos:
             fwd["ignore_eos"] = True
-        if body.get("logprobs") or body.get("top_logprobs"):
+        if req.logprobs or req.top_logprobs:
             require_logprobs(self, "'logprobs' in the request")
             fwd["logprobs"] = True
-            if body.get("top_logprobs") is not None:
-                fwd["top_logprobs"] = body["top_logprobs"]
+            if req.top_logprobs is not None:
+                fwd["top_logprobs"] = req.top_logprobs
         return fwd
 
     def _transport_error(self, e: Exception) -> APIError:
         import httpx
 
         if isinstance(e, httpx.TimeoutException):
-            return APIError(504, f"The remote server at {self.base_url} did not answer in time "
-                                 f"({type(e).__name__}; --remote-timeout {self.timeout:g} s).",
-                            type="server_error", code="remote_timeout")
-        return APIError(502, f"The remote server at {self.base_url} is unreachable ({type(e).__name__}: {e}).",
+            return APIError(504, f"The remote server did not answer in time ({type(e).__name__}; --remote-timeout "
+                                 f"{self.timeout:g} s).", type="server_error", code="remote_timeout")
+        log.warning("remote %s unreachable: %s", redact_url(self.base_url), self.clean(f"{type(e).__name__}: {e}"))
+        return APIError(502, f"The remote server is unreachable ({self.clean(f'{type(e).__name__}: {e}')}).",
                         type="server_error", code="remote_unreachable")
 
     async def complete(self, fwd: dict) -> dict:
@@ -351,18 +367,19 @@ class OpenAIBackend:
         except httpx.HTTPError as e:
             raise self._transport_error(e) from None
         if resp.status_code != 200:
-            raise map_remote_status(resp.status_code, resp.text, self.base_url)
+            raise map_remote_status(resp.status_code, resp.text, self.clean)
         try:
             raw = resp.json()
         except ValueError:
-            raise APIError(502, f"The remote server's answer is not JSON: {resp.text[:200]!r}", type="server_error",
-                           code="remote_bad_response") from None
+            raise APIError(502, f"The remote server's answer is not JSON: {self.clean(resp.text[:200])!r}",
+                           type="server_error", code="remote_bad_response") from None
         if not isinstance(raw, dict):
             raise APIError(502, "The remote server's answer is not a JSON object.", type="server_error",
                            code="remote_bad_response")
         if "error" in raw and "choices" not in raw:
             message, type_, param, code = _error_fields(resp.text)
-            raise APIError(502, f"The remote server failed: {message}", type="server_error", code="remote_error")
+            raise APIError(502, f"The remote server failed: {self.clean(str(message))}", type="server_error",
+                           code="remote_error")
         return raw
 
     async def open_stream(self, fwd: dict):
@@ -382,7 +399,7 @@ class OpenAIBackend:
                 text = ""
             finally:
                 await resp.aclose()
-            raise map_remote_status(resp.status_code, text, self.base_url)
+            raise map_remote_status(resp.status_code, text, self.clean)
         return resp
 
     async def events(self, resp) -> AsyncIterator[dict]:
@@ -399,7 +416,7 @@ class OpenAIBackend:
                 try:
                     event = json.loads(data)
                 except ValueError:
-                    raise APIError(502, f"The remote server sent a malformed stream event: {data[:200]!r}",
+                    raise APIError(502, f"The remote server sent a malformed stream event: {self.clean(data[:200])!r}",
                                    type="server_error", code="remote_bad_response") from None
                 if isinstance(event, dict):
                     yield event
@@ -480,7 +497,7 @@ async def _stream(backend: OpenAIBackend, resp, p, meta: dict, include_usage: bo
         async for event in backend.events(resp):
             if "error" in event and not event.get("choices"):
                 message, type_, param, code = _error_fields(json.dumps(event))
-                message = f"The remote server failed: {message or 'unknown error'}"
+                message = f"The remote server failed: {backend.clean(message or 'unknown error')}"
                 yield sse(error_body(message, type_ or "server_error", param, code))
                 return
             if event.get("usage"):
@@ -509,7 +526,7 @@ async def _stream(backend: OpenAIBackend, resp, p, meta: dict, include_usage: bo
         record(records)
         if include_usage:
             yield usage_event(meta, result["usage"])
-        yield "data: [DONE]\n\n"
+        yield DONE
     except APIError as e:
         yield sse(e.body())
     finally:

@@ -111,10 +111,43 @@ def build_result(tok, model_name: str, p: Prepared, completions: list[Completion
     return ChatCompletion(**meta, choices=choices, usage=usage, route=route), records
 
 
-def event_stream(events: AsyncIterator[str]):
+DONE = "data: [DONE]\n\n"  # the last event of every stream
+
+
+class EventStream(StreamingResponse):
+    """An SSE response that calls ``on_close`` once, when it is over: just before ``[DONE]`` goes out (a
+    client that has read it may send its next request at once), or however else it ended."""
+
+    on_close: Callable[[], None] | None = None
+
+    def __init__(self, events: AsyncIterator[str], **kw):
+        super().__init__(self._closing(events), **kw)
+
+    async def _closing(self, events: AsyncIterator[str]) -> AsyncIterator[str]:
+        try:
+            async for event in events:
+                if event == DONE:
+                    self._close()
+                yield event
+        finally:  # closed early (the client left): so is the stream it wraps, which frees its engine slots
+            await events.aclose()
+
+    def _close(self) -> None:
+        on_close, self.on_close = self.on_close, None
+        if on_close is not None:
+            on_close()
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._close()
+
+
+def event_stream(events: AsyncIterator[str]) -> EventStream:
     """An SSE response over ``events`` (no caching or proxy buffering: each event goes out as it comes)."""
-    return StreamingResponse(events, media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return EventStream(events, media_type="text/event-stream",
+                       headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 def deltas(meta: dict, index: int, reasoning: str, content: str, usage_slot: bool):
@@ -136,7 +169,7 @@ async def replay_events(result: ChatCompletion, meta: dict, include_usage: bool)
         yield chunk_event(meta, c.index, {}, c.finish_reason, usage_slot=include_usage)
     if include_usage:
         yield usage_event(meta, result.usage.model_dump())
-    yield "data: [DONE]\n\n"
+    yield DONE
 
 
 async def sse_events(job, p: Prepared, meta: dict, include_usage: bool, tok, eos_ids: set[int],
@@ -170,7 +203,7 @@ async def sse_events(job, p: Prepared, meta: dict, include_usage: bool, tok, eos
                     yield usage_event(meta, result.usage.model_dump())
                 break
         done = True
-        yield "data: [DONE]\n\n"
+        yield DONE
     finally:
         if not done:  # client disconnected (generator closed/cancelled) or error: free the slots
             cancel(job)

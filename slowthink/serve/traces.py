@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -41,11 +42,12 @@ from pathlib import Path
 from typing import Any
 
 from ..tasks.base import Problem
+from ..tasks.guard import guard
 from ..chat import Mode
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS traces (
     id TEXT NOT NULL,                 -- the chat completion id (chatcmpl-...)
@@ -74,6 +76,7 @@ CREATE TABLE IF NOT EXISTS traces (
     feedback_correct INTEGER,         -- POST /v1/feedback
     feedback_comment TEXT,
     feedback_at REAL,
+    owner TEXT NOT NULL DEFAULT '',   -- the name of the API key that made it ('' without keys)
     PRIMARY KEY (id, choice_index)
 );
 CREATE INDEX IF NOT EXISTS traces_created ON traces (created);
@@ -81,7 +84,8 @@ CREATE INDEX IF NOT EXISTS traces_created ON traces (created);
 COLUMNS = ("id", "choice_index", "created", "model", "source", "stream", "messages", "completion", "reasoning",
            "answer", "reasoning_effort", "mode", "prompt_tokens", "completion_tokens", "reasoning_tokens",
            "latency_s", "finish_reason", "metadata", "task", "expected_answer", "extracted_answer",
-           "task_correct", "verify_error")
+           "task_correct", "verify_error", "owner")
+OWNER_COLUMN = ("owner", "TEXT NOT NULL DEFAULT ''")  # added to databases of schema 1
 CORRECT = "COALESCE(feedback_correct, task_correct)"
 
 
@@ -96,6 +100,26 @@ def connect(path: str | Path, synchronous: str = "NORMAL") -> sqlite3.Connection
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA busy_timeout=30000")
     return conn
+
+
+def create_private(path: str | Path) -> None:
+    """Create the database file readable and writable by its owner only (SQLite gives its -wal and -shm files
+    the same mode); an existing file that others may read is tightened."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    if os.name == "posix" and path.stat().st_mode & 0o077:
+        try:
+            os.chmod(path, 0o600)
+            log.warning("%s could be read by other users: made private (mode 600)", path)
+        except OSError as e:
+            log.warning("%s can be read by other users and could not be made private (%s)", path, e)
+
+
+def add_column(conn: sqlite3.Connection, table: str, column: str, declaration: str) -> None:
+    """Add a column that a database made by an earlier schema lacks (names are constants, never input)."""
+    if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
 
 def default_traces_path(model_dir: str | Path) -> Path:
@@ -116,7 +140,8 @@ class TaskResolver:
     (never a file path from the request: that would import arbitrary code). Instances are cached."""
 
     def __init__(self, extra: dict[str, Any] | None = None):
-        self._tasks: dict[str, Any] = dict(extra or {})
+        # guarded: a verifier crash leaves one verdict empty (verify_error), logged once per site
+        self._tasks: dict[str, Any] = {name: guard(t, report=log.warning) for name, t in (extra or {}).items()}
         self._lock = threading.Lock()
 
     def names(self) -> list[str]:
@@ -131,7 +156,7 @@ class TaskResolver:
             if name not in self._tasks:
                 if name not in BUILTIN_TASKS:
                     raise KeyError(name)
-                self._tasks[name] = get_task(name)
+                self._tasks[name] = guard(get_task(name), report=log.warning)
             return self._tasks[name]
 
 
@@ -168,11 +193,10 @@ def verification_from_metadata(metadata: dict[str, str] | None, messages: list[d
             raise ValueError("metadata.problem_data: a JSON object (the task's Problem.data)")
     problem = Problem(key=question, level=level, question=question, answer=metadata["answer"], data=data)
     probe = metadata["answer"] if mode == Mode.SYSTEM1 else f"\n</think>\n\n{metadata['answer']}"
-    try:  # the verifier must be able to read this problem: fail now (400), not silently later
-        task.score(problem, probe, mode)
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(f"metadata: the {name} verifier cannot score this problem ({type(e).__name__}: {e}); "
-                         "does it need metadata.problem_data?") from None
+    crash = task.probe(problem, probe, mode)  # the verifier must read this problem: fail now (400), not later
+    if crash is not None:
+        raise ValueError(f"metadata: the {name} verifier cannot score this problem ({crash.error}); "
+                         "does it need metadata.problem_data?")
     return Verification(name, task, problem)
 
 
@@ -183,9 +207,11 @@ class TraceStore:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        create_private(self.path)
         conn = connect(self.path)  # create the schema now, so a bad path fails at startup
         try:
             conn.executescript(SCHEMA)
+            add_column(conn, "traces", *OWNER_COLUMN)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         finally:
             conn.close()
@@ -208,15 +234,18 @@ class TraceStore:
             thread.join(timeout=60)
 
     # -- producers (any thread) ---------------------------------------------------------------------
-    def add(self, records: list[dict], verification: Verification | None = None, replace: bool = False) -> Future:
-        """Queue trace rows (one per choice; keys as ``COLUMNS``, minus the verification ones). With
-        ``replace`` a row with the same (id, choice_index) is overwritten (a job run again after a crash
-        keeps its completion id), else it is kept and the new one dropped."""
-        return self._put("add", (records, verification, replace))
+    def add(self, records: list[dict], verification: Verification | None = None, replace: bool = False,
+            owner: str = "") -> Future:
+        """Queue trace rows (one per choice; keys as ``COLUMNS``, minus the verification ones and ``owner``,
+        the name of the key that made them). With ``replace`` a row with the same (id, choice_index) is
+        overwritten (a job run again after a crash keeps its completion id), else it is kept and the new
+        one dropped."""
+        return self._put("add", ([{**r, "owner": owner} for r in records], verification, replace))
 
-    def feedback(self, completion_id: str, choice_index: int, correct: bool, comment: str | None = None) -> Future:
-        """Record a verdict; the future's result is False when no such (id, choice) is stored."""
-        return self._put("feedback", (completion_id, choice_index, correct, comment))
+    def feedback(self, completion_id: str, choice_index: int, correct: bool, comment: str | None = None,
+                 owner: str = "") -> Future:
+        """Record a verdict on a row ``owner`` made; the future's result is False when there is none."""
+        return self._put("feedback", (completion_id, choice_index, correct, comment, owner))
 
     def discard(self, completion_id: str) -> Future:
         return self._put("discard", (completion_id,))
@@ -284,11 +313,11 @@ class TraceStore:
                    "verify_error": None}
             if verification is not None:
                 rec["task"], rec["expected_answer"] = verification.task_name, verification.problem.answer
-                try:
-                    score = verification.task.score(verification.problem, rec["completion"], rec["mode"])
+                score, crash = verification.task.check(verification.problem, rec["completion"], rec["mode"])
+                if crash is None:
                     rec["extracted_answer"], rec["task_correct"] = score.answer, int(bool(score.correct))
-                except Exception as e:  # noqa: BLE001 - a verifier bug leaves the verdict empty
-                    rec["verify_error"] = f"{type(e).__name__}: {e}"[:1000]
+                else:  # a verifier bug leaves the verdict empty
+                    rec["verify_error"] = f"{crash.error} at {crash.site}"[:1000]
             for key in ("messages", "metadata"):
                 if rec[key] is not None and not isinstance(rec[key], str):
                     rec[key] = json.dumps(rec[key])
@@ -299,10 +328,11 @@ class TraceStore:
         return cur.rowcount
 
     @staticmethod
-    def _do_feedback(conn, completion_id: str, choice_index: int, correct: bool, comment: str | None) -> bool:
+    def _do_feedback(conn, completion_id: str, choice_index: int, correct: bool, comment: str | None,
+                     owner: str) -> bool:
         cur = conn.execute("UPDATE traces SET feedback_correct=?, feedback_comment=?, feedback_at=? "
-                           "WHERE id=? AND choice_index=?",
-                           (int(bool(correct)), comment, time.time(), completion_id, choice_index))
+                           "WHERE id=? AND choice_index=? AND owner=?",
+                           (int(bool(correct)), comment, time.time(), completion_id, choice_index, owner))
         return cur.rowcount > 0
 
     @staticmethod

@@ -51,6 +51,7 @@ COT_FORMATS = ("cells", "mac", "compact", "chain")
 OPERAND_SHAPES = ("square", "steps")
 ROW = re.compile(r"([0-9]):([0-9]+) ([0-9]+)")  # a multiplication row: digit of b : partial product, running sum
 CHAIN_LINE = re.compile(r"([0-9]+[*+][0-9]+)=([0-9]+)")  # a chain step: a sub-problem and its result
+QUESTION = re.compile(r"([0-9]+) *([*+]) *([0-9]+)")  # a question typed by a user: 47*86, 12 + 5
 INTEGER = re.compile(r"-?[0-9]+")  # ASCII only: \d would also accept "１２" (full-width)
 MAX_ANSWER_CHARS = 64  # longer "answers" are malformed, not parsed (guards against huge-number spam)
 
@@ -229,6 +230,16 @@ class Arithmetic(BaseTask):
         question = add_question(a, b) if op == "add" else f"{a}{OPS[op]}{b}"
         return Problem(key=question, level=level, question=question, answer=str(result),
                        data={"a": a, "b": b, "op": op})
+
+    def parse_question(self, question: str) -> Problem:
+        """A typed question (``47*86``, ``12+5``) as the task writes it (``12+05``), with its answer."""
+        m = QUESTION.fullmatch(question)
+        if m is None:
+            raise ValueError(f"not an arithmetic question like 47*86 or 12+5: {question!r}")
+        a, op, b = int(m[1]), {v: k for k, v in OPS.items()}[m[2]], int(m[3])
+        written = add_question(a, b) if op == "add" else f"{a}*{b}"
+        return Problem(key=written, level=max(len(str(a)), len(str(b))), question=written,
+                       answer=str(a + b if op == "add" else a * b), data={"a": a, "b": b, "op": op})
 
     def solution_lines(self, problem: Problem) -> list[str]:
         a, b, op = problem.data["a"], problem.data["b"], problem.data["op"]

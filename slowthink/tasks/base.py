@@ -13,7 +13,9 @@ bare answer (the template already wrote an empty think block).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -26,7 +28,8 @@ class Problem:
     key: str
     level: int
     question: str  # the user message
-    answer: str  # canonical final answer, as the verifier expects it
+    answer: str | None  # canonical final answer, as the verifier expects it; None only for a typed question whose
+    # answer the task cannot work out (parse_question): such a problem is solved but not scored
     data: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
@@ -67,6 +70,14 @@ def heldout_bucket(key: str, buckets: int = 10) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") % buckets
 
 
+# The one held-out set every command evaluates on by default: per level, the distinct bucket-0 problems in the
+# order a generator seeded with this name and the level draws them. The seed depends on nothing else (not the
+# task, not a run's seed), so a smaller set is a prefix of a larger one, and two commands that evaluate the same
+# task, level and size evaluate the same problems.
+HELDOUT_SET = "heldout-v1"
+HELDOUT_PATIENCE = 200  # draws in a row without a new problem: the level has no more held-out problems
+
+
 @runtime_checkable
 class Task(Protocol):
     """What every task provides. See ``slowthink.tasks.arithmetic`` for a complete example."""
@@ -85,6 +96,35 @@ class Task(Protocol):
 
 REQUIRED_METHODS = ("sample", "prompt", "reference", "score")
 REQUIRED_ATTRIBUTES = ("name", "levels")
+# Methods slowthink looks for and uses when a task has them (docs/custom-tasks.md), and what for.
+OPTIONAL_METHODS = {
+    "solution_lines": "the worked solution, one step per line: System-2 references for SFT and step labels",
+    "steps": "how a reasoning text splits into steps",
+    "step_labels": "the ground-truth correctness of each step",
+    "step_claims": "the facts each step relies on, for a step-recomputing checker",
+    "hinted_prompt": "STaR's prompt with the answer as a hint",
+    "parse_question": "reading a question typed by a user (slowthink solve --question)",
+}
+
+
+def problem_from_question(task, question: str) -> Problem:
+    """The Problem of a question typed by a user (``slowthink solve --question``), read by the task's optional
+    ``parse_question(question) -> Problem``; a ValueError when the task has none or cannot read this question."""
+    parse = getattr(task, "parse_question", None)
+    if parse is None:
+        raise ValueError(f"task {task.name!r} cannot read a typed question: it has no parse_question(question) "
+                         "method (docs/custom-tasks.md); leave --question out to solve a generated problem of "
+                         "--level, drawn from --seed")
+    try:
+        problem = parse(question.strip())
+    except ValueError:
+        raise  # the task's own message about what a question looks like
+    except Exception as e:  # noqa: BLE001 - the task's own code on a user's text: report it, do not crash
+        raise ValueError(f"task {task.name!r}: parse_question({question!r}) raised {type(e).__name__}: {e}") from e
+    if not isinstance(problem, Problem):
+        raise ValueError(f"task {task.name!r}: parse_question() must return a slowthink.tasks.Problem, got "
+                         f"{type(problem).__name__}")
+    return problem
 
 
 class BaseTask:
@@ -122,7 +162,7 @@ class BaseTask:
         expected = lines(problem)
         labels, ok = [], True
         for i, line in enumerate(self.steps(reasoning)):
-            ok = ok and i < len(expected) and line.strip() == expected[i]
+            ok = ok and i < len(expected) and line.strip() == expected[i].strip()
             labels.append(ok)
         return labels
 
@@ -137,20 +177,28 @@ class BaseTask:
                 return p
         raise RuntimeError(f"{self.name}: no {split} problem found at level {level} in {max_tries} tries")
 
-    def heldout_set(self, per_level: int, levels: tuple[int, ...] | None = None, seed: int = 1234) -> list[Problem]:
-        """A fixed held-out set: distinct problems, disjoint from anything `sample_split('train')` gives."""
+    def heldout_set(self, per_level: int, levels: tuple[int, ...] | None = None,
+                    seed: int | None = None) -> list[Problem]:
+        """The first ``per_level`` problems of each level's held-out sequence (fewer where a level has fewer):
+        distinct, disjoint from anything ``sample_split('train')`` gives. Without ``seed``, the named set
+        :data:`HELDOUT_SET`; a ``seed`` draws another sequence of the same split."""
         out: list[Problem] = []
         for level in levels or self.levels:
-            rng = random.Random(f"{seed}-{self.name}-{level}")
-            seen: set[str] = set()
-            tries = 0
-            while len(seen) < per_level and tries < per_level * 50:
-                tries += 1
-                p = self.sample_split(rng, level, "heldout")
-                if p.key not in seen:
-                    seen.add(p.key)
-                    out.append(p)
+            out.extend(itertools.islice(self.heldout_stream(level, seed), per_level))
         return out
+
+    def heldout_stream(self, level: int, seed: int | None = None) -> Iterator[Problem]:
+        """The distinct held-out problems of ``level`` in a fixed order (see :meth:`heldout_set`); it ends once
+        :data:`HELDOUT_PATIENCE` draws in a row bring nothing new."""
+        rng = random.Random(f"{HELDOUT_SET}-{level}" if seed is None else f"{seed}-{self.name}-{level}")
+        seen: set[str] = set()
+        misses = 0
+        while misses < HELDOUT_PATIENCE:
+            p = self.sample_split(rng, level, "heldout")
+            misses = misses + 1 if p.key in seen else 0
+            if not misses:
+                seen.add(p.key)
+                yield p
 
     def check_level(self, level: int) -> int:
         if level not in self.levels:

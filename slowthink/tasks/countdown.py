@@ -56,6 +56,7 @@ MAX_DIGITS = 6
 MAX_INTERMEDIATE = 10_000  # generator bound on step results, keeps worked solutions short
 PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
 STEP = re.compile(r"\s*([0-9]{1,7})\s*([-+*/])\s*([0-9]{1,7})\s*=\s*([0-9]{1,7})\s*")
+QUESTION = re.compile(r"numbers:\s*([0-9 ]+?)\s*target:\s*([0-9]+)", re.IGNORECASE)  # typed: Numbers: 3 7 Target: 21
 INSTRUCTION = ("Use the numbers below, each at most once, with + - * / and parentheses to make an "
                "expression equal to the target. Answer with the expression only.\n")
 
@@ -304,6 +305,13 @@ class Countdown(BaseTask):
         if steps is None:
             raise ValueError(f"countdown: {target} cannot be reached from {numbers}")
         return self._problem(numbers, target, steps, steps_to_tree(numbers, steps) if steps else target)
+
+    def parse_question(self, question: str) -> Problem:
+        """A typed question, ``Numbers: 3 7 25 50 Target: 178`` (on one line or two, as the task writes it)."""
+        m = QUESTION.fullmatch(question.removeprefix(INSTRUCTION).strip())
+        if m is None:
+            raise ValueError(f"not a countdown question like 'Numbers: 3 7 25 50 Target: 178': {question!r}")
+        return self.make_problem([int(x) for x in m[1].split()], int(m[2]))
 
     def solution_lines(self, problem: Problem) -> list[str]:
         return [f"{a}{op}{b}={c}" for a, op, b, c in problem.data["steps"]]

@@ -62,6 +62,17 @@ class Doubling(BaseTask):
         return Problem(key=question, level=k, question=question, answer=f"{x * 2**k:0{self.width}d}",
                        data={"x": x})
 
+    def parse_question(self, question: str) -> Problem:
+        """A typed question, ``2^4*347`` or zero-padded as the task writes it (``2^4*00000347``)."""
+        m = re.fullmatch(r"2\^([0-9])\*([0-9]+)", question.replace(" ", ""))
+        if m is None:
+            raise ValueError(f"not a doubling question like 2^4*347: {question!r}")
+        k, x = self.check_level(int(m[1])), int(m[2])
+        if len(str(x * 2**k)) > self.width:
+            raise ValueError(f"doubling: {x} doubled {k} times has more than width={self.width} digits")
+        written = f"2^{k}*{x:0{self.width}d}"
+        return Problem(key=written, level=k, question=written, answer=f"{x * 2**k:0{self.width}d}", data={"x": x})
+
     def solution_lines(self, problem: Problem) -> list[str]:
         x, k = problem.data["x"], problem.level
         return [f"2^1*{x * 2**j:0{self.width}d} left{k - j}" for j in range(1, k)]

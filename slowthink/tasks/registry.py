@@ -7,8 +7,11 @@ command-line form ``op=mul,max_level=5`` into them.
 
 Every task is checked before it is returned (``validate_task``): required methods and attributes,
 ``levels``, and a smoke run that samples one problem at the lowest level, renders both prompts and
-scores the reference completion, which must be correct. Problems raise ``TaskError`` with a message
-that says what to fix.
+scores the reference completion, which must be correct, then completions a model writes on a bad day
+(``garbage_completions``: random characters, the reference cut in half, its answer replaced by words, very
+long text), which the verifier must score without crashing. Problems raise ``TaskError`` with a message
+that says what to fix. A crash no check foresaw, on a model's completion mid-run, is the job of
+``tasks.guard``.
 """
 
 from __future__ import annotations
@@ -18,14 +21,17 @@ import importlib
 import importlib.util
 import inspect
 import random
+import string
 import sys
 import traceback
+import warnings
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
 from .arithmetic import Arithmetic
-from ..chat import MODES
-from .base import REQUIRED_ATTRIBUTES, REQUIRED_METHODS, Problem, Reference, Score
+from ..chat import MODES, THINK_CLOSE, Mode
+from .base import OPTIONAL_METHODS, REQUIRED_ATTRIBUTES, REQUIRED_METHODS, Problem, Reference, Score
 from .countdown import Countdown
 from .doubling import Doubling
 
@@ -165,36 +171,111 @@ def validate_task(task, origin: str | None = None):
             and all(isinstance(x, int) and not isinstance(x, bool) for x in levels)):
         raise TaskError(f"{where}: 'levels' must be a non-empty tuple of ints, e.g. levels = (1, 2, 3); "
                         f"got {levels!r}")
+    warn_misspelt_methods(task, where)
     level = min(levels)
     problem = _call(where, f"sample(random.Random(0), level={level})", task.sample, random.Random(0), level)
     if not isinstance(problem, Problem):
         raise TaskError(f"{where}: sample() must return a slowthink.tasks.Problem, got {type(problem).__name__}")
     for mode in MODES:
-        messages = _call(where, f"prompt(problem, {mode!r})", task.prompt, problem, mode)
+        messages = _call(where, f"prompt(problem, {str(mode)!r})", task.prompt, problem, mode)
         if not (isinstance(messages, list) and messages and all(
                 isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
                 for m in messages)):
-            raise TaskError(f"{where}: prompt(problem, {mode!r}) must return a non-empty list of "
+            raise TaskError(f"{where}: prompt(problem, {str(mode)!r}) must return a non-empty list of "
                             f"{{'role': str, 'content': str}} messages, got {messages!r:.200}")
         _check_score(where, task, problem, "", mode, must_be_correct=False)
-        ref = _call(where, f"reference(problem, {mode!r})", task.reference, problem, mode)
-        if ref is None:
-            continue
-        if not isinstance(ref, Reference):
-            raise TaskError(f"{where}: reference() must return a slowthink.tasks.Reference or None, "
-                            f"got {type(ref).__name__}")
-        _check_score(where, task, problem, ref.completion(), mode, must_be_correct=True)
-        if ref.reasoning is not None and callable(getattr(task, "step_labels", None)):
-            labels = _call(where, "step_labels(problem, reference.reasoning)", task.step_labels, problem,
-                           ref.reasoning)
-            if labels is not None and not (isinstance(labels, list) and all(x is True for x in labels)):
-                raise TaskError(f"{where}: step_labels() on the reference reasoning must return None or a "
-                                f"list of True (every reference step is correct), got {labels!r:.200}")
+        ref = _call(where, f"reference(problem, {str(mode)!r})", task.reference, problem, mode)
+        if ref is not None:
+            _check_reference(where, task, problem, ref, mode)
+        _check_garbage(where, task, problem, ref, mode)
+    if callable(getattr(task, "parse_question", None)):
+        _check_parse_question(where, task, problem)
     return task
 
 
-def _check_score(where: str, task, problem: Problem, completion: str, mode: str, must_be_correct: bool) -> None:
-    what = f"score(problem, {completion!r:.60}, {mode!r})"
+def _check_parse_question(where: str, task, problem: Problem) -> None:
+    """parse_question() reads the task's own question back: the sampled problem's answer is correct for the
+    problem it returns (unless that one has no answer)."""
+    parsed = _call(where, f"parse_question({problem.question!r:.60})", task.parse_question, problem.question)
+    if not isinstance(parsed, Problem):
+        raise TaskError(f"{where}: parse_question() must return a slowthink.tasks.Problem, got {type(parsed).__name__}")
+    ref = task.reference(problem, Mode.SYSTEM1)
+    if parsed.answer is None or ref is None:
+        return
+    score = _call(where, "score(parse_question(question), reference)", task.score, parsed, ref.completion(),
+                  Mode.SYSTEM1)
+    if not score.correct:
+        raise TaskError(f"{where}: parse_question() does not read the task's own questions back: for "
+                        f"{problem.question!r:.80} it returns {parsed!r:.200}, for which the answer "
+                        f"{problem.answer!r:.60} is not correct")
+
+
+def _check_reference(where: str, task, problem: Problem, ref, mode: str) -> None:
+    """The reference completion is scored correct, and each of its steps labelled correct."""
+    if not isinstance(ref, Reference):
+        raise TaskError(f"{where}: reference() must return a slowthink.tasks.Reference or None, "
+                        f"got {type(ref).__name__}")
+    _check_score(where, task, problem, ref.completion(), mode, must_be_correct=True)
+    if ref.reasoning is not None and callable(getattr(task, "step_labels", None)):
+        labels = _call(where, "step_labels(problem, reference.reasoning)", task.step_labels, problem,
+                       ref.reasoning)
+        if labels is not None and not (isinstance(labels, list) and all(x is True for x in labels)):
+            raise TaskError(f"{where}: step_labels() on the reference reasoning must return None or a "
+                            f"list of True (every reference step is correct), got {labels!r:.200}")
+
+
+def garbage_completions(reference: str, answer: str) -> dict[str, str]:
+    """Completions a model writes on a bad day, which a verifier must score (as anything) without crashing:
+    what each one is, and its text, built from the reference completion and the expected answer."""
+    rng = random.Random(0)
+    noise = "".join(rng.choice(string.printable) for _ in range(64))
+    at = reference.rfind(answer) if answer else -1
+    in_words = (reference[:at] + "forty-two, I think" + reference[at + len(answer):] if at >= 0
+                else reference + " forty-two, I think")
+    return {"random characters": noise,
+            "random characters around a closed think block": f"{noise}\n{THINK_CLOSE}\n\n{noise}",
+            "the reference cut in half": reference[: len(reference) // 2],
+            "the reference with its answer replaced by words": in_words,
+            "very long text": (noise + "\n") * 200}
+
+
+def _check_garbage(where: str, task, problem: Problem, ref, mode: str) -> None:
+    """score() (and step_labels()) survive :func:`garbage_completions`."""
+    reference = ref.completion() if isinstance(ref, Reference) else problem.answer
+    garbage = garbage_completions(reference, problem.answer)
+    for what, text in garbage.items():
+        try:
+            _check_score(where, task, problem, text, mode, must_be_correct=None, shown=f"<{what}>")
+        except TaskError as e:
+            raise TaskError(f"{e}\nA model can write any text: score what the verifier cannot read as "
+                            "Score(reward=0.0, answer=None, well_formed=False).") from e.__cause__
+    if mode == Mode.SYSTEM2 and callable(getattr(task, "step_labels", None)):
+        for what in ("random characters", "the reference cut in half"):
+            labels = _call(where, f"step_labels(problem, <{what}>)", task.step_labels, problem, garbage[what])
+            if labels is not None and not (isinstance(labels, list) and all(isinstance(x, bool) for x in labels)):
+                raise TaskError(f"{where}: step_labels(problem, <{what}>) must return None or a list of bools, "
+                                f"got {labels!r:.200}")
+
+
+def warn_misspelt_methods(task, where: str) -> None:
+    """A warning for each public method that looks like a misspelling of an optional one the task lacks
+    (``solution_line`` for ``solution_lines``): slowthink would silently do without it."""
+    known = set(OPTIONAL_METHODS) | set(REQUIRED_METHODS)
+    for name in dir(task):
+        if name.startswith("_") or name in known or not callable(getattr(task, name, None)):
+            continue
+        meant = get_close_matches(name, OPTIONAL_METHODS, n=1, cutoff=0.8)
+        if meant and not callable(getattr(task, meant[0], None)):
+            warnings.warn(f"{where}: it defines {name}(), which looks like a misspelling of {meant[0]}(): the task "
+                          f"has no {meant[0]}(), which slowthink uses for {OPTIONAL_METHODS[meant[0]]}",
+                          UserWarning, stacklevel=2)
+
+
+def _check_score(where: str, task, problem: Problem, completion: str, mode: str, must_be_correct: bool | None,
+                 shown: str | None = None) -> None:
+    """score() returns a Score, correct for the reference (``must_be_correct``), not for an empty completion
+    (False); None: any verdict. ``shown`` stands for the completion in messages."""
+    what = f"score(problem, {shown or repr(completion)[:60]}, {str(mode)!r})"
     score = _call(where, what, task.score, problem, completion, mode)
     if not isinstance(score, Score):
         raise TaskError(f"{where}: {what} must return a slowthink.tasks.Score, got {type(score).__name__}")
@@ -203,7 +284,7 @@ def _check_score(where: str, task, problem: Problem, completion: str, mode: str,
                         f"({score}). Check that score() extracts the answer the way reference() writes it "
                         "and returns Score(reward=1.0, answer=..., well_formed=True, correct=True).\n"
                         f"question: {problem.question!r:.200}\ncompletion: {completion!r:.300}")
-    if not must_be_correct and score.correct:
+    if must_be_correct is False and score.correct:
         raise TaskError(f"{where}: an empty completion is scored as correct in {mode} ({score})")
 
 

@@ -28,7 +28,10 @@ class Example:
 def reference_example(task, tok, problem: Problem, mode: Mode) -> Example:
     ref = task.reference(problem, mode)
     if ref is None:
-        raise ValueError(f"task {task.name!r} has no reference solution for mode {mode!r}; SFT needs one")
+        fix = ("define solution_lines(problem) (the worked solution, one step per line) or reference(), or train "
+               "with system2_fraction=0" if mode == Mode.SYSTEM2 else "define reference(), or train with "
+               "system2_fraction=1")
+        raise ValueError(f"task {task.name!r} has no reference solution for mode {mode!r}, and SFT needs one: {fix}")
     return Example(problem, mode, render_example(tok, task.prompt(problem, mode), mode, ref.completion()))
 
 

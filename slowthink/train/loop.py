@@ -3,8 +3,8 @@ model, resume, the metrics log, the progress bar, checkpoints, halting and the f
 
 A trainer reads as phases inside one :class:`TrainingRun`::
 
+    cfg, task = resolve_task(cfg, task)            # the task, and what the config left open filled in
     with TrainingRun(cfg, "grpo") as run:          # run folder, config.json, torch threads
-        task = resolve_task(cfg, task)
         model, tok = load_init(cfg, model, tok)
         opt = make_optimizer(model, cfg)
         state = run.resume(model, tok, optimizer=opt)   # weights, optimizer, RNG; metrics log opened
@@ -17,12 +17,14 @@ A trainer reads as phases inside one :class:`TrainingRun`::
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import NoReturn
 
 import torch
 
+from ..chat import MODES, Mode
 from ..config import ConfigError, require, to_dict
 from .runlog import RunLog, latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics, write_json
 
@@ -58,15 +60,50 @@ def open_run(cfg, trainer: str, folder: str | Path | None = None) -> Path:
     return run
 
 
-def resolve_task(cfg, task=None):
-    """The config's task (or the one given), with the configured levels checked against it."""
-    from ..tasks import get_task
+def starting_model(cfg) -> str:
+    """The model folder a trainer starts from (``init``, or a folder given as ``model``), else ''."""
+    from ..models import is_model_dir
 
-    task = task or get_task(cfg.task, **cfg.task_args)
-    if hasattr(task, "check_level"):
-        for level in cfg.levels:
-            task.check_level(level)
-    return task
+    folder = getattr(cfg, "init", "") or getattr(cfg, "model", "")
+    return folder if folder and is_model_dir(folder) else ""
+
+
+def resolve_task(cfg, task=None):
+    """The task (or the one given) and the config with what it left open filled in: ``task``, ``task_args``,
+    ``levels`` and ``mode`` from the model it starts from (its ``task.json``, ``slowthink.tasks.record``), else
+    the task's own levels and System-2. Called before the run folder is made: a task that fails validation
+    leaves nothing behind."""
+    from ..tasks import get_task
+    from ..tasks.guard import guard
+    from ..tasks.record import follow_record, read_record
+
+    start = starting_model(cfg)
+    spec, args, record = follow_record(cfg.task, cfg.task_args, read_record(start) if start else None)
+    task = task or get_task(spec, **args)
+    levels = list(cfg.levels or (record.levels if record else ()) or task.levels)
+    bad = [level for level in levels if level not in task.levels]
+    require(not bad, "levels", f"task {task.name!r} has levels {list(task.levels)}, not {bad} (leave levels out "
+            "for the starting model's, else all of the task's)")
+    mode = {"mode": record.mode if record else Mode.SYSTEM2} if getattr(cfg, "mode", None) == "" else {}
+    # behind the verifier guard: a crash in score() on one completion counts it malformed (or, strict, stops)
+    return dataclasses.replace(cfg, task=spec, task_args=args, levels=levels, **mode), guard(
+        task, strict=getattr(cfg, "strict_verifier", False))
+
+
+def task_record(cfg):
+    """What a trainer's model was trained on, for its ``task.json``: the task, its arguments and levels, and the
+    modes it knows (SFT: those of its share of worked solutions; a trainer that starts from a model of the same
+    task keeps that model's modes, else knows its own mode)."""
+    from ..tasks.record import TaskRecord, modes_for_share, read_record
+
+    if hasattr(cfg, "system2_fraction"):
+        modes = modes_for_share(cfg.system2_fraction)
+    else:
+        start = starting_model(cfg)
+        record = read_record(start) if start else None
+        own = (cfg.mode,) if hasattr(cfg, "mode") else MODES
+        modes = record.modes if record is not None and record.task == cfg.task else own
+    return TaskRecord(cfg.task, dict(cfg.task_args), tuple(cfg.levels), tuple(modes))
 
 
 def load_init(cfg, model=None, tok=None):
@@ -82,7 +119,8 @@ def load_init(cfg, model=None, tok=None):
 
 
 def heldout_problems(task, cfg) -> list:
-    """The held-out problems a trainer evaluates on: ``cfg.eval_per_level`` per level (none for 0)."""
+    """The held-out problems a trainer evaluates on: the first ``cfg.eval_per_level`` of each level's named held-out
+    set (``tasks.base.HELDOUT_SET``, the one ``slowthink eval`` uses too; none for 0)."""
     return task.heldout_set(cfg.eval_per_level, tuple(cfg.levels)) if cfg.eval_per_level else []
 
 
@@ -116,8 +154,12 @@ class TrainingRun:
     def __enter__(self) -> TrainingRun:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
+        from ..tasks.guard import VerifierError
+
         self.close()
+        if isinstance(exc, VerifierError):  # strict_verifier: stop as a halt does, naming the checkpoint to go on from
+            raise halted(str(exc), self.ckpt) from exc
 
     def resume(self, model, tok, **tracked) -> dict:
         """Continue from the last checkpoint if there is one: weights into ``model``, RNG states, and the state
@@ -182,10 +224,16 @@ class TrainingRun:
         while self._closers:
             self._closers.pop(0)()
 
+    def save_model(self, folder: Path) -> None:
+        """The model in Hugging Face layout, with the task it was trained on (``task.json``)."""
+        from ..models import save
+        from ..tasks.record import write_record
+
+        save(self.model, self.tok, folder)
+        write_record(folder, task_record(self.cfg))
+
     def finish(self) -> Path:
         """Close the run and save the final model to ``model/``; returns the run folder."""
-        from ..models import save
-
         self.close()
-        save(self.model, self.tok, self.dir / "model")
+        self.save_model(self.dir / "model")
         return self.dir
