@@ -14,8 +14,9 @@ the client threads do not share its GIL. Then ``--concurrency`` threads take req
 shuffled list (bounded: each request is sent once, with a per-request timeout and a run deadline):
 
 * valid (the rest): arithmetic problems, levels 1-3, through the real ``openai`` client (no retries):
-  streamed or not, n=1 or 2, ``reasoning_effort`` none / low / medium / high (8-sample votes) / auto (the
-  router saved beside the model, if any; else medium), temperature 0 or 1, some with
+  streamed or not, n=1 or 2, ``reasoning_effort`` none / low / medium / high (a vote of up to 8 samples:
+  as many as get 32 tokens of the request's budget) / auto (the router saved beside the model, if any; else
+  medium), temperature 0 or 1, some with
   ``stream_options.include_usage``, some with ``metadata={"task": "arithmetic", "answer": ...}`` so the
   server verifies them, ``max_completion_tokens`` small (``--max-tokens``) to keep the run short.
 * malformed (``--malformed-share``, cycled over the kinds in ``malformed_kinds``): raw HTTP with ``httpx``,
@@ -69,7 +70,7 @@ from serve_bench import free_port, machine_info, percentile, run_pool, wait_read
 
 KEY = "load-key"
 NAME = "model"
-EFFORTS = ("none", "low", "medium", "high", "auto")  # high: 8-sample votes; auto: the router, if saved
+EFFORTS = ("none", "low", "medium", "high", "auto")  # high: a vote of up to 8 samples within the budget; auto: the router, if saved
 
 
 # -- the request plan ----------------------------------------------------------------------------------

@@ -221,18 +221,9 @@ def _eval_strategy(ns, task, levels, model, tok, problems) -> int:
 
 
 def _effort_setup(ns, task):
-    """Engines and router for --reasoning-effort: the router saved beside --model (or --router); a
-    two-model router brings its own fast and slow models, a router with checker arms its checker."""
-    from .router import Router, find_router
-    from .router.train import load_engines
+    from .effort.local import load_effort_engines
 
-    router = Router.load(ns.router) if ns.router else find_router(ns.model)
-    models = router.models if router is not None else {}
-    checker = models.get("check", "")
-    if "fast" in models:
-        engines, _ = load_engines(models["slow"], models["fast"], device=ns.device, checker=checker, task=task)
-    else:
-        engines, _ = load_engines(ns.model, device=ns.device, checker=checker, task=task)
+    engines, router = load_effort_engines(ns.model, ns.router, ns.device, task)
     if ns.reasoning_effort == "auto" and router is None:
         print(f"note: no router in {ns.model}/router: auto runs medium (train one: slowthink train router "
               f"--model {ns.model})", file=sys.stderr)
@@ -240,33 +231,13 @@ def _effort_setup(ns, task):
 
 
 def _eval_effort(ns, task, levels, problems) -> int:
-    from collections import Counter
-
-    from tqdm.auto import tqdm
-
-    from .effort import solve_with_effort
-
-    engines, router = _effort_setup(ns, task)
-    rows = []
-    for p in tqdm(problems, desc=f"effort {ns.reasoning_effort}", unit="problem"):
-        sol = solve_with_effort(p, ns.reasoning_effort, engines, task, router, seed=ns.seed)
-        mode = sol.extra["mode"]  # auto may have answered in System-1
-        rows.append((p.level, task.score(p, sol.completion, mode).correct, sol.policy_tokens,
-                     sol.extra.get("route", {}).get("arm", ns.reasoning_effort)))
-    from .evaluate import with_intervals
+    from .effort.local import evaluate_effort
     from .report import accuracy_cell
 
-    by_level: dict = {}
-    for lv in sorted({r[0] for r in rows}) + ["all"]:
-        rs = [r for r in rows if lv == "all" or r[0] == lv]
-        by_level[str(lv)] = with_intervals({"n": len(rs), "accuracy": sum(r[1] for r in rs) / len(rs),
-                                            "mean_policy_tokens": sum(r[2] for r in rs) / len(rs),
-                                            "chosen": dict(Counter(r[3] for r in rs))}, ["accuracy"])
-    out = {**_eval_setting(ns, task, levels, problems), "reasoning_effort": ns.reasoning_effort,
-           "router": bool(router), "results": by_level}
-    if ns.json_out:
-        with open(ns.json_out, "w") as f:
-            json.dump(out, f, indent=2)
+    engines, router = _effort_setup(ns, task)
+    by_level = evaluate_effort(problems, ns.reasoning_effort, engines, task, router, seed=ns.seed)
+    _json_result(ns, {**_eval_setting(ns, task, levels, problems), "reasoning_effort": ns.reasoning_effort,
+                      "router": bool(router), "results": by_level})
     _print_table(_heldout_title(ns, problems, f", reasoning_effort {ns.reasoning_effort}"),
                  ["level", "n", "accuracy [95% CI]", "policy tokens/problem", "chosen"],
                  [[lv, str(b["n"]), accuracy_cell(b["accuracy"], b["n"]), f"{b['mean_policy_tokens']:.1f}",

@@ -70,3 +70,44 @@ def solution(answered: Answered, problem, task, effort: str) -> Solution:
                     reasoning=split_completion(c.text, answered.mode).reasoning, completion=c.text,
                     policy_tokens=answered.generated, verifier_tokens=answered.verifier_tokens,
                     well_formed=score.well_formed, extra=extra)
+
+
+def evaluate_effort(problems, effort: str, engines: dict, task, router=None, seed: int | None = 0,
+                    progress: bool = True) -> dict:
+    """An effort's held-out accuracy, policy tokens and the settings it chose, by level and over ``"all"``
+    (each block with ``n`` and a 95% interval on the accuracy)."""
+    from collections import Counter
+
+    from tqdm.auto import tqdm
+
+    from ..evaluate import with_intervals
+
+    rows = []
+    for p in tqdm(problems, desc=f"effort {effort}", unit="problem", disable=not progress):
+        sol = solve_with_effort(p, effort, engines, task, router, seed=seed)
+        mode = sol.extra["mode"]  # auto may have answered in System-1
+        rows.append((p.level, task.score(p, sol.completion, mode).correct, sol.policy_tokens,
+                     sol.extra.get("route", {}).get("arm", effort)))
+    by_level: dict = {}
+    for lv in sorted({r[0] for r in rows}) + ["all"]:
+        rs = [r for r in rows if lv == "all" or r[0] == lv]
+        by_level[str(lv)] = with_intervals({"n": len(rs), "accuracy": sum(r[1] for r in rs) / len(rs),
+                                            "mean_policy_tokens": sum(r[2] for r in rs) / len(rs),
+                                            "chosen": dict(Counter(r[3] for r in rs))}, ["accuracy"])
+    return by_level
+
+
+def load_effort_engines(model_dir: str, router_dir: str | None, device: str, task):
+    """(engines by name, router or None) for ``model_dir``: the router saved beside it (or ``router_dir``); a
+    two-model router brings its own fast and slow models, a router with checker arms its checker."""
+    from ..router import Router, find_router
+    from ..router.train import load_engines
+
+    router = Router.load(router_dir) if router_dir else find_router(model_dir)
+    models = router.models if router is not None else {}
+    checker = models.get("check", "")
+    if "fast" in models:
+        engines, _ = load_engines(models["slow"], models["fast"], device=device, checker=checker, task=task)
+    else:
+        engines, _ = load_engines(model_dir, device=device, checker=checker, task=task)
+    return engines, router
