@@ -18,6 +18,10 @@
 #   5. the RL recipe (recipes/quickstart_rl.yaml: SFT on levels 1-3, then GRPO on level 3) on CUDA.
 #   6. a 27M-parameter Qwen3 built from a config (dev/make_hf_model.py: GQA, q/k norms, head_dim 128), not a
 #      preset: SFT from scratch by path, then eval through the engine's native path.
+#   7. LoRA GRPO on a Qwen3-1.7B-shaped model (random weights) in bf16: ours with LoRA vs full fine-tuning (and TRL
+#      GRPOTrainer + peft LoRA when trl is installed): step time, samples/s, peak memory
+#      (benchmarks/lora_grpo_bench.py -> lora_grpo_cuda.json). Needs peft: if the image lacks it, carry it, e.g.
+#      `pip install --no-deps --target .pydeps peft accelerate` here and PYDEPS=.pydeps there.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -95,6 +99,23 @@ timeout 300 python3 -m slowthink.cli train sft --model "$WORK/qwen3_init" --task
 timeout 120 python3 -m slowthink.cli eval --model "$WORK/qwen3_sft/model" --task-args op=mul,cot=cells --levels 1,2 \
   --per-level 100 --device "$DEVICE" --json-out "$OUT/qwen3_eval.json" 2>&1 | tail -9
 echo "qwen3 wall time: $((SECONDS - t)) s"
+fi
+
+if want 7; then
+stamp "7. LoRA GRPO, Qwen3-1.7B shape, bf16: ours LoRA vs ours full fine-tuning (vs TRL + peft if installed)"
+[ -n "${PYDEPS:-}" ] && export PYTHONPATH="$PWD/$PYDEPS:$PYTHONPATH"
+if python3 -c "import peft" 2>/dev/null; then
+  LORA_SIDES=ours-lora,ours-full; python3 -c "import trl" 2>/dev/null && LORA_SIDES=$LORA_SIDES,trl-lora
+  if [ "$QUICK" = 1 ]; then  # the script's own path on a tiny shape (bf16 needs CUDA; the CPU trains in float32)
+    LORA=(--shape tiny --steps 2 --rounds 1 --dtype "$([ "$DEVICE" = cpu ] && echo float32 || echo bf16)")
+  else
+    LORA=(--shape qwen3-1.7b --dtype bf16 --steps 4 --rounds 1 --prompts-per-step 8 --group-size 8 --max-new-tokens 128)
+  fi
+  timeout 420 python3 benchmarks/lora_grpo_bench.py --device "$DEVICE" --sides "$LORA_SIDES" "${LORA[@]}" \
+    --workdir "$WORK/lora_bench" --out "$OUT/lora_grpo_cuda.json" 2>&1 | quiet | grep -v "Warning\|warn" | tail -20
+else
+  echo "skipped: peft is not installed (see check 7 above: PYDEPS)"
+fi
 fi
 
 stamp "done"

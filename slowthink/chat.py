@@ -48,15 +48,25 @@ class Split:
     well_formed: bool
 
 
+def strip_end_markers(text: str) -> str:
+    """``text`` without the end-of-turn and padding markers (and white space) it ends with."""
+    while True:
+        stripped = text.rstrip()
+        for marker in END_MARKERS:
+            stripped = stripped.removesuffix(marker)
+        if stripped == text:
+            return text
+        text = stripped
+
+
 def split_completion(completion: str, mode: Mode) -> Split:
     """Separate reasoning from the answer, strictly (this decides whether an answer is scored at all).
 
     A System-2 completion must close its think block exactly once; text before ``</think>`` is the
-    reasoning. A System-1 completion is all answer and must not open a think block.
+    reasoning. A System-1 completion is all answer and must not open a think block. End-of-turn and padding
+    markers are dropped from the end only: one inside the text stays, so ``1<|endoftext|>4`` is no answer, not 14.
     """
-    text = completion
-    for marker in END_MARKERS:
-        text = text.replace(marker, "")
+    text = strip_end_markers(completion)
     if mode == Mode.SYSTEM1:
         if THINK_OPEN in text or THINK_CLOSE in text:
             return Split(None, None, False)
@@ -106,3 +116,88 @@ def split_think(content: str, final: bool = True) -> tuple[str | None, str]:
     if not final:
         inner = inner[:len(inner) - held_back(inner, (THINK_CLOSE,))]
     return inner.strip(), ""
+
+
+# ----------------------------------------------------------------------------- tool calls (Qwen3/Hermes markup)
+# A model calls a tool by writing ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``, inside its think
+# block or after it; what the tool returns is put back into the context as ``<tool_response>...</tool_response>``
+# (text the model reads but never wrote: masked out of every loss, slowthink/env/).
+
+TOOL_CALL_OPEN = "<tool_call>"
+TOOL_CALL_CLOSE = "</tool_call>"
+TOOL_RESPONSE_OPEN = "<tool_response>"
+TOOL_RESPONSE_CLOSE = "</tool_response>"
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One well-formed call: the tool's name and its arguments (a JSON object); ``text`` is the JSON as written."""
+
+    name: str
+    arguments: dict
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCallError:
+    """A ``<tool_call>`` block that could not be read as a call; ``message`` says why, for the model to read."""
+
+    text: str
+    message: str
+
+
+def parse_tool_calls(text: str) -> list[ToolCall | ToolCallError]:
+    """Every ``<tool_call>...</tool_call>`` block of ``text``, in order, as a :class:`ToolCall` or, where the
+    block is not ``{"name": str, "arguments": object}`` in JSON (or is never closed), a :class:`ToolCallError`.
+    ``arguments`` may also be a JSON string holding an object (some models write it so); absent, it is ``{}``."""
+    import json
+
+    out: list[ToolCall | ToolCallError] = []
+    at = 0
+    while (start := text.find(TOOL_CALL_OPEN, at)) >= 0:
+        body_start = start + len(TOOL_CALL_OPEN)
+        end = text.find(TOOL_CALL_CLOSE, body_start)
+        if end < 0:
+            out.append(ToolCallError(text[body_start:], f"{TOOL_CALL_OPEN} is never closed by {TOOL_CALL_CLOSE}"))
+            break
+        out.append(_read_call(text[body_start:end].strip(), json))
+        at = end + len(TOOL_CALL_CLOSE)
+    return out
+
+
+def _read_call(body: str, json) -> ToolCall | ToolCallError:
+    try:
+        call = json.loads(body)
+    except json.JSONDecodeError as e:
+        return ToolCallError(body, f"the tool call is not valid JSON ({e.msg} at position {e.pos}); write "
+                                   '{"name": "...", "arguments": {...}}')
+    if not isinstance(call, dict) or not isinstance(call.get("name"), str) or not call["name"]:
+        return ToolCallError(body, 'the tool call must be a JSON object with a "name" string and an "arguments" '
+                                   "object")
+    args = call.get("arguments", {})
+    if isinstance(args, str):
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except json.JSONDecodeError:
+            pass
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        return ToolCallError(body, f'"arguments" of {call["name"]!r} must be a JSON object, got '
+                                   f"{type(args).__name__}")
+    return ToolCall(call["name"], args, body)
+
+
+def format_tool_response(text: str) -> str:
+    """One tool response as it goes into the context (Qwen3's layout: the text on its own lines)."""
+    return f"{TOOL_RESPONSE_OPEN}\n{text}\n{TOOL_RESPONSE_CLOSE}"
+
+
+def strip_tool_markup(text: str) -> str:
+    """``text`` without its tool-call and tool-response blocks: what a task scores once an episode is over (a
+    call written after ``</think>`` must not be read as part of the answer)."""
+    import re
+
+    pattern = (f"{re.escape(TOOL_CALL_OPEN)}.*?(?:{re.escape(TOOL_CALL_CLOSE)}|$)|"
+               f"{re.escape(TOOL_RESPONSE_OPEN)}.*?(?:{re.escape(TOOL_RESPONSE_CLOSE)}|$)")
+    return re.sub(pattern, "", text, flags=re.S)

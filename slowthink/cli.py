@@ -74,20 +74,43 @@ def cmd_eval(ns) -> int:
     task = _task(ns)
     levels = _eval_levels(ns, task, record)
     problems = task.heldout_set(ns.per_level, levels)
+    if not problems:
+        raise ValueError(f"task {task.name!r} has no held-out problems at levels {list(levels)}: a data set needs "
+                         "held-out rows (its split field, or rows the stable hash holds out)")
     if ns.reasoning_effort:
         return _eval_effort(ns, task, levels, problems)
     model, tok = load_model(ns.model, device=ns.device)
     if ns.strategy:
         return _eval_strategy(ns, task, levels, model, tok, problems)
     modes = _csv(ns.modes) if ns.modes else (record.modes if record else MODES)
-    res = evaluate(Engine(model, tok), task, tok, problems, modes=modes, k=ns.k, temperature=ns.temperature,
-                   max_tokens=ns.max_new_tokens, seed=ns.seed)
+    engine, episodes = Engine(model, tok), _tool_episodes(ns, model, tok, task)
+    res = evaluate(engine, task, tok, problems, modes=modes, k=ns.k, temperature=ns.temperature,
+                   max_tokens=ns.max_new_tokens, seed=ns.seed, episodes=episodes)
     _print_table(_heldout_title(ns, problems), TABLE_HEADER, results_table(res))
     if ns.k > 1:
         _print_table(f"all levels, {ns.k} samples per problem", passk_header(ns.k), passk_rows(res, ns.k))
     _print_notes(task, mode_gap_warning(res))
     _json_result(ns, {**_eval_setting(ns, task, levels, problems), "k": ns.k, "results": res}, echo=True)
     return 0
+
+
+def _tool_episodes(ns, model, tok, task):
+    """With --tools / --tools-file: a rollout worker's ``episodes`` (each problem a multi-turn episode); else None."""
+    from types import SimpleNamespace
+
+    from .env import tool_options
+
+    opts = tool_options(SimpleNamespace(tools=ns.tools, tools_file=ns.tools_file, tool_args={},
+                                           tools_prompt=ns.tools_prompt, max_tool_calls=ns.max_tool_calls,
+                                           max_turns=ns.max_turns, max_episode_tokens=0))
+    if not opts:
+        return None
+    from .rl.rewards import RewardFn
+    from .rl.rollout import LocalRolloutWorker
+
+    worker = LocalRolloutWorker(model, tok, task, RewardFn(), **opts)
+    worker.load_weights(None, version=0)
+    return worker.episodes
 
 
 def _follow_model(ns):
@@ -307,8 +330,10 @@ def _json_result(ns, result: dict, echo: bool = False) -> None:
 
 
 def cmd_serve(ns) -> int:
+    from .config import parse_mapping
     from .serve.app import serve_main
     from .serve.keys import keys_from
+    from .tools.base import toolset_from_spec
     from .serve.limits import Limits
 
     def db(value: str | None):
@@ -331,7 +356,9 @@ def cmd_serve(ns) -> int:
                       remote_api_key=os.environ.get("SLOWTHINK_REMOTE_API_KEY", ns.remote_api_key),
                       remote_timeout=ns.remote_timeout, remote_logprobs=ns.remote_logprobs, device=ns.device,
                       limits=load_config(Limits, None, overrides_from_args(ns, Limits)), allowed_hosts=hosts,
-                      allow_unauthenticated=ns.allow_unauthenticated) or 0
+                      allow_unauthenticated=ns.allow_unauthenticated,
+                      builtin_tools=toolset_from_spec(ns.builtin_tools, ns.tools_file,
+                                                      **parse_mapping(ns.tool_args))) or 0
 
 
 def cmd_traces(ns) -> int:
@@ -347,10 +374,17 @@ def cmd_tasks(ns) -> int:
 
     import inspect
 
+    from .tasks.registry import BUILTIN_TASKS, TaskError
+
     for name in list_tasks():
-        t = get_task(name)
-        doc = inspect.cleandoc(type(t).__dict__.get("__doc__") or inspect.getmodule(type(t)).__doc__ or "")
-        print(f"{name:12s} levels {min(t.levels)}..{max(t.levels)}  {doc.splitlines()[0] if doc else ''}")
+        try:
+            t = get_task(name)
+            levels = f"levels {min(t.levels)}..{max(t.levels)}"
+        except TaskError:  # a task that needs --task-args (a data file, a data set name): its class alone
+            t, levels = BUILTIN_TASKS[name], "needs --task-args"
+        cls = t if isinstance(t, type) else type(t)
+        doc = inspect.cleandoc(cls.__dict__.get("__doc__") or inspect.getmodule(cls).__doc__ or "")
+        print(f"{name:12s} {levels}  {doc.splitlines()[0] if doc else ''}")
     return 0
 
 
@@ -361,8 +395,15 @@ def cmd_sample(ns) -> int:
     p = task.sample(random.Random(ns.seed), _level(ns, task))
     print(f"user: {p.question}")
     ref = task.reference(p, ns.mode)
-    none = "(no reference: the task writes none; give it solution_lines(problem) or reference())"
+    none = "(no reference: the task writes none; for a data set, map its worked-solution field with --task-args solution=FIELD)"
     print(f"assistant ({ns.mode}):\n{ref.completion() if ref else none}")
+    return 0
+
+
+def cmd_merge(ns) -> int:
+    from .train.lora import merge_folder
+
+    print(f"merged: {merge_folder(ns.adapter, ns.out, base=ns.base or None, device=ns.device)}")
     return 0
 
 
@@ -391,7 +432,7 @@ def _csv(text: str) -> tuple[str, ...]:
 
 
 COMMANDS = {"quickstart": cmd_quickstart, "train": cmd_train, "eval": cmd_eval, "solve": cmd_solve, "serve": cmd_serve,
-            "traces": cmd_traces, "tasks": cmd_tasks, "sample": cmd_sample}
+            "traces": cmd_traces, "tasks": cmd_tasks, "sample": cmd_sample, "merge": cmd_merge}
 
 
 def main(argv: list[str] | None = None) -> int:

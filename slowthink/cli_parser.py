@@ -12,7 +12,12 @@ from .tasks.record import DEFAULT_TASK
 def _config_parser(sub, name: str, cls, help: str) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help, description=help)
     p.add_argument("--config", help="YAML file of config fields (command-line options override it)")
-    add_arguments(p, cls)
+    ray = "ray" in getattr(cls, "__dataclass_fields__", {})
+    add_arguments(p, cls, skip=("ray",) if ray else ())
+    if ray:  # --ray alone starts a local Ray; --ray ADDRESS joins a running head
+        p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                       help="run rollout workers (and learners) as Ray actors: alone, start Ray on this machine; "
+                            "with ADDRESS, join that head (e.g. 10.0.0.1:6379). Default: no Ray")
     return p
 
 def trainers() -> dict:
@@ -124,9 +129,18 @@ def positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="slowthink", description="Train and serve slow-thinking models.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_quickstart, _add_train, _add_eval, _add_solve, _add_serve, _add_traces, _add_tasks, _add_sample):
+    for add in (_add_quickstart, _add_train, _add_eval, _add_solve, _add_serve, _add_traces, _add_tasks, _add_sample,
+                _add_merge):
         add(sub)
     return parser
+
+def _add_merge(sub) -> None:
+    me = sub.add_parser("merge", help="merge a LoRA adapter (a LoRA run's adapter/ or ckpt/) into its base model: "
+                                      "a plain model folder", formatter_class=DefaultsHelp)
+    me.add_argument("--adapter", required=True, help="adapter folder (adapter_config.json, adapter_model.safetensors)")
+    me.add_argument("--out", required=True, help="folder to write the merged model and tokenizer to")
+    me.add_argument("--base", default="", help="base model folder (default: the one adapter_config.json names)")
+    me.add_argument("--device", default="cpu", help="torch device to merge on")
 
 def _add_quickstart(sub) -> None:
     from .quickstart import QuickstartConfig
@@ -166,7 +180,18 @@ def _add_eval(sub) -> None:
     ev.add_argument("--max-new-tokens", type=positive_int, default=256, help="generation limit")
     ev.add_argument("--seed", type=int, default=0, help="sampling seed (the held-out problems do not depend on it)")
     ev.add_argument("--json-out", default="", help="write results JSON here (default: print it)")
+    _tools_arguments(ev)
     _search_arguments(ev, None)
+
+def _tools_arguments(p) -> None:
+    """Tool use in plain evaluation: each problem a multi-turn episode (docs/environments.md)."""
+    p.add_argument("--tools", default="", help="tools the model may call while it reasons (calculator, python, memory, "
+                                               "retrieve), comma-separated; default: none, one turn")
+    p.add_argument("--tools-file", default="", help="a Python file of your own tool functions")
+    p.add_argument("--tools-prompt", default="full", choices=["full", "none"],
+                   help="full: the tool instructions and schemas in a system message; none: the task's prompt")
+    p.add_argument("--max-tool-calls", type=positive_int, default=4, help="tool calls per episode")
+    p.add_argument("--max-turns", type=positive_int, default=8, help="assistant turns per episode")
 
 def _add_solve(sub) -> None:
     so = sub.add_parser("solve", help="solve one problem with a test-time strategy; print reasoning, answer, tokens",
@@ -232,6 +257,13 @@ def _add_serve(sub) -> None:
                     help="SQLite database of /v1/jobs (default: jobs.db beside the trace database; 'off': no "
                          "jobs API)")
     sv.add_argument("--job-concurrency", type=int, default=8, help="jobs run at the same time (default: 8)")
+    sv.add_argument("--builtin-tools", default=None, metavar="NAMES",
+                    help="tools the server runs itself inside requests, comma-separated: calculator, python, memory, "
+                         "retrieve (docs/serving.md#tools)")
+    sv.add_argument("--tools-file", default=None, metavar="PATH",
+                    help="a Python file of your own tool functions, run by the server like --builtin-tools")
+    sv.add_argument("--tool-args", default=None, metavar="K=V,...",
+                    help="options of the built-in tools, e.g. memory_db=runs/x/memory.sqlite,python_timeout_s=5")
     add_arguments(sv.add_argument_group("limits (docs/serving.md)"), Limits)
 
 def _add_traces(sub) -> None:

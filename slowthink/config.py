@@ -265,6 +265,44 @@ class InitConfig(ConfigBlock):
                 "folder written by save_pretrained, e.g. runs/sft/model")
 
 
+LORA_DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+DTYPES = ("float32", "bf16", "fp16")
+
+
+@dataclasses.dataclass
+class WeightsConfig(ConfigBlock):
+    """How the trained model's weights are held: dtype and gradient checkpointing (``slowthink/train/lora.py``)."""
+
+    dtype: str = arg("float32", f"weights dtype of the model trained: {', '.join(DTYPES)} (bf16/fp16 on a GPU only; "
+                                "the CPU stays float32)")
+    gradient_checkpointing: bool = arg(False, "recompute activations in the backward pass (less memory, ~30% "
+                                       "more compute)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.dtype in DTYPES, "dtype", f"must be one of {list(DTYPES)}")
+        require(self.dtype == "float32" or getattr(self, "device", "cuda") != "cpu", "dtype",
+                f"{self.dtype} asked for on the CPU: use float32 there (bf16 is for a GPU, device=cuda)")
+
+
+@dataclasses.dataclass
+class LoraConfig(ConfigBlock):
+    """LoRA adapters (Hu et al. 2021) with peft, applied when the trainer loads its starting model
+    (``slowthink/train/lora.py``); lora_r 0 trains every weight."""
+
+    lora_r: int = arg(0, "LoRA rank (0: no LoRA, full fine-tuning)")
+    lora_alpha: float = arg(0.0, "LoRA scale numerator: updates are scaled by lora_alpha / lora_r (0: 2 x lora_r)")
+    lora_dropout: float = arg(0.0, "dropout on the LoRA input (SFT only: RL and DPO trainers run without dropout)")
+    lora_targets: list[str] = arg([], "module names to adapt (default: the attention and MLP projections the model "
+                                      f"has among {list(LORA_DEFAULT_TARGETS)})")
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_non_negative(self, "lora_r", "lora_alpha")
+        require(0 <= self.lora_dropout < 1, "lora_dropout", "must be in [0, 1)")
+        require(self.lora_r > 0 or not self.lora_targets, "lora_targets", "given without lora_r (> 0)")
+
+
 @dataclasses.dataclass
 class ModeConfig(ConfigBlock):
     mode: str = arg("", "system2 (think first) or system1 (answer directly); default: system2 when the starting "
@@ -339,5 +377,37 @@ class EvalConfig(HeldoutConfig):
 
 
 @dataclasses.dataclass
-class FromModelConfig(SamplingConfig, InitConfig, ResumeConfig, RunConfig):
+class ToolsConfig(ConfigBlock):
+    """Tools the model may call while it reasons: multi-turn episodes (``slowthink/env``, docs/environments.md)."""
+
+    tools: str = arg("", "tools the model may call while it reasons, comma-separated: calculator, python, memory, "
+                         "retrieve (empty, and no tools_file: one-turn episodes)")
+    tools_file: str = arg("", "a Python file of your own tool functions (typed arguments, docstring), added to tools")
+    tool_args: dict = arg({}, "tool options, e.g. python_timeout_s=5,memory_db=runs/x/memory.sqlite")
+    tools_prompt: str = arg("full", "full: the tool instructions and schemas in a system message (Qwen3's text); "
+                                    "none: the task's prompt as it is")
+    max_tool_calls: int = arg(4, "tool calls per episode; a turn that would make more ends the episode")
+    max_turns: int = arg(8, "assistant turns per episode (each tool call starts a new one)")
+    max_episode_tokens: int = arg(0, "completion tokens per episode, tool responses included (0: only "
+                                     "max_new_tokens, which counts the model's tokens over all turns)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        import os
+
+        check_positive(self, "max_tool_calls", "max_turns")
+        check_non_negative(self, "max_episode_tokens")
+        require(self.tools_prompt in ("full", "none"), "tools_prompt", "must be full or none")
+        require(not self.tools_file or os.path.isfile(self.tools_file), "tools_file",
+                f"{self.tools_file!r} is not a file")
+        if self.tools:
+            from .tools.base import BUILTIN_TOOLS
+
+            unknown = [t for t in self.tools.split(",") if t.strip() and t.strip() not in BUILTIN_TOOLS]
+            require(not unknown, "tools", f"unknown tool(s) {unknown}; built-in tools: {sorted(BUILTIN_TOOLS)} "
+                    "(your own go in tools_file)")
+
+
+@dataclasses.dataclass
+class FromModelConfig(LoraConfig, WeightsConfig, SamplingConfig, InitConfig, ResumeConfig, RunConfig):
     """A resumable trainer that starts from a model folder and samples it."""

@@ -109,9 +109,15 @@ def _prompts(task, tok, problems: list[Problem], mode: Mode) -> list[list[int]]:
 
 
 def run_mode(engine, task, tok, problems: list[Problem], mode: Mode, k: int = 1, temperature: float = 1.0,
-             max_tokens: int = 256, seed: int = 0) -> ModeResult:
+             max_tokens: int = 256, seed: int = 0, episodes=None) -> ModeResult:
+    """``episodes``: a rollout worker's ``episodes(problems, mode, n, sampling)`` (one with tools): each problem is
+    then answered in a multi-turn episode and scored by its environment (slowthink/env)."""
     from .engine import SamplingParams
 
+    if episodes is not None:
+        from .env.evaluate import run_mode_episodes
+
+        return run_mode_episodes(episodes, problems, mode, k, temperature, max_tokens, seed)
     task = guard(task)
     prompts = _prompts(task, tok, problems, mode)
     greedy = engine.generate(prompts, n=1, sampling=SamplingParams(max_tokens=max_tokens, temperature=0.0))
@@ -152,10 +158,10 @@ def summarize(problems: list[Problem], res: ModeResult, k: int) -> dict:
 
 
 def evaluate(engine, task, tok, problems: list[Problem], modes: tuple[str, ...] = MODES, k: int = 1,
-             temperature: float = 1.0, max_tokens: int = 256, seed: int = 0) -> dict:
-    """``{mode: {"overall": {...}, "by_level": {level: {...}}}}``."""
+             temperature: float = 1.0, max_tokens: int = 256, seed: int = 0, episodes=None) -> dict:
+    """``{mode: {"overall": {...}, "by_level": {level: {...}}}}``; ``episodes`` as in :func:`run_mode`."""
     return {m: summarize(problems, run_mode(engine, task, tok, problems, check_mode(m), k, temperature,
-                                            max_tokens, seed), k) for m in modes}
+                                            max_tokens, seed, episodes), k) for m in modes}
 
 
 def _mean(xs) -> float:
@@ -164,12 +170,13 @@ def _mean(xs) -> float:
 
 
 def heldout_metrics(engine, task, tok, problems: list[Problem], modes: tuple[str, ...] = MODES,
-                    max_tokens: int = 256) -> dict[str, float]:
+                    max_tokens: int = 256, episodes=None) -> dict[str, float]:
     """Greedy pass@1 overall and per level, flattened for a metrics log: ``eval/{mode}_pass@1``,
     ``eval/{mode}_L{level}``, the number of problems ``eval/{mode}_n`` and the 95% interval
     ``eval/{mode}_pass@1_lo`` .. ``_hi``. Trainers call this for their periodic held-out evaluation."""
     out: dict[str, float] = {}
-    for mode, r in evaluate(engine, task, tok, problems, modes=modes, k=1, max_tokens=max_tokens).items():
+    for mode, r in evaluate(engine, task, tok, problems, modes=modes, k=1, max_tokens=max_tokens,
+                            episodes=episodes).items():
         overall = r["overall"]
         out[f"eval/{mode}_pass@1"] = overall["pass@1"]
         out.update({f"eval/{mode}_L{lv}": b["pass@1"] for lv, b in r["by_level"].items()})

@@ -11,6 +11,19 @@ One departure from Qwen3: the System-2 generation prompt already opens ``<think>
 template does). A hybrid model trained on both modes would otherwise face the same prefix for an empty
 and a full think block and could not tell which the user asked for.
 
+Any model's own template (a pretrained model's tokenizer) goes through the same two functions,
+:func:`render_prompt` and :func:`render_example`, adapted in one place (:func:`adapt_prompt`):
+
+- System-2: rendered with ``enable_thinking=True``. If the prompt does not end inside an open think block
+  (Qwen3's real template leaves ``<think>`` to the model), ``<think>\n`` is appended, so every System-2
+  completion is ``reasoning\n</think>\n\nanswer`` whatever the template.
+- System-1: rendered with ``enable_thinking=False``; Qwen3's template writes the empty think block itself.
+- A template with no thinking switch (no ``enable_thinking`` in it, e.g. Llama 3's): System-1 is its plain
+  generation prompt, System-2 the same with ``<think>\n`` appended (no system prompt is added: the opened
+  block is what asks for reasoning, and SFT teaches the format).
+- A tokenizer without a chat template is refused with a clear error.
+- The end of an assistant turn is ``<|im_end|>`` where the vocabulary has it, else the tokenizer's eos token.
+
 Assistant turns carry ``reasoning_content`` (DeepSeek/vLLM's field); the template marks what the model
 generates with ``{% generation %}`` so ``return_assistant_tokens_mask=True`` gives the loss mask.
 """
@@ -20,7 +33,7 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 
-from .chat import Mode, check_mode
+from .chat import THINK_CLOSE, THINK_OPEN, Mode, check_mode
 
 IM_START, IM_END, PAD, UNK = "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<unk>"
 THINK_TOKENS = ("<think>", "</think>")
@@ -85,23 +98,51 @@ class Rendered:
 
 
 def render_prompt(tok, messages: list[dict], mode: Mode) -> list[int]:
-    """Token ids of the generation prompt for a conversation in the given mode."""
-    check_mode(mode)
-    out = tok.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=(mode == Mode.SYSTEM2),
-                                  tokenize=True, return_dict=False)
-    if isinstance(out, dict) or hasattr(out, "input_ids"):
-        out = out["input_ids"]
-    return list(out)
+    """Token ids of the generation prompt for a conversation in the given mode (any model's template, adapted
+    to this project's think convention by :func:`adapt_prompt`)."""
+    mode = check_mode(mode)
+    if not getattr(tok, "chat_template", None):
+        raise ValueError(f"tokenizer {getattr(tok, 'name_or_path', '') or type(tok).__name__!r} has no chat_template: "
+                         "give a model folder whose tokenizer has one (tokenizer_config.json / chat_template.jinja)")
+    text = tok.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=(mode == Mode.SYSTEM2),
+                                   tokenize=False)
+    return list(tok(adapt_prompt(text, mode), add_special_tokens=False)["input_ids"])
+
+
+def adapt_prompt(text: str, mode: Mode) -> str:
+    """A rendered generation prompt in this project's convention: a System-2 prompt ends inside an opened think
+    block (``<think>\n`` appended when the template did not open one, as Qwen3's real template does not); a
+    System-1 prompt is the template's own (with Qwen3's empty think block when the template writes one)."""
+    if mode == Mode.SYSTEM2 and not opens_think(text):
+        return text + THINK_OPEN + "\n"
+    return text
+
+
+def opens_think(text: str) -> bool:
+    """Whether ``text`` ends inside an open think block (its last ``<think>`` is not closed after it)."""
+    start = text.rfind(THINK_OPEN)
+    return start >= 0 and text.find(THINK_CLOSE, start) < 0
+
+
+def end_of_turn_id(tok) -> int:
+    """The token that ends an assistant turn: ``<|im_end|>`` where the vocabulary has it, else eos."""
+    i = tok.convert_tokens_to_ids(IM_END)  # not get_vocab(): a 150k-entry dict built per call
+    if i is not None and tok.convert_ids_to_tokens(i) == IM_END:  # else None or the unknown token's id
+        return i
+    if tok.eos_token_id is None:
+        raise ValueError("tokenizer has neither <|im_end|> nor an eos token: cannot end an assistant turn")
+    return tok.eos_token_id
 
 
 def render_example(tok, messages: list[dict], mode: Mode, completion: str) -> Rendered:
     """Prompt + completion (+ end-of-turn) ids with the loss mask over the completion only.
 
     Equivalent to rendering the full conversation with the template and its assistant mask (tested),
-    but renders the prompt once, which matters when building thousands of examples per second.
+    but renders the prompt once, which matters when building thousands of examples per second. The
+    completion is tokenised on its own, after the prompt's ids: what the model sees when it generates it.
     """
     prompt = render_prompt(tok, messages, mode)
-    answer = tok(completion + IM_END, add_special_tokens=False)["input_ids"]
+    answer = list(tok(completion, add_special_tokens=False)["input_ids"]) + [end_of_turn_id(tok)]
     return Rendered(ids=prompt + answer, mask=[0] * len(prompt) + [1] * len(answer), prompt_len=len(prompt))
 
 

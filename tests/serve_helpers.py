@@ -79,3 +79,26 @@ def fixed_router(success: list[float], cost: list[float]):
     pred = Predictor(mean=np.zeros(f), std=np.ones(f), w_success=np.zeros((f, a)), b_success=logit,
                      w_cost=np.zeros((f, a)), b_cost=np.log1p(np.array(cost, float)))
     return Router(arms=arms, signals=("s1",), predictor=pred, feature_names=S1_NAMES, tradeoff=0.05)
+
+
+def wait_until_serving(proc, port: int, key: str, timeout_s: float = 90.0):
+    """``proc`` (a server subprocess) once it answers ``/v1/models`` on ``port``; kills it and fails the test if it
+    exits or does not come up within ``timeout_s`` (a test never leaves a server behind)."""
+    import httpx
+
+    deadline = time.time() + timeout_s
+    try:
+        while True:
+            assert proc.poll() is None, f"server exited with {proc.returncode}"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {key}"},
+                             timeout=2).status_code == 200:
+                    return proc
+            except httpx.HTTPError:
+                pass
+            assert time.time() < deadline, "server did not come up"
+            time.sleep(0.1)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise

@@ -385,6 +385,21 @@ def test_sampling_params_validation(kwargs):
         SamplingParams(**kwargs)
 
 
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_a_sequence_ends_at_the_models_context(kind, models, tok, prompts):
+    """No position past ``max_position_embeddings`` is decoded: a completion that would run past it ends there with
+    "length", and a prompt that fills the context is refused."""
+    model = models(kind)
+    engine = Engine(model, tok)
+    assert engine.context == model.config.max_position_embeddings
+    engine.context = len(prompts[0]) + 4  # as if the model were built for only 4 more positions
+    long = SamplingParams(max_tokens=50, temperature=0, ignore_eos=True)
+    (c,), = engine.generate([prompts[0]], sampling=long)
+    assert c.finish_reason == "length" and len(c.token_ids) == 4
+    with pytest.raises(ValueError, match="context is"):
+        engine.add(prompts[0] + [5] * 4, 1)
+
+
 def test_bad_requests(models, tok):
     engine = Engine(models("llama"), tok)
     with pytest.raises(ValueError):

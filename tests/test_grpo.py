@@ -352,14 +352,14 @@ def test_time_budget_ends_the_run_early_with_a_final_eval_and_model(sft_model, t
 # -- halting -----------------------------------------------------------------------------------------
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(sft_model, tmp_path, monkeypatch):
-    real, calls = grpo.clipped_pg_token_losses, []
+    real, calls = grpo.OBJECTIVES["ppo_clip"], []
 
     def nan_on_second_step(*args, **kw):
         calls.append(1)
         out = real(*args, **kw)
         return out * float("nan") if len(calls) > 1 else out
 
-    monkeypatch.setattr(grpo, "clipped_pg_token_losses", nan_on_second_step)
+    monkeypatch.setitem(grpo.OBJECTIVES, "ppo_clip", nan_on_second_step)
     cfg = GRPOConfig(out=str(tmp_path / "run"), init=sft_model, steps=3, prompts_per_step=4, group_size=4,
                      **{**FAST, "checkpoint_every": 1})
     with pytest.raises(TrainingHalted, match="non-finite loss.*step 2.*ckpt"):

@@ -30,7 +30,7 @@ from slowthink.serve.traces import iter_traces, traces_to_examples
 from slowthink.tasks.arithmetic import Arithmetic
 from slowthink.tasks.base import Problem
 from slowthink.tokenizer import IM_END, render_example
-from serve_helpers import Q, free_port, overfit_seven, serve_in_thread
+from serve_helpers import Q, free_port, overfit_seven, serve_in_thread, wait_until_serving
 
 torch.set_num_threads(1)
 
@@ -326,17 +326,7 @@ def _start_server(model_dir, port, tmp, log):
     proc = subprocess.Popen([sys.executable, "-m", "slowthink.cli", "serve", "--model", str(model_dir), "--port",
                              str(port), "--traces", str(tmp / "traces.db"), "--jobs", str(tmp / "jobs.db"),
                              "--job-concurrency", "1"], cwd=str(REPO), env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 90
-    while True:
-        assert proc.poll() is None, f"server exited with {proc.returncode}"
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {KEY}"},
-                         timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        assert time.time() < deadline, "server did not come up"
-        time.sleep(0.1)
+    return wait_until_serving(proc, port, KEY)
 
 
 def test_jobs_survive_sigkill(served, tmp_path):

@@ -237,3 +237,168 @@ def test_entropy_from_logits():
     close(entropy_from_logits(logits), [LN2, 0.562335])
     # a filtered (-inf) logit contributes nothing: still ln 2, no NaN
     close(entropy_from_logits(torch.tensor([0.0, float("-inf"), 0.0])), LN2)
+
+
+# ----------------------------------------------------------------------------- GSPO, CISPO, dual clip, clamps
+
+def test_gspo_sequence_ratio_is_length_normalised_and_clipped_per_sequence():
+    from slowthink.rl.losses import gspo_token_losses
+
+    old = torch.zeros(2, 2)
+    # row 0: log-ratios .1 and .3 -> s = exp(mean) = exp(.2) = 1.221403, A = 1, clip [.8, 1.28] leaves it:
+    #        loss -1.221403 on both tokens; d loss / d logp_t = -s * A / 2 = -.610701
+    # row 1: one real token, log-ratio ln 2 (padding NaN never reaches the ratio) -> s = 2, A = -1:
+    #        -min(2 * -1, 1.28 * -1) = 2; with dual_clip 1.5 the loss is capped at 1.5 * |A| = 1.5, gradient 0
+    new = torch.tensor([[0.1, 0.3], [LN2, float("nan")]], requires_grad=True)
+    mask = torch.tensor([[1, 1], [1, 0]])
+    adv = torch.tensor([1.0, -1.0])
+    losses = gspo_token_losses(new, old, adv, 0.2, 0.28, mask=mask)
+    close(losses[0], [-1.221403, -1.221403])
+    close(losses[1, 0], 2.0)
+    capped = gspo_token_losses(new, old, adv, 0.2, 0.28, mask=mask, dual_clip=1.5)
+    close(capped[1, 0], 1.5)
+    sequence_mean_loss(capped, mask).backward()  # mean over the two sequences: each row's loss once
+    close(new.grad, [[-0.610701 / 2, -0.610701 / 2], [0.0, 0.0]])
+    with pytest.raises(ValueError, match="mask"):
+        gspo_token_losses(new, old, adv)
+
+
+def test_cispo_keeps_the_gradient_of_clipped_tokens():
+    from slowthink.rl.losses import cispo_token_losses
+
+    # ratio e^.5 = 1.648721 > 1.28, A = 1: PPO's clip removes the gradient; CISPO's weight is sg(1.28), so
+    # loss = -1.28 * 1 * logp, d loss / d logp = -1.28. At ratio 1 (second token) the gradient is -A, as PPO's.
+    new = torch.tensor([[0.5, 0.0]], requires_grad=True)
+    loss = cispo_token_losses(new, torch.zeros(1, 2), torch.tensor([1.0]), 0.2, 0.28)
+    close(loss, [[-0.64, 0.0]])  # -1.28 * .5 and -1 * 0
+    loss.sum().backward()
+    close(new.grad, [[-1.28, -1.0]])
+    ppo = torch.tensor([[0.5, 0.0]], requires_grad=True)
+    clipped_pg_token_losses(ppo, torch.zeros(1, 2), torch.tensor([1.0]), 0.2, 0.28).sum().backward()
+    close(ppo.grad, [[0.0, -1.0]])  # the clipped token lost its gradient
+
+
+def test_dual_clip_caps_negative_advantages_with_huge_ratios():
+    # ratio e^3 = 20.085537 and A = -1: PPO's loss is -min(-20.09, -1.28) = 20.09, unbounded in the ratio;
+    # the dual clip caps it at c * |A| = 3 (gradient 0). A = +1 is untouched (clipped at 1.28 as before).
+    new = torch.tensor([[3.0]], requires_grad=True)
+    close(clipped_pg_token_losses(new, torch.zeros(1, 1), torch.tensor([-1.0]), 0.2, 0.28), [[20.085537]])
+    capped = clipped_pg_token_losses(new, torch.zeros(1, 1), torch.tensor([-1.0]), 0.2, 0.28, dual_clip=3.0)
+    close(capped, [[3.0]])
+    capped.sum().backward()
+    close(new.grad, [[0.0]])
+    close(clipped_pg_token_losses(new, torch.zeros(1, 1), torch.tensor([1.0]), 0.2, 0.28, dual_clip=3.0), [[-1.28]])
+    with pytest.raises(ValueError, match="dual_clip"):
+        clipped_pg_token_losses(new, torch.zeros(1, 1), torch.tensor([-1.0]), dual_clip=0.5)
+
+
+def test_objectives_table_and_trainer_default_dual_clip():
+    from slowthink.rl.losses import OBJECTIVES
+    from slowthink.rl.onpolicy import OnPolicyConfig
+
+    assert set(OBJECTIVES) == {"ppo_clip", "gspo", "cispo"}
+    assert OnPolicyConfig.__dataclass_fields__["dual_clip"].default == 3.0  # on in every trainer by default
+    x = torch.tensor([[0.2, -0.1]])
+    for name, fn in OBJECTIVES.items():  # one signature: (new, old, adv, eps_low, eps_high, mask=, dual_clip=)
+        assert fn(x, torch.zeros(1, 2), torch.tensor([1.0]), 0.2, 0.2, mask=torch.ones(1, 2), dual_clip=3.0).shape == (1, 2)
+
+
+def test_kl_k3_is_clamped_where_exp_would_overflow():
+    # ref - logp = 100 nats: exp(100) overflows float32 to inf. Clamped as veRL: d -> 20, exp(20) - 21 = 4.85e8,
+    # then the result -> 10. Gradients stay finite (0 where clamped).
+    logp = torch.tensor([0.0, -1.0], requires_grad=True)
+    ref = torch.tensor([100.0, -1.3])
+    k3 = kl_k3(logp, ref)
+    close(k3, [10.0, 0.040818], tol=1e-5)  # second: e^-.3 + .3 - 1 = .040818, unchanged
+    k3.sum().backward()
+    assert torch.isfinite(logp.grad).all()
+    close(kl_k3(torch.tensor([0.0]), torch.tensor([-100.0])), [10.0])  # d -> -20: e^-20 + 20 - 1 = 19 -> 10
+
+
+# ----------------------------------------------------------------------------- off-policy correction
+
+def test_truncated_importance_weights_token_and_sequence():
+    from slowthink.rl.losses import truncated_is_weights, within_cap_mask
+
+    learner = torch.tensor([[-1.0, -1.0, 5.0]])
+    sampler = torch.tensor([[-2.0, -0.5, float("nan")]])  # last: padding
+    mask = torch.tensor([[1, 1, 0]])
+    # token: e^(−1 + 2) = 2.718 -> capped at 2; e^(−1 + .5) = .606531; padding 1
+    close(truncated_is_weights(learner, sampler, mask, cap=2.0), [[2.0, 0.606531, 1.0]])
+    # sequence: exp(1 - .5) = e^.5 = 1.648721 on every real token (below the cap)
+    close(truncated_is_weights(learner, sampler, mask, cap=2.0, level="sequence"), [[1.648721, 1.648721, 1.0]])
+    close(truncated_is_weights(learner, sampler, mask, cap=1.5, level="sequence"), [[1.5, 1.5, 1.0]])
+    # masking: |log ratio| <= ln 2 keeps -.5, drops 1 (ratio e > 2) and the padding
+    assert within_cap_mask(learner, sampler, mask, cap=2.0).tolist() == [[False, True, False]]
+    assert within_cap_mask(learner, sampler, mask, cap=2.0, level="sequence").tolist() == [[True, True, False]]
+    w = truncated_is_weights(learner.requires_grad_(), sampler, mask)
+    assert not w.requires_grad  # detached: a weight, not a path for the gradient
+    with pytest.raises(ValueError, match="level"):
+        truncated_is_weights(learner, sampler, mask, level="row")
+    with pytest.raises(ValueError, match="cap"):
+        truncated_is_weights(learner, sampler, mask, cap=0.5)
+
+
+def test_logprob_mismatch_and_staleness():
+    from slowthink.rl.losses import logprob_mismatch, staleness_stats
+
+    learner = torch.tensor([[-1.0, -2.0, 0.0]])
+    sampler = torch.tensor([[-1.5, -1.0, 9.0]])
+    # diffs .5 and -1 (third is padding): mean |d| .75, max 1; k3 of d: (e^.5 - 1.5 + e^-1 + 1 - 1) / 2
+    #   = (1.648721 - 1.5 + .367879) / 2 = .258300
+    m = logprob_mismatch(learner, sampler, torch.tensor([[1, 1, 0]]))
+    assert m["logp_diff_mean"] == pytest.approx(0.75) and m["logp_diff_max"] == pytest.approx(1.0)
+    assert m["sampler_kl"] == pytest.approx(0.258300, abs=1e-6)
+    assert staleness_stats(5, [5, 4, 3, 5]) == {"staleness_mean": 0.75, "staleness_max": 2.0}
+    with pytest.raises(ValueError, match="newer"):
+        staleness_stats(2, [3])
+
+
+def test_dr_grpo_normaliser_counts_every_row_of_the_batch(tiny_model, tok, tmp_path):
+    """11 of 24 rows kept after overlong filtering: Dr. GRPO's constant is 24 x max_tokens, not 11 x max_tokens
+    (which would scale this step's loss by 24 / 11 = 2.18)."""
+    from slowthink.models import save
+    from slowthink.rl import grpo
+    from slowthink.rl.batch import Row, collate_rows, learner_logprobs
+
+    save(tiny_model, tok, tmp_path / "m")
+    cfg = grpo.GRPOConfig(init=str(tmp_path / "m"), loss_agg="constant_normalizer", max_new_tokens=8,
+                          progress=False)
+    ids = tok("1+2=", add_special_tokens=False)["input_ids"]
+    rows = [Row(ids, ids[:3] if i < 11 else ids * 2, [0.0] * (3 if i < 11 else 8), 1.0, i < 11) for i in range(24)]
+    b = collate_rows(rows, tok.pad_token_id, "cpu")
+    with torch.no_grad():  # the learner's own log-probs as old: ratio 1, so each in-loss token's loss is -A = -1
+        logp = learner_logprobs(tiny_model, b, cfg.temperature)
+    for i, r in enumerate(rows):
+        r.old_logprobs = logp[i, :len(r.token_ids)].tolist()
+    stats = grpo.learner_update(tiny_model, None, rows, cfg, tok.pad_token_id)
+    tiny_model.zero_grad(set_to_none=True)
+    # 11 rows x 3 tokens x (-1) / (24 rows x 8 tokens) = -33 / 192 = -.171875 (not -33 / 88 = -.375)
+    assert stats["loss"] == pytest.approx(-0.171875, abs=1e-5)
+
+
+def test_learner_correction_reweights_towards_the_sampler(tiny_model, tok):
+    """The learner's own log-probs replace the sampler's as the ratio's old policy; each token's loss is weighted
+    by min(pi_learner / pi_sampler, C): a sampler .5 nats more confident on every token gives weight e^-.5."""
+    from types import SimpleNamespace
+
+    from slowthink.rl.batch import Row, collate_rows, learner_logprobs
+    from slowthink.rl.correction import correct, sampler_logp, with_learner_logprobs
+
+    ids = tok("1+2=", add_special_tokens=False)["input_ids"]
+    rows = [Row(ids, ids[:3], [0.0] * 3, 1.0, True), Row(ids, ids[1:3], [0.0] * 2, 0.0, True)]
+    with torch.no_grad():
+        own = learner_logprobs(tiny_model, collate_rows(rows, tok.pad_token_id, "cpu"), 1.0)
+    rows[0].old_logprobs = (own[0, :3] + 0.5).tolist()  # the sampler: .5 nats above the learner on each token
+    cfg = SimpleNamespace(micro_batch_size=0, temperature=1.0, kl_coef=0.0, is_cap=2.0, is_correction="token",
+                          is_mask=False)
+    fixed, stats = with_learner_logprobs(tiny_model, rows, cfg, tok.pad_token_id)
+    close(torch.tensor(fixed[0].old_logprobs), own[0, :3], tol=1e-5)
+    assert fixed[0].sampler_logprobs == rows[0].old_logprobs
+    assert fixed[1].old_logprobs == rows[1].old_logprobs  # zero advantage: never run, passed through
+    assert stats["logp_diff_mean"] == pytest.approx(0.5, abs=1e-5)
+    assert stats["logp_diff_max"] == pytest.approx(0.5, abs=1e-5)
+    b = collate_rows(fixed[:1], tok.pad_token_id, "cpu")
+    losses, mask, sums = correct(torch.ones(1, 3), b["old_logp"], sampler_logp(fixed[:1], "cpu"), b["loss_mask"], cfg)
+    close(losses, [[math.exp(-0.5)] * 3])  # e^-.5 = .606531
+    assert sums["is_tokens"] == 3 and sums["is_masked"] == 0

@@ -272,3 +272,18 @@ def test_parse_question_must_read_the_tasks_own_questions_back(tmp_path):
 ''')
     with pytest.raises(TaskError, match="parse_question\\(\\) does not read the task's own questions back"):
         get_task(f"{path}:Repeat")
+
+
+def test_task_record_keeps_relative_paths_usable_from_any_folder(tmp_path, monkeypatch):
+    """A model trained with ``path=data.jsonl`` (relative) must be followable from another folder: the record holds
+    absolute paths for arguments and task files that exist, and leaves everything else as typed."""
+    from slowthink.tasks.record import portable
+
+    (tmp_path / "data.jsonl").write_text('{"q": "1+1", "a": "2"}\n')
+    (tmp_path / "my_task.py").write_text("")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "q").mkdir()  # a folder named like a field: the field stays as typed
+    task, args = portable("my_task.py:MyTask", {"path": "data.jsonl", "question": "q", "max_level": 3})
+    assert task == f"{tmp_path.resolve()}/my_task.py:MyTask"
+    assert args == {"path": str((tmp_path / "data.jsonl").resolve()), "question": "q", "max_level": 3}
+    assert portable("arithmetic", {"op": "mul"}) == ("arithmetic", {"op": "mul"})

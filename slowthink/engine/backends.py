@@ -50,9 +50,33 @@ def _tensors(layers: list[_Layer]) -> list[torch.Tensor | None]:
     return [getattr(w, name) for w in layers for name in _FIELDS if name not in ("q_norm", "k_norm")]
 
 
+def _weight(m) -> torch.Tensor:
+    """A linear layer's weight as its forward applies it: a peft LoRA layer's (``base_layer``) is the base weight
+    plus each active adapter's B A x scale, unless merged or disabled; any other layer's is its own."""
+    base = getattr(m, "base_layer", None)
+    if base is None:
+        return m.weight
+    w = base.weight
+    if getattr(m, "merged", False) or getattr(m, "disable_adapters", False):
+        return w
+    for name in m.active_adapters:
+        if name in m.lora_A:
+            w = w + m.get_delta_weight(name).to(w.dtype)
+    return w
+
+
+def _computed(t: torch.Tensor | None) -> bool:
+    """A weight view over a tensor computed here (a LoRA layer's base + delta), not over the model's parameter."""
+    return t is not None and t._base is not None and not isinstance(t._base, torch.nn.Parameter)
+
+
+def _bias(m) -> torch.Tensor | None:
+    return getattr(m, "base_layer", m).bias
+
+
 def _fold(norm, *linears) -> torch.Tensor:
     """Concatenated weights of `linears`, each input column scaled by the RMSNorm weight before them."""
-    w = torch.cat([m.weight for m in linears])
+    w = torch.cat([_weight(m) for m in linears])
     return (w.float() * norm.weight.float()).to(w.dtype)
 
 
@@ -88,6 +112,10 @@ class LlamaBackend:
             getattr(layer.self_attn, "q_norm", None), getattr(layer.self_attn, "k_norm", None)) if m is not None]
         self._by_reference = [self.base.embed_tokens, self.base.norm, model.get_output_embeddings()]
         self._watched += self._by_reference
+        # LoRA layers (peft) hold their parameters in submodules (base_layer, lora_A, lora_B); their effective
+        # o_proj/down_proj weights are computed copies, refreshed in place like the fused ones.
+        self._lora = [m for layer in self.base.layers for m in layer.modules() if hasattr(m, "base_layer")]
+        self._param_dicts = [sub._parameters for m in self._watched for sub in m.modules()]
         self._signature, self._addresses = None, None
         self.layers: list[_Layer] = []
         # Bumped when the cache is reallocated / when a weight the decode step reads moved to a new address:
@@ -114,25 +142,29 @@ class LlamaBackend:
     def sync(self) -> None:
         """Re-fuse projections if any source parameter was replaced or changed in place since the last call
         (optimizer steps and load_state_dict bump a tensor's version counter)."""
-        signature = [(id(t), t._version) for m in self._watched for t in m._parameters.values() if t is not None]
+        signature = [(id(t), t._version) for d in self._param_dicts for t in d.values() if t is not None]
+        # an adapter switched off or merged changes the weights without touching a tensor
+        signature += [(m.merged, m.disable_adapters, tuple(m.active_adapters)) for m in self._lora]
         if signature == self._signature:
             return
         fresh = []
         for layer in self.base.layers:
             a, mlp, ln1, ln2 = layer.self_attn, layer.mlp, layer.input_layernorm, layer.post_attention_layernorm
-            qkv_b = None if a.q_proj.bias is None else torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias])
-            gu_b = None if mlp.gate_proj.bias is None else torch.cat([mlp.gate_proj.bias, mlp.up_proj.bias])
+            qkv_b = None if _bias(a.q_proj) is None else torch.cat([_bias(a.q_proj), _bias(a.k_proj),
+                                                                     _bias(a.v_proj)])
+            gu_b = None if _bias(mlp.gate_proj) is None else torch.cat([_bias(mlp.gate_proj), _bias(mlp.up_proj)])
             fresh.append(_Layer(
                 _fold(ln1, a.q_proj, a.k_proj, a.v_proj), qkv_b, getattr(a, "q_norm", None),
-                getattr(a, "k_norm", None), a.o_proj.weight.t(), a.o_proj.bias,
-                _fold(ln2, mlp.gate_proj, mlp.up_proj), gu_b, mlp.down_proj.weight.t(), mlp.down_proj.bias))
+                getattr(a, "k_norm", None), _weight(a.o_proj).t(), _bias(a.o_proj),
+                _fold(ln2, mlp.gate_proj, mlp.up_proj), gu_b, _weight(mlp.down_proj).t(), _bias(mlp.down_proj)))
         if len(fresh) != len(self.layers):
             self.layers = fresh
         else:
             for w, f in zip(self.layers, fresh):
                 for name in _FIELDS:
                     old, new = getattr(w, name), getattr(f, name)
-                    if name in _OWNED and old is not None and new is not None and old.shape == new.shape \
+                    owned = name in _OWNED or (name in ("o_t", "down_t") and _computed(new))
+                    if owned and old is not None and new is not None and old.shape == new.shape \
                             and old.dtype == new.dtype:
                         # Copy into the fused tensors in use: captured CUDA graphs hold their addresses, so
                         # optimizer steps between generations keep every graph valid.

@@ -159,7 +159,12 @@ class Engine:
     def __init__(self, model, tokenizer, max_batch: int = 256):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        # A peft (LoRA) model runs as the transformers model inside it, whose layers carry the adapters.
+        model = model.get_base_model() if hasattr(model, "peft_config") and hasattr(model, "get_base_model") else model
         self.model, self.tokenizer, self.max_batch = model, tokenizer, max_batch
+        # Positions the model was built for: a sequence ends ("length") there rather than decode at positions it
+        # never trained on (rotary embeddings would run on, silently, past them).
+        self.context: int | None = getattr(model.config, "max_position_embeddings", None)
         self.device = next(model.parameters()).device
         native = LlamaBackend.supports(model)
         self.backend = LlamaBackend(model, max_batch) if native else HFBackend(model)
@@ -185,6 +190,9 @@ class Engine:
             raise ValueError("prompt_ids is empty: give at least one token")
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
+        if self.context is not None and len(prompt_ids) >= self.context:
+            raise ValueError(f"the prompt has {len(prompt_ids)} tokens and the model's context is {self.context} "
+                             "(max_position_embeddings): no room for a completion")
         sampling = sampling or SamplingParams()
         req = Request(prompt_ids, n, sampling)
         for c, start in enumerate(range(0, n, self.max_batch)):
@@ -307,7 +315,8 @@ class Engine:
             seq.completion = Completion(ids, seq.logprobs, self._decode(ids[:-1]), "stop")
         elif p.stop and (cut := self._find_stop(seq, p.stop)) is not None:
             seq.completion = Completion(ids, seq.logprobs, cut, "stop")
-        elif len(ids) >= p.max_tokens:
+        elif len(ids) >= p.max_tokens or (self.context is not None
+                                          and len(seq.request.prompt_ids) + len(ids) >= self.context):
             seq.completion = Completion(ids, seq.logprobs, self._decode(ids), "length")
         return seq.completion is not None
 

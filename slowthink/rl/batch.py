@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..env.stats import tool_stats
 from .losses import token_logprobs
 from .rewards import is_truncated
 from .rollout import Group
@@ -114,6 +115,14 @@ class Row:
     old_logprobs: list[float]
     advantage: float
     in_loss: bool  # False: overlong-filtered (still scored, no gradient)
+    # per completion token, 1 where the model wrote it and 0 on a tool response (context the learner feeds but never
+    # scores: out of the loss, the importance ratio and the KL); None: every token is the model's
+    mask: list[int] | None = None
+
+    @property
+    def loss_tokens(self) -> int:
+        """Completion tokens the model wrote (those a loss may count)."""
+        return len(self.token_ids) if self.mask is None else sum(self.mask)
 
 
 @dataclass
@@ -125,13 +134,15 @@ class Counts:
 
 def make_rows(groups: list[Group], advantages: torch.Tensor, overlong_filter: bool) -> list[Row]:
     return [Row(g.prompt_ids, c.token_ids, c.logprobs, float(a),
-                not (overlong_filter and is_truncated(c.finish_reason)))
-            for g, adv in zip(groups, advantages) for c, a in zip(g.completions, adv)]
+                not (overlong_filter and is_truncated(c.finish_reason)), mask)
+            for g, adv in zip(groups, advantages) for c, a, mask in zip(g.completions, adv, g.loss_masks)]
 
 
 def collate_rows(rows: list[Row], pad_id: int, device) -> dict[str, torch.Tensor]:
     """Right-padded prompt+completion ids, and per completion token: the index of the logit that
-    predicts it, the token, its old log-prob, the real-token mask and the loss mask."""
+    predicts it, the token, its old log-prob, the real-token mask (every completion token, tool responses
+    included: the context), ``act`` (the tokens the model wrote) and the loss mask (``act`` of the rows in the
+    loss)."""
     width = max(len(r.prompt_ids) + len(r.token_ids) for r in rows)
     length = max(len(r.token_ids) for r in rows)
     B = len(rows)
@@ -141,6 +152,7 @@ def collate_rows(rows: list[Row], pad_id: int, device) -> dict[str, torch.Tensor
     tokens = torch.zeros((B, length), dtype=torch.long)
     old = torch.zeros((B, length))
     real = torch.zeros((B, length), dtype=torch.bool)
+    act = torch.zeros((B, length), dtype=torch.bool)
     for i, r in enumerate(rows):
         P, L = len(r.prompt_ids), len(r.token_ids)
         ids[i, :P + L] = torch.tensor(r.prompt_ids + r.token_ids)
@@ -149,9 +161,10 @@ def collate_rows(rows: list[Row], pad_id: int, device) -> dict[str, torch.Tensor
         tokens[i, :L] = torch.tensor(r.token_ids)
         old[i, :L] = torch.tensor(r.old_logprobs)
         real[i, :L] = True
-    loss = real & torch.tensor([r.in_loss for r in rows])[:, None]
+        act[i, :L] = True if r.mask is None else torch.tensor(r.mask, dtype=torch.bool)
+    loss = act & torch.tensor([r.in_loss for r in rows])[:, None]
     adv = torch.tensor([r.advantage for r in rows])
-    out = dict(input_ids=ids, attention_mask=attn, where=where, tokens=tokens, old_logp=old, real=real,
+    out = dict(input_ids=ids, attention_mask=attn, where=where, tokens=tokens, old_logp=old, real=real, act=act,
                loss_mask=loss, advantages=adv, **_distinct_prompts(rows, pad_id))
     return {k: v.to(device) for k, v in out.items()}
 
@@ -193,7 +206,9 @@ def completion_logits(model, batch: dict, temperature: float, share_prompts: boo
 
 
 def _takes(model, name: str) -> bool:
-    return name in inspect.signature(model.forward).parameters
+    # a peft (LoRA) model's forward passes its keyword arguments through to the transformers model inside it
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return name in inspect.signature(inner.forward).parameters
 
 
 def _shared_prompt_logits(model, batch: dict) -> torch.Tensor | None:
@@ -318,4 +333,5 @@ def rollout_stats(groups: list[Group]) -> dict[str, float]:
             "well_formed": sum(s.well_formed for s in scores) / len(scores),
             "zero_var_groups": sum(g.all_equal for g in groups) / len(groups),
             "response_len": sum(len(c.token_ids) for c in comps) / len(comps),
-            "truncated": sum(is_truncated(c.finish_reason) for c in comps) / len(comps)}
+            "truncated": sum(is_truncated(c.finish_reason) for c in comps) / len(comps),
+            **tool_stats([e for g in groups for e in g.episodes])}

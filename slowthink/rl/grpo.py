@@ -55,10 +55,12 @@ from pathlib import Path
 
 import torch
 
-from ..config import arg, check_non_negative, require
-from .losses import (approx_kl, clip_fraction, clipped_pg_token_losses, constant_normalizer_loss,
+from ..config import ToolsConfig, arg, check_non_negative, require
+from ..env import tool_options
+from .losses import (OBJECTIVES, approx_kl, clip_fraction, constant_normalizer_loss,
                      entropy_from_logits, group_advantages, kl_k3, masked_sum, sequence_mean_loss,
-                     token_logprobs, token_mean_loss)
+                     staleness_stats, token_logprobs, token_mean_loss)
+from .correction import correct, sampler_logp, with_learner_logprobs
 from .rewards import RewardFn
 from .batch import (Counts, RolloutAhead, Row, collate_rows, completion_logits, learner_logprobs, make_rows,
                     micro_batches, on_policy_rollout, rollout_stats, SharedChunks)
@@ -73,12 +75,20 @@ AGGREGATIONS = {
     "sequence_mean": lambda losses, mask, n: sequence_mean_loss(losses, mask, num_sequences=n.sequences),
     "token_mean": lambda losses, mask, n: token_mean_loss(losses, mask, total_tokens=n.tokens),
     "constant_normalizer": lambda losses, mask, n: constant_normalizer_loss(losses, mask, n.max_tokens,
-                                                                           num_sequences=n.sequences),
+                                                                           num_sequences=n.rows),
 }
 
 
 @dataclass
-class GRPOConfig(OnPolicyConfig):
+class BatchCounts(Counts):
+    """``Counts`` and every row of the batch, overlong-filtered ones included: Dr. GRPO's constant B, so the
+    loss scale does not follow each step's truncation rate."""
+
+    rows: int = 0
+
+
+@dataclass
+class GRPOConfig(ToolsConfig, OnPolicyConfig):
     out: str = arg("runs/grpo")
     max_new_tokens: int = arg(160, "generation limit per completion (also the Dr. GRPO normaliser)")
     top_p: float = arg(1.0, "nucleus sampling (1: off; < 1 makes training slightly off-policy)")
@@ -134,8 +144,14 @@ def pg_chunk_loss(model, ref_model, chunk: list[Row], cfg: GRPOConfig, counts: C
     b = collate_rows(chunk, pad_id, device)
     logits = completion_logits(model, b, cfg.temperature)
     logp = token_logprobs(logits, b["tokens"])
-    token_losses = clipped_pg_token_losses(logp, b["old_logp"], b["advantages"], cfg.clip_low, cfg.clip_high)
+    lo, hi = cfg.policy_clip()
+    token_losses = OBJECTIVES[cfg.objective](logp, b["old_logp"], b["advantages"], lo, hi, mask=b["loss_mask"],
+                                             dual_clip=cfg.dual_clip)
     sums = {}
+    if cfg.is_correction != "none":  # old_logp is the learner's own here (correction.with_learner_logprobs)
+        token_losses, b["loss_mask"], is_sums = correct(token_losses, b["old_logp"], sampler_logp(chunk, device),
+                                                        b["loss_mask"], cfg)
+        sums.update(is_sums)
     if ref_model is not None:
         with torch.no_grad():
             ref_logp = learner_logprobs(ref_model, b, cfg.temperature)
@@ -145,24 +161,30 @@ def pg_chunk_loss(model, ref_model, chunk: list[Row], cfg: GRPOConfig, counts: C
     loss = AGGREGATIONS[cfg.loss_agg](token_losses, b["loss_mask"], counts)
     in_loss = int(b["loss_mask"].sum())
     with torch.no_grad():
-        sums.update(loss=float(loss), real=int(b["real"].sum()), in_loss=in_loss,
-                    entropy=float(masked_sum(entropy_from_logits(logits.detach()), b["real"])),
+        sums.update(loss=float(loss), real=int(b["act"].sum()), in_loss=in_loss,  # act: the model's tokens
+                    entropy=float(masked_sum(entropy_from_logits(logits.detach()), b["act"])),
                     clip_frac=float(clip_fraction(logp, b["old_logp"], b["loss_mask"], cfg.clip_low,
                                                   cfg.clip_high)) * in_loss,
                     approx_kl=float(approx_kl(logp, b["old_logp"], b["loss_mask"])) * in_loss)
     return loss, sums
 
 
+def batch_counts(rows: list[Row], cfg: GRPOConfig) -> BatchCounts:
+    """The whole batch's counts the aggregations normalise by (a learner given a shard of it needs them)."""
+    return BatchCounts(sequences=sum(1 for r in rows if r.in_loss and r.token_ids),
+                       tokens=sum(r.loss_tokens for r in rows if r.in_loss), max_tokens=cfg.max_new_tokens,
+                       rows=len(rows))
+
+
 def learner_update(model, ref_model, rows: list[Row], cfg: GRPOConfig, pad_id: int,
-                   skip_zero_advantage: bool = True, helper=None) -> dict[str, float]:
+                   skip_zero_advantage: bool = True, helper=None, counts: BatchCounts | None = None) -> dict[str, float]:
     """One gradient (accumulated over micro-batches) of the clipped PG loss (+ KL); the caller clips and
     steps. Returns the loss and diagnostics: entropy of the tempered (sampling) distribution over all
     completion tokens; clip fraction, approximate KL to the sampling policy and k3 KL to the reference
     over the tokens in the loss. ``helper.share(shared)``, if given, has the async sampler's thread
     compute micro-batches too once its rollout is done (``RolloutAhead``); the gradient does not depend
     on it (``SharedChunks``)."""
-    counts = Counts(sequences=sum(1 for r in rows if r.in_loss and r.token_ids),
-                    tokens=sum(len(r.token_ids) for r in rows if r.in_loss), max_tokens=cfg.max_new_tokens)
+    counts = counts or batch_counts(rows, cfg)  # given: ``rows`` is one learner's shard of a larger batch
     device = next(model.parameters()).device
     # A zero-advantage token's clipped PG loss is 0 at every ratio, so its gradient is 0: with no KL
     # term such rows need no forward pass (``counts`` above still include them).
@@ -170,7 +192,8 @@ def learner_update(model, ref_model, rows: list[Row], cfg: GRPOConfig, pad_id: i
     forward = [r for r in rows if r.advantage != 0.0] if skip else rows
     if not forward:  # nothing carries signal: a zero gradient, stepped like any other
         for p in model.parameters():
-            p.grad = torch.zeros_like(p)
+            if p.requires_grad:  # a frozen (LoRA base) weight gets no gradient to hold
+                p.grad = torch.zeros_like(p)
         return {"loss": 0.0, "learner_rows": 0, "rows": len(rows)}
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -185,7 +208,9 @@ def learner_update(model, ref_model, rows: list[Row], cfg: GRPOConfig, pad_id: i
     return {"loss": total["loss"], "learner_rows": len(forward), "rows": len(rows),
             "entropy": total["entropy"] / n_real, "clip_frac": total["clip_frac"] / n_loss,
             "approx_kl": total["approx_kl"] / n_loss,
-            **({"kl_ref": total["kl_ref"] / n_loss} if ref_model is not None else {})}
+            **({"kl_ref": total["kl_ref"] / n_loss} if ref_model is not None else {}),
+            **({"is_weight_mean": total["is_weight"] / max(1, total["is_tokens"]),
+                "is_masked_frac": total["is_masked"] / max(1, total["is_tokens"])} if "is_weight" in total else {})}
 
 
 # ----------------------------------------------------------------------------- training loop
@@ -196,7 +221,8 @@ def rollout_ahead(run: TrainingRun, cfg: GRPOConfig, model, tok, task, reward_fn
     outer_threads = torch.get_num_threads()
     threads = max(1, outer_threads // 2)
     torch.set_num_threads(threads)
-    ahead = RolloutAhead(LocalRolloutWorker(copy.deepcopy(model), tok, task, reward_fn), task, cfg, "grpo", threads)
+    ahead = RolloutAhead(LocalRolloutWorker(copy.deepcopy(model), tok, task, reward_fn, **tool_options(cfg)), task, cfg,
+                         "grpo", threads)
     run.on_close(ahead.close)
     run.on_close(lambda: torch.set_num_threads(outer_threads))
     if pending is not None:
@@ -214,31 +240,39 @@ def rollout(worker, ahead: RolloutAhead | None, task, model, cfg: GRPOConfig, st
     if ahead is not None and step + 1 < cfg.steps:
         ahead.submit(model, step + 1)
     metrics = {"rollout_s": time.time() - t0, **rollout_stats(groups),
-               "policy_lag": step - min(g.version for g in groups)}
+               "policy_lag": step - min(g.version for g in groups),
+               **staleness_stats(step, [g.version for g in groups for _ in g.completions])}
     if sampler_s is not None:  # async: the sampler thread's time on this batch (rollout_s is only the wait)
         metrics["sampler_s"] = sampler_s
+    if hasattr(worker, "pop_metrics"):  # a Ray worker pool: weight-sync time and size, replaced workers
+        metrics.update(worker.pop_metrics())
     return groups, metrics
 
 
 def learn(run: TrainingRun, model, ref_model, opt, groups: list[Group], cfg: GRPOConfig, pad_id: int,
-           ahead: RolloutAhead | None, step: int, metrics: dict) -> dict[str, float]:
+           ahead: RolloutAhead | None, step: int, metrics: dict, update=None) -> dict[str, float]:
     """Group advantages, then ``epochs_per_step`` optimizer steps on the batch; halts the run (logging
-    ``metrics``) on a non-finite loss, gradient or entropy. Returns the learner's statistics."""
+    ``metrics``) on a non-finite loss, gradient or entropy. Returns the learner's statistics. ``update`` computes
+    the gradient (default ``learner_update``; a Ray ``LearnerGroup.update`` splits it over learners)."""
+    update = update or learner_update
     set_lr(opt, warmup_lr(step, cfg.lr, cfg.warmup_steps))
     if not groups:  # dynamic sampling left nothing to learn from
         return {}
     rows = make_rows(groups, cfg.advantages(torch.tensor([g.totals for g in groups])), cfg.overlong_filter)
     t_learn = time.time()
+    mismatch = {}
+    if cfg.is_correction != "none":  # ratios against the learner's own log-probs, weighted towards the sampler's
+        rows, mismatch = with_learner_logprobs(model, rows, cfg, pad_id)
     for _ in range(cfg.epochs_per_step):
         opt.zero_grad(set_to_none=True)
-        stats = learner_update(model, ref_model, rows, cfg, pad_id, helper=ahead)
+        stats = update(model, ref_model, rows, cfg, pad_id, helper=ahead)
         gnorm = clip_grad(model, cfg.grad_clip)
         entropy = stats.get("entropy", 1.0)  # absent: no row ran, nothing to measure
         if not (math.isfinite(stats["loss"]) and math.isfinite(gnorm) and math.isfinite(entropy)):
             run.halt(f"non-finite loss/gradient/entropy at step {step + 1} (loss {stats['loss']}, grad norm {gnorm}, "
                      f"entropy {entropy})", step + 1, **metrics, **stats, grad_norm=gnorm)
         opt.step()
-    return {**stats, "grad_norm": gnorm, "learner_s": time.time() - t_learn}
+    return {**stats, **mismatch, "grad_norm": gnorm, "learner_s": time.time() - t_learn}
 
 
 def train(cfg: GRPOConfig, task=None, model=None, tok=None) -> Path:
@@ -248,27 +282,34 @@ def train(cfg: GRPOConfig, task=None, model=None, tok=None) -> Path:
     with TrainingRun(cfg, cfg.name) as run:
         model, tok = load_init(cfg, model, tok)
         model.train()
-        ref_model = reference_model(cfg)
+        ref_model = reference_model(cfg, model)
         opt = make_optimizer(model, cfg)
         state = run.resume(model, tok, optimizer=opt)
         low_entropy = state.get("low_entropy_steps", 0)
         reward_fn = RewardFn(format_bonus=cfg.format_reward, overlong_buffer=cfg.overlong_buffer,
                              overlong_penalty=cfg.overlong_penalty, max_tokens=cfg.max_new_tokens,
                              verify_steps=cfg.verify_steps)
-        worker = LocalRolloutWorker(model, tok, task, reward_fn)
-        ahead = rollout_ahead(run, cfg, model, tok, task, reward_fn, state.get("pending_rollout")) \
-            if cfg.async_rollout else None
+        worker = LocalRolloutWorker(model, tok, task, reward_fn, **tool_options(cfg))
+        pool, ahead, learners = worker, None, None
+        if cfg.ray:  # rollout workers (and learners) as Ray actors; the loop below does not change
+            from ..distributed.setup import ray_rollouts
+
+            pool, ahead, learners = ray_rollouts(run, cfg, model, tok, task, reward_fn, "grpo",
+                                                 state.get("pending_rollout"), tool_options(cfg))
+        elif cfg.async_rollout:
+            ahead = rollout_ahead(run, cfg, model, tok, task, reward_fn, state.get("pending_rollout"))
         evaluate = heldout_evaluator(worker, task, tok, cfg, run.log)
         bar = run.progress(cfg.steps, baseline=evaluate)
         for step in range(run.start, cfg.steps):
             t0 = time.time()
             # -- rollout: sample problems, push weights, generate and score n completions each
-            groups, metrics = rollout(worker, ahead, task, model, cfg, step)
+            groups, metrics = rollout(pool, ahead, task, model, cfg, step)
             # -- advantages, dynamic sampling, learner update(s)
             if cfg.dynamic_sampling:
                 groups = drop_flat_groups(groups)
             metrics["groups_used"] = len(groups)
-            metrics.update(learn(run, model, ref_model, opt, groups, cfg, tok.pad_token_id, ahead, step, metrics))
+            metrics.update(learn(run, model, ref_model, opt, groups, cfg, tok.pad_token_id, ahead, step, metrics,
+                                 learners.update if learners is not None else None))
             done, elapsed, n_samples = step + 1, time.time() - t0, cfg.prompts_per_step * cfg.group_size
             run.log.log(done, **metrics, lr=opt.param_groups[0]["lr"], samples_per_s=n_samples / max(elapsed, 1e-9),
                         samples=done * n_samples, step_s=elapsed)

@@ -25,6 +25,8 @@ Convention choices (also in docs/papers.md):
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -35,6 +37,8 @@ __all__ = [
     "sequence_mean_loss", "token_mean_loss", "constant_normalizer_loss",
     "kl_k1", "kl_k3", "clipped_value_loss", "dpo_loss",
     "token_logprobs", "entropy_from_logits",
+    "gspo_token_losses", "cispo_token_losses", "OBJECTIVES",
+    "truncated_is_weights", "within_cap_mask", "logprob_mismatch", "staleness_stats",
 ]
 
 
@@ -167,13 +171,28 @@ def policy_ratio_terms(logp_new: torch.Tensor, logp_old: torch.Tensor) -> tuple[
     return log_ratio, torch.exp(log_ratio)
 
 
+def _dual_clip(losses: torch.Tensor, advantages: torch.Tensor, dual_clip: float | None) -> torch.Tensor:
+    """Dual-clip PPO (Ye et al. 2020, arXiv:1912.09729): for A < 0 the loss is capped at ``c * |A|``, so a
+    token the policy now likes far more than the sampler did (ratio > c) cannot dominate an off-policy batch.
+    ``dual_clip`` None or 0: off. Where the cap binds the loss is constant (zero gradient)."""
+    if not dual_clip:
+        return losses
+    if dual_clip <= 1.0:
+        raise ValueError(f"dual_clip must be > 1 (the cap c in c * |A|), got {dual_clip}")
+    capped = torch.minimum(losses, -dual_clip * advantages)
+    return torch.where(advantages < 0, capped, losses)
+
+
 def clipped_pg_token_losses(logp_new: torch.Tensor, logp_old: torch.Tensor, advantages: torch.Tensor,
-                            eps_low: float = 0.2, eps_high: float = 0.2) -> torch.Tensor:
+                            eps_low: float = 0.2, eps_high: float = 0.2, mask: torch.Tensor | None = None,
+                            dual_clip: float | None = None) -> torch.Tensor:
     """PPO clipped surrogate per token, with separate lower and upper clips (DAPO clip-higher).
 
     ``loss_t = -min(ratio_t * A_t, clip(ratio_t, 1 - eps_low, 1 + eps_high) * A_t)``, shape [B, T].
     ``advantages`` is per sequence ``[B]`` (broadcast over tokens: GRPO, RLOO) or per token
     ``[B, T]`` (GAE). Where the clip is active the loss is constant in ``logp_new`` (zero gradient).
+    ``dual_clip`` c > 1 also caps the loss of negative-advantage tokens at ``c * |A|`` (``_dual_clip``).
+    ``mask`` is unused (token-level objective; the argument keeps every ``OBJECTIVES`` entry's signature).
     Padding is not removed here; pass the result to one of the aggregations with the mask.
     """
     if advantages.ndim == 1:
@@ -182,7 +201,122 @@ def clipped_pg_token_losses(logp_new: torch.Tensor, logp_old: torch.Tensor, adva
     _, ratio = policy_ratio_terms(logp_new, logp_old)
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high) * advantages
-    return -torch.minimum(unclipped, clipped)
+    return _dual_clip(-torch.minimum(unclipped, clipped), advantages.expand_as(ratio), dual_clip)
+
+
+def gspo_token_losses(logp_new: torch.Tensor, logp_old: torch.Tensor, advantages: torch.Tensor,
+                      eps_low: float = 3e-4, eps_high: float = 4e-4, mask: torch.Tensor | None = None,
+                      dual_clip: float | None = None) -> torch.Tensor:
+    """GSPO (Zheng et al. 2025, arXiv:2507.18071): one importance ratio per sequence, length-normalised,
+    ``s_i = exp(mean_t(logp_new - logp_old))`` over the row's real tokens, clipped per sequence:
+    ``loss_i = -min(s_i * A_i, clip(s_i, 1 - eps_low, 1 + eps_high) * A_i)``.
+
+    Returned as [B, T] with ``loss_i`` on every token of row i, so ``sequence_mean_loss`` gives the
+    paper's objective (mean over sequences). The paper's clip range is about 1e-3 wide (3e-4 / 4e-4 here by
+    default), since a sequence-level ratio moves far less than a token's. ``mask`` is required (which
+    tokens belong to the mean); padding positions, even NaN, do not reach the ratio. ``advantages`` per
+    sequence ``[B]`` (the paper) or per token ``[B, T]`` (PPO's GAE: each token's A with its sequence's
+    ratio). ``dual_clip`` as in ``clipped_pg_token_losses``, on the sequence ratio.
+    """
+    if mask is None:
+        raise ValueError("gspo_token_losses needs the mask (the sequence ratio is a mean over real tokens)")
+    if advantages.ndim == 1:
+        advantages = advantages[:, None]
+    advantages = advantages.detach().expand_as(logp_new)
+    log_ratio, _ = policy_ratio_terms(logp_new, logp_old)
+    seq_ratio = torch.exp(masked_mean(log_ratio, mask, dim=-1))[:, None]  # [B, 1]
+    unclipped = seq_ratio * advantages
+    clipped = torch.clamp(seq_ratio, 1.0 - eps_low, 1.0 + eps_high) * advantages
+    return _dual_clip(-torch.minimum(unclipped, clipped), advantages, dual_clip)
+
+
+def cispo_token_losses(logp_new: torch.Tensor, logp_old: torch.Tensor, advantages: torch.Tensor,
+                       eps_low: float = 0.2, eps_high: float = 0.2, mask: torch.Tensor | None = None,
+                       dual_clip: float | None = None) -> torch.Tensor:
+    """CISPO (MiniMax-M1, arXiv:2506.13585): ``loss_t = -sg(clip(ratio_t, 1 - eps_low, 1 + eps_high)) * A_t *
+    logp_new_t``.
+
+    The clipped ratio is a stop-gradient weight, so every token keeps the gradient ``-w_t * A_t`` of its
+    log-prob (PPO's clip zeroes it instead); at ratio 1 the gradient equals PPO's. MiniMax-M1 sets no lower
+    clip in practice (a large ``eps_low`` such as 1.0 does the same). ``mask``/``dual_clip`` unused (the
+    weight is already bounded by ``1 + eps_high``).
+    """
+    if advantages.ndim == 1:
+        advantages = advantages[:, None]
+    _, ratio = policy_ratio_terms(logp_new, logp_old)
+    weight = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high).detach()
+    return -weight * advantages.detach() * logp_new
+
+
+# A trainer picks its policy loss by name (``objective``); every entry has the same signature and returns
+# [B, T] token losses for one of the aggregations.
+OBJECTIVES = {"ppo_clip": clipped_pg_token_losses, "gspo": gspo_token_losses, "cispo": cispo_token_losses}
+
+
+# ----------------------------------------------------------------------------- off-policy correction
+
+def truncated_is_weights(learner_logp: torch.Tensor, sampler_logp: torch.Tensor, mask: torch.Tensor,
+                         cap: float = 2.0, level: str = "token") -> torch.Tensor:
+    """Truncated importance weights between the learner's old policy and the sampler that produced the tokens:
+    ``w = min(pi_learner_old / pi_sampler, cap)``, detached, [B, T] (1 on padding).
+
+    The sampler (an inference engine, or older weights in async training) and the learner's own forward
+    disagree on log-probs; multiplying each token's loss by ``w`` corrects for that (Yao et al. 2025, "Your
+    efficient RL framework secretly brings you off-policy RL training"). ``level="sequence"`` uses the product
+    over the row's real tokens (``exp(sum of log-ratios)``, capped) for every token of the row. ``cap`` C >= 1.
+    """
+    if cap < 1:
+        raise ValueError(f"cap must be >= 1 (weights are truncated at C), got {cap}")
+    valid = _valid(mask)
+    with torch.no_grad():
+        log_w = torch.where(valid, learner_logp - sampler_logp, torch.zeros((), dtype=learner_logp.dtype))
+        if level == "token":
+            pass
+        elif level == "sequence":
+            log_w = log_w.sum(dim=-1, keepdim=True).expand_as(log_w)
+        else:
+            raise ValueError(f"level must be 'token' or 'sequence', got {level!r}")
+        w = torch.exp(torch.clamp(log_w, max=math.log(cap)))
+        return torch.where(valid, w, torch.ones_like(w))
+
+
+def within_cap_mask(learner_logp: torch.Tensor, sampler_logp: torch.Tensor, mask: torch.Tensor,
+                    cap: float = 2.0, level: str = "token") -> torch.Tensor:
+    """``mask`` with the tokens (or, ``level="sequence"``, whole rows) whose learner/sampler ratio lies outside
+    ``[1 / cap, cap]`` removed: the masking alternative to truncation (the token leaves the loss instead of
+    being down-weighted). Boolean [B, T]."""
+    if cap < 1:
+        raise ValueError(f"cap must be >= 1, got {cap}")
+    valid = _valid(mask)
+    with torch.no_grad():
+        log_r = torch.where(valid, learner_logp - sampler_logp, torch.zeros((), dtype=learner_logp.dtype))
+        if level == "sequence":
+            log_r = log_r.sum(dim=-1, keepdim=True).expand_as(log_r)
+        elif level != "token":
+            raise ValueError(f"level must be 'token' or 'sequence', got {level!r}")
+        return valid & (log_r.abs() <= math.log(cap))
+
+
+def logprob_mismatch(learner_logp: torch.Tensor, sampler_logp: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """How far the sampler's log-probs are from the learner's on the same tokens: mean and max of
+    ``|learner - sampler|`` and the k3 estimate of KL(sampler || learner), over real tokens. Plain floats."""
+    valid = _valid(mask)
+    if not valid.any():
+        return {"logp_diff_mean": 0.0, "logp_diff_max": 0.0, "sampler_kl": 0.0}
+    with torch.no_grad():
+        d = (learner_logp - sampler_logp)[valid].double()
+        return {"logp_diff_mean": float(d.abs().mean()), "logp_diff_max": float(d.abs().max()),
+                "sampler_kl": float((torch.exp(d) - d - 1.0).mean())}
+
+
+def staleness_stats(learner_version: int, sample_versions) -> dict[str, float]:
+    """Policy lag of a batch: ``learner_version - version`` of each sample's weights (mean and max)."""
+    lags = [learner_version - v for v in sample_versions]
+    if not lags:
+        return {"staleness_mean": 0.0, "staleness_max": 0.0}
+    if min(lags) < 0:
+        raise ValueError(f"a sample's version is newer than the learner's ({learner_version}): {max(sample_versions)}")
+    return {"staleness_mean": sum(lags) / len(lags), "staleness_max": float(max(lags))}
 
 
 def clip_fraction(logp_new: torch.Tensor, logp_old: torch.Tensor, mask: torch.Tensor,
@@ -256,10 +390,11 @@ def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     """Per-token k3 estimate of KL(policy || ref): ``exp(ref - logp) - (ref - logp) - 1`` (unbiased, >= 0).
 
     Schulman's low-variance estimator, the one GRPO adds to its loss. Zero, with zero gradient,
-    where the two log-probs agree.
+    where the two log-probs agree. As veRL does, the log-ratio is clamped to [-20, 20] (exp overflows
+    float32 past ~88 nats: inf, then NaN gradients) and the result to [-10, 10].
     """
-    d = ref_logp - logp
-    return torch.exp(d) - d - 1.0
+    d = torch.clamp(ref_logp - logp, -20.0, 20.0)
+    return torch.clamp(torch.exp(d) - d - 1.0, -10.0, 10.0)
 
 
 # ----------------------------------------------------------------------------- value and DPO losses

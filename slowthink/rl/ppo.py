@@ -36,21 +36,22 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..config import arg, check_positive, require
+from ..config import ToolsConfig, arg, check_positive, require
+from ..env import tool_options
 from ..engine import derive_seed
 from .batch import (Row, collate_rows, completion_logits, learner_logprobs, micro_batches, on_policy_rollout,
                     rollout_stats)
 from .onpolicy import OnPolicyConfig, heldout_evaluator, reference_model, watch_entropy
 from ..train.loop import TrainingRun, due, load_init, resolve_task
 from ..train.optimizers import clip_grad, make_optimizer, set_lr, warmup_lr
-from .losses import (approx_kl, clip_fraction, clipped_pg_token_losses, clipped_value_loss, entropy_from_logits,
+from .losses import (OBJECTIVES, approx_kl, clip_fraction, clipped_value_loss, entropy_from_logits,
                      gae, masked_sum, masked_whiten, token_logprobs, token_mean_loss)
 from .rewards import RewardFn
 from .rollout import LocalRolloutWorker
 
 
 @dataclass
-class PPOConfig(OnPolicyConfig):
+class PPOConfig(ToolsConfig, OnPolicyConfig):
     out: str = arg("runs/ppo", "run folder (config.json, metrics.jsonl, tb/, ckpt/, model/, critic.pt)")
     init: str = arg("", "model folder to start from (required; the critic's backbone too), e.g. runs/sft/model")
     group_size: int = arg(4, "completions sampled per problem (PPO needs no groups; more samples per prompt)")
@@ -72,6 +73,9 @@ class PPOConfig(OnPolicyConfig):
     def __post_init__(self):
         super().__post_init__()
         check_positive(self, "minibatches", "value_lr", "vf_coef")
+        require(self.is_correction == "none", "is_correction", "is not implemented in PPO (grpo and rloo only); "
+                "PPO samples on-policy")
+        require(self.learners == 1, "learners", "PPO learns on the driver (learners > 1: grpo and rloo only)")
         require(self.minibatches <= self.prompts_per_step * self.group_size, "minibatches",
                 f"must be <= prompts_per_step x group_size ({self.prompts_per_step * self.group_size} completions)")
         require(self.value_clip >= 0, "value_clip", "must be >= 0")
@@ -137,7 +141,7 @@ def score_rollout(rows: list[PPORow], critic: ValueModel, ref_model, cfg: PPOCon
         last = b["real"].sum(1) - 1
         rewards[torch.arange(len(chunk)), last] = torch.tensor([r.reward for r in chunk], device=device)
         if ref_model is not None:
-            kl = torch.where(b["real"], b["old_logp"] - learner_logprobs(ref_model, b, cfg.temperature), 0.0)
+            kl = torch.where(b["act"], b["old_logp"] - learner_logprobs(ref_model, b, cfg.temperature), 0.0)
             rewards -= cfg.kl_coef * kl
             kl_sum += float(kl.sum())
         adv, ret = gae(rewards, values, b["real"], cfg.gamma, cfg.lam)
@@ -153,7 +157,8 @@ def score_rollout(rows: list[PPORow], critic: ValueModel, ref_model, cfg: PPOCon
     if ref_model is not None:
         out["kl_ref"] = kl_sum / len(flat["values"])
     if cfg.whiten_advantages:
-        adv = masked_whiten(flat["advantages"].float(), torch.ones(len(flat["advantages"]), dtype=torch.bool)).tolist()
+        acts = torch.tensor([m for r in rows for m in (r.mask or [1] * len(r.token_ids))], dtype=torch.bool)
+        adv = masked_whiten(flat["advantages"].float(), acts).tolist()  # statistics of the model's tokens only
         at = 0
         for r in rows:
             r.advantages, at = adv[at:at + len(r.token_ids)], at + len(r.token_ids)
@@ -167,16 +172,17 @@ def minibatch_update(model, critic: ValueModel, rows: list[PPORow], cfg: PPOConf
     means over the minibatch), accumulated over micro-batches; the caller clips and steps. Returns the
     losses and token means of the diagnostics (entropy of the tempered policy, clip fraction, approx KL)."""
     device = next(model.parameters()).device
-    total = sum(len(r.token_ids) for r in rows)
+    total = sum(r.loss_tokens for r in rows)
     sums = dict.fromkeys(("policy_loss", "value_loss", "entropy", "clip_frac", "approx_kl"), 0.0)
     for chunk in micro_batches(rows, cfg.micro_batch_size):
         b = collate_rows(chunk, pad_id, device)
-        mask = b["real"]
+        mask = b["act"]  # the model's tokens: a tool response is context, neither an action nor a value target
         share = int(mask.sum()) / total  # this micro-batch's share of the minibatch's tokens
         logits = completion_logits(model, b, cfg.temperature)
         logp = token_logprobs(logits, b["tokens"])
-        pg_losses = clipped_pg_token_losses(logp, b["old_logp"], per_token(chunk, "advantages", device),
-                                            cfg.clip_low, cfg.clip_high)
+        lo, hi = cfg.policy_clip()
+        pg_losses = OBJECTIVES[cfg.objective](logp, b["old_logp"], per_token(chunk, "advantages", device), lo, hi,
+                                              mask=mask, dual_clip=cfg.dual_clip)
         policy_loss = token_mean_loss(pg_losses, mask, total_tokens=total)
         # clipped_value_loss is a token mean over this micro-batch: weigh it by the micro-batch's share
         old_values, returns = per_token(chunk, "values", device), per_token(chunk, "returns", device)
@@ -231,22 +237,28 @@ def train(cfg: PPOConfig, task=None, model=None, tok=None) -> Path:
         model, tok = load_init(cfg, model, tok)
         model.train()
         critic = ValueModel.from_pretrained(cfg.init).to(cfg.device).train()
-        ref_model = reference_model(cfg)
+        ref_model = reference_model(cfg, model)
         opts = make_optimizer(model, cfg), make_optimizer(critic, cfg)
         state = run.resume(model, tok, optimizer=opts[0], critic=critic, value_optimizer=opts[1])
         low_entropy = state.get("low_entropy_steps", 0)
         worker = LocalRolloutWorker(model, tok, task, RewardFn(format_bonus=cfg.format_reward,
-                                                               max_tokens=cfg.max_new_tokens))
+                                                               max_tokens=cfg.max_new_tokens), **tool_options(cfg))
+        pool = worker
+        if cfg.ray:  # rollout workers as Ray actors; the loop below does not change
+            from ..distributed.setup import ray_pool
+
+            pool = ray_pool(run, cfg, model, tok, task, worker.reward_fn, tool_options(cfg))
         evaluate = heldout_evaluator(worker, task, tok, cfg, run.log)
         bar = run.progress(cfg.steps, baseline=evaluate)
         for step in range(run.start, cfg.steps):
             t0 = time.time()
             # -- rollout: sample problems, push weights, generate and score
-            groups = on_policy_rollout(worker, task, model, cfg, step, "ppo")
-            metrics = {"rollout_s": time.time() - t0, **rollout_stats(groups)}
+            groups = on_policy_rollout(pool, task, model, cfg, step, "ppo")
+            metrics = {"rollout_s": time.time() - t0, **rollout_stats(groups),
+                       **(pool.pop_metrics() if hasattr(pool, "pop_metrics") else {})}
             # -- values and advantages, then epochs of shuffled minibatch updates
-            rows = [PPORow(g.prompt_ids, c.token_ids, c.logprobs, 0.0, True, reward=total)
-                    for g in groups for c, total in zip(g.completions, g.totals)]
+            rows = [PPORow(g.prompt_ids, c.token_ids, c.logprobs, 0.0, True, mask, reward=total)
+                    for g in groups for c, total, mask in zip(g.completions, g.totals, g.loss_masks)]
             metrics.update(score_rollout(rows, critic, ref_model, cfg, tok.pad_token_id))
             metrics.update(learn(run, model, critic, opts, rows, cfg, tok.pad_token_id, step, metrics))
             done, elapsed = step + 1, time.time() - t0

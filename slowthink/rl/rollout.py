@@ -9,21 +9,24 @@ GPU) can stand in for ``LocalRolloutWorker`` without touching a trainer. A worke
   completions (token ids, the engine's log-probs, text, finish reason), their rewards and the
   version of the weights that produced them (so a learner can check it trains on-policy data).
 
-Everything in a ``Group`` is plain data (picklable) so it can cross a process boundary.
+Episodes run through the environment interface (``slowthink.env``): without tools each problem is a one-turn
+``TaskEnv`` (sampling and scoring exactly as a plain generate-then-score); with a tool set a ``ToolEnv`` lets the
+model call tools while it reasons, and each ``Group`` also holds its ``Episode``s (token ids, loss mask, tool
+calls). Everything in a ``Group`` is plain data (picklable) so it can cross a process boundary.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import torch
 
-from ..engine import Completion, Engine, SamplingParams, derive_seed
+from ..engine import Completion, Engine, SamplingParams
 from ..chat import Mode
+from ..env import Episode, Limits, TaskEnv, ToolEnv, run_episodes
 from ..tasks.base import Problem, Score
 from ..tasks.guard import guard
-from ..tokenizer import render_prompt
 from .rewards import Reward, RewardFn
 
 
@@ -37,6 +40,13 @@ class Group:
     completions: list[Completion]
     rewards: list[Reward]
     version: int = 0  # policy version (learner step) whose weights sampled it
+    episodes: list[Episode] = field(default_factory=list)  # episodes[i] gave completions[i] (empty: built by hand)
+
+    @property
+    def loss_masks(self) -> list[list[int] | None]:
+        """Per completion, 1 on the model's tokens and 0 on tool responses; None where every token is the model's."""
+        masks = [e.loss_mask for e in self.episodes] or [None] * len(self.completions)
+        return [None if m is None or all(m) else m for m in masks]
 
     @property
     def totals(self) -> list[float]:
@@ -60,13 +70,20 @@ class RolloutWorker(Protocol):
 
 
 class LocalRolloutWorker:
-    """Samples with an ``Engine`` over a model in this process (typically the learner's own module)."""
+    """Samples with an ``Engine`` over a model in this process (typically the learner's own module). ``tools``
+    (a ``slowthink.tools.ToolSet``, or an ``env.stats.ToolSpec`` to build one) makes every episode a ``ToolEnv``
+    with ``limits``; ``tools_prompt`` as in ``ToolEnv``."""
 
-    def __init__(self, model, tok, task, reward_fn: RewardFn, max_batch: int = 256):
+    def __init__(self, model, tok, task, reward_fn: RewardFn, max_batch: int = 256, tools=None,
+                 limits: Limits | None = None, tools_prompt: str = "full"):
         # guarded: a verifier crash on one completion counts it malformed instead of ending the run (tasks.guard)
         self.model, self.tok, self.task, self.reward_fn = model, tok, guard(task), reward_fn
+        # a ToolSpec (plain data, e.g. sent to a Ray actor) is built into its ToolSet here, in this process
+        self.tools = tools.build() if hasattr(tools, "build") else tools
+        self.limits, self.tools_prompt = limits or Limits(), tools_prompt
         self.engine = Engine(model, tok, max_batch=max_batch)
         self.version = -1
+        self.pool = None  # the tools' threads, made on first use
 
     def load_weights(self, state_dict: dict[str, torch.Tensor] | None, version: int) -> None:
         """Copy ``state_dict`` into the model, unless it is the model's own tensors (shared module:
@@ -81,21 +98,27 @@ class LocalRolloutWorker:
                 self.model.load_state_dict(state_dict)
         self.version = version
 
-    def rollout(self, problems: list[Problem], mode: Mode, n: int, sampling: SamplingParams) -> list[Group]:
+    def make_env(self, mode: Mode):
+        """A fresh environment for one episode."""
+        if self.tools is None:
+            return TaskEnv(self.task, mode, self.reward_fn)
+        return ToolEnv(self.task, self.tools, self.limits, mode, self.reward_fn, self.tools_prompt)
+
+    def episodes(self, problems: list[Problem], mode: Mode, n: int, sampling: SamplingParams,
+                 first: int = 0) -> list[list[Episode]]:
+        """n episodes per problem, sampled together on the engine (tools on a thread pool). ``first``: the
+        position of ``problems[0]`` in the step's whole batch, which seeds it (a batch split between workers)."""
+        if self.tools is not None and self.pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(8, thread_name_prefix="tools")
+        return run_episodes(self.engine, self.tok, lambda: self.make_env(mode), problems, mode, n, sampling,
+                            self.pool, first)
+
+    def rollout(self, problems: list[Problem], mode: Mode, n: int, sampling: SamplingParams,
+                first: int = 0) -> list[Group]:
         if self.version < 0:
             raise RuntimeError("load_weights() before rollout(): the worker does not know its policy version")
-        prompts = [render_prompt(self.tok, self.task.prompt(p, mode), mode) for p in problems]
-        requests = []
-        for i, ids in enumerate(prompts):
-            params = sampling if sampling.seed is None else replace(sampling, seed=derive_seed(sampling.seed, i))
-            requests.append(self.engine.add(ids, n, params))
-        while not all(r.done for r in requests):
-            if not self.engine.has_unfinished():
-                raise RuntimeError("engine went idle with requests unfinished")
-            self.engine.step()
-        groups = []
-        for p, ids, req in zip(problems, prompts, requests):
-            comps = req.completions
-            rewards = [self.reward_fn(self.task, p, c.text, len(c.token_ids), mode) for c in comps]
-            groups.append(Group(p, mode, ids, comps, rewards, self.version))
-        return groups
+        return [Group(p, mode, eps[0].prompt_ids, [e.completion() for e in eps], [e.reward for e in eps],
+                      self.version, episodes=eps)
+                for p, eps in zip(problems, self.episodes(problems, mode, n, sampling, first))]

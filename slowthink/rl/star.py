@@ -38,13 +38,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import FromModelConfig, HeldoutConfig, ModeConfig, arg, check_positive, require
+from ..config import FromModelConfig, HeldoutConfig, ModeConfig, ToolsConfig, arg, check_positive, require
+from ..distributed.config import RayConfig
+from ..env import tool_options, tool_stats
 from ..engine import SamplingParams, derive_seed
 from ..evaluate import heldout_metrics
 from ..report import heldout_line
 from ..chat import Mode
 from ..tasks.base import Problem
-from ..tokenizer import Rendered, render_example
+from ..tokenizer import Rendered, render_example, render_prompt
 from ..train.finetune import FineTuneConfig, fine_tune_rendered
 from ..train.loop import TrainingHalted, TrainingRun, heldout_problems, load_init, resolve_task
 from .rewards import RewardFn
@@ -68,7 +70,7 @@ def is_sqlite(path: str) -> bool:
 
 
 @dataclass
-class STaRConfig(HeldoutConfig, FineTuneConfig, ModeConfig, FromModelConfig):
+class STaRConfig(RayConfig, ToolsConfig, HeldoutConfig, FineTuneConfig, ModeConfig, FromModelConfig):
     out: str = arg("runs/star", "run folder (config.json, metrics.jsonl, tb/, ckpt/, traces.jsonl, model/)")
     curriculum_every: int = arg(0, "start with the first of levels and add the next one every N iterations (0: all "
                                    "levels from the first iteration): what a model solves at one level becomes "
@@ -102,6 +104,7 @@ class STaRConfig(HeldoutConfig, FineTuneConfig, ModeConfig, FromModelConfig):
                 "from_traces=traces.jsonl)")
         require(self.curriculum_every >= 0, "curriculum_every", "must be >= 0 (0: no curriculum)")
         check_positive(self, "iterations", "problems_per_iteration", "samples_per_problem", "max_per_problem")
+        require(self.learners == 1, "learners", "STaR fine-tunes on the driver; only its sampling runs on Ray")
         require(self.temperature > 0 or self.samples_per_problem == 1, "temperature",
                 "greedy decoding (0) gives k identical samples; use temperature > 0 or samples_per_problem=1")
         require(self.time_budget_s >= 0 and math.isfinite(self.time_budget_s), "time_budget_s", "must be >= 0")
@@ -120,13 +123,19 @@ class Trace:
     completion: str
     source: str  # "direct" or "rationalized"
     iteration: int
+    # an episode with tools: its completion token ids as sampled (tool responses included) and the loss mask (0 on
+    # tool responses), so fine-tuning learns the calls and never the responses; None for a one-turn trace
+    completion_ids: list[int] | None = None
+    completion_mask: list[int] | None = None
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        return {k: v for k, v in d.items() if v is not None or k not in ("completion_ids", "completion_mask")}
 
     @staticmethod
     def from_dict(d: dict) -> Trace:
-        return Trace(Problem(**d["problem"]), d["completion"], d["source"], d["iteration"])
+        return Trace(Problem(**d["problem"]), d["completion"], d["source"], d["iteration"], d.get("completion_ids"),
+                     d.get("completion_mask"))
 
 
 def hinted_prompt(task, problem: Problem, mode, template: str = DEFAULT_HINT) -> list[dict]:
@@ -164,18 +173,26 @@ def verified_traces(groups: list[Group], source: str, iteration: int, max_per_pr
     not a solution)."""
     out = []
     for g in groups:
-        kept: list[str] = []
-        for c, r in zip(g.completions, g.rewards):
+        kept: dict[str, int] = {}  # text -> index of the completion
+        for i, (c, r) in enumerate(zip(g.completions, g.rewards)):
             # r.steps_ok is False only when the run verifies steps and one is wrong
             if r.score.correct and r.steps_ok is not False and c.finish_reason == "stop" and c.text not in kept:
-                kept.append(c.text)
-        out += [Trace(g.problem, text, source, iteration) for text in kept[:max_per_problem]]
+                kept[c.text] = i
+        for text, i in list(kept.items())[:max_per_problem]:
+            ep = g.episodes[i] if g.episodes and g.episodes[i].with_tools else None
+            out.append(Trace(g.problem, text, source, iteration, *((ep.token_ids, ep.loss_mask) if ep else ())))
     return out
 
 
-def render_trace(tok, task, trace: Trace, mode) -> Rendered:
-    """The training example: the task's unhinted prompt + the trace, loss on the assistant's tokens."""
-    return render_example(tok, task.prompt(trace.problem, mode), mode, trace.completion)
+def render_trace(tok, task, trace: Trace, mode, messages=None) -> Rendered:
+    """The training example: the task's unhinted prompt + the trace, loss on the assistant's tokens. A trace
+    with tools keeps its sampled token ids (never re-tokenised) and their mask (tool responses out of the loss);
+    ``messages(problem)`` gives its prompt (the environment's: the task's with the tool instructions)."""
+    if trace.completion_ids is None:
+        return render_example(tok, task.prompt(trace.problem, mode), mode, trace.completion)
+    prompt = render_prompt(tok, (messages or (lambda p: task.prompt(p, mode)))(trace.problem), mode)
+    return Rendered(ids=prompt + list(trace.completion_ids), mask=[0] * len(prompt) + list(trace.completion_mask),
+                    prompt_len=len(prompt))
 
 
 def curriculum_levels(levels: list[int], every: int, iteration: int) -> list[int]:
@@ -202,7 +219,8 @@ def collect(worker, hint_worker, problems: list[Problem], cfg: STaRConfig, itera
     solved = {t.problem.key for t in direct}
     scores = [s for g in groups for s in g.scores]
     stats = {"problems": len(problems), "solved_direct": len(solved), "sampled_pass_rate":
-             sum(s.correct for s in scores) / len(scores), "well_formed": sum(s.well_formed for s in scores) / len(scores)}
+             sum(s.correct for s in scores) / len(scores), "well_formed": sum(s.well_formed for s in scores) / len(scores),
+             **tool_stats([e for g in groups for e in g.episodes])}
     rationalized, hinted_scores = [], []
     unsolved = [p for p in problems if p.key not in solved]
     if cfg.rationalize and unsolved:
@@ -218,10 +236,11 @@ def collect(worker, hint_worker, problems: list[Problem], cfg: STaRConfig, itera
 
 # ----------------------------------------------------------------------------- inner fine-tune
 
-def fine_tune(model, tok, task, traces: list[Trace], cfg: STaRConfig, iteration: int) -> dict:
+def fine_tune(model, tok, task, traces: list[Trace], cfg: STaRConfig, iteration: int, messages=None) -> dict:
     """Fine-tune on the traces: shuffled passes (seeded by ``(seed, iteration)``), token-mean loss over
-    the assistant's tokens, fresh AdamW with warm-up. Returns the mean and last loss and the steps run."""
-    rendered = [render_trace(tok, task, t, cfg.mode) for t in traces]
+    the assistant's tokens, fresh AdamW with warm-up. Returns the mean and last loss and the steps run.
+    ``messages(problem)``: the prompt of a trace with tools (see ``render_trace``)."""
+    rendered = [render_trace(tok, task, t, cfg.mode, messages) for t in traces]
     if cfg.from_traces:
         from ..serve.traces import traces_to_examples
 
@@ -250,15 +269,24 @@ def train(cfg: STaRConfig, task=None, model=None, tok=None) -> Path:
         # The weights every inner fine-tune restarts from, taken before a checkpoint overwrites them.
         init_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if cfg.restart_from_init else None
         traces = [Trace.from_dict(d) for d in run.resume(model, tok).get("traces", [])]
-        worker = LocalRolloutWorker(model, tok, task, RewardFn(verify_steps=cfg.verify_steps))
-        hint_worker = LocalRolloutWorker(model, tok, Hinted(task, cfg.hint), RewardFn(verify_steps=cfg.verify_steps))
+        tools = tool_options(cfg)  # empty: one-turn episodes
+        worker = LocalRolloutWorker(model, tok, task, RewardFn(verify_steps=cfg.verify_steps), **tools)
+        hint_worker = LocalRolloutWorker(model, tok, Hinted(task, cfg.hint), RewardFn(verify_steps=cfg.verify_steps),
+                                         **tools)
         hint_worker.engine = worker.engine  # same model: one engine, one copy of its fused weights
+        gen, hint_gen = worker, hint_worker
+        if cfg.ray:  # sampling on Ray actors (two pools: the task and its hinted form); fine-tuning stays here
+            from ..distributed.setup import ray_pool
+
+            gen, hint_gen = (ray_pool(run, cfg, model, tok, t, RewardFn(verify_steps=cfg.verify_steps), tools)
+                             for t in (task, Hinted(task, cfg.hint)))
         heldout = heldout_problems(task, cfg)
 
         def evaluate(step: int) -> dict:
             if not heldout:
                 return {}
-            ev = heldout_metrics(worker.engine, task, tok, heldout, (cfg.mode,), cfg.max_new_tokens)
+            ev = heldout_metrics(worker.engine, task, tok, heldout, (cfg.mode,), cfg.max_new_tokens,
+                                 episodes=worker.episodes if worker.tools is not None else None)
             run.log.log(step, **ev)
             return ev
 
@@ -266,11 +294,11 @@ def train(cfg: STaRConfig, task=None, model=None, tok=None) -> Path:
         for iteration in range(run.start, cfg.iterations):
             t0 = time.time()
             # -- generate with the current model (M_{n-1}); rationalise what it could not solve
-            for w in (worker, hint_worker):
-                w.load_weights(None, version=iteration)
+            for w in (gen, hint_gen):  # a Ray pool gets the weights; the local workers share the model
+                w.load_weights(model.state_dict() if cfg.ray else None, version=iteration)
             levels = curriculum_levels(cfg.levels, cfg.curriculum_every, iteration)
             problems = iteration_problems(task, cfg.seed, iteration, cfg.problems_per_iteration, levels)
-            new, stats = collect(worker, hint_worker, problems, cfg, iteration)
+            new, stats = collect(gen, hint_gen, problems, cfg, iteration)
             stats["hardest_level"] = max(levels)
             t_gen = time.time() - t0
 
@@ -279,7 +307,8 @@ def train(cfg: STaRConfig, task=None, model=None, tok=None) -> Path:
             if init_state is not None:
                 model.load_state_dict(init_state)
             try:
-                ft = fine_tune(model, tok, task, traces, cfg, iteration)
+                ft = fine_tune(model, tok, task, traces, cfg, iteration,
+                               messages=lambda p: worker.make_env(cfg.mode).reset(p))
             except TrainingHalted as e:
                 run.halt(str(e))
             done = iteration + 1

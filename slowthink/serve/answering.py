@@ -14,6 +14,7 @@ import dataclasses
 from ..effort import Model, Question, run_effort, single_pass
 from ..effort.question import Generate
 from ..router.signals import prompt_hidden
+from .episodes import answer_with_tools, runs_episodes
 from .prepare import Prepared
 from .protocol import ChatCompletion
 from .responses import build_result
@@ -21,7 +22,10 @@ from .state import Server
 
 
 def streams_live(p: Prepared) -> bool:
-    return bool(p.req.stream) and single_pass(p.effort, p.req.thinking_token_budget) is not None
+    """Token by token from the scheduler: one sample per choice run as asked, without the server's built-in
+    tools (their episodes stream once answered, as a vote does). A client's tool calls are sent once complete."""
+    return (bool(p.req.stream) and not runs_episodes(p)
+            and single_pass(p.effort, p.req.thinking_token_budget) is not None)
 
 
 def question_of(p: Prepared) -> Question:
@@ -39,9 +43,14 @@ def model_of(server: Server, generate: Generate) -> Model:
     return Model(server.tok, generate, hidden, server.context)
 
 
-async def answer(server: Server, p: Prepared, generate: Generate, meta: dict, t0: float,
-                 source: str) -> tuple[ChatCompletion, Prepared, list[dict]]:
-    """The chat.completion, the request as answered (the mode and prompt that ran) and its trace rows."""
+async def answer(server: Server, p: Prepared, generate: Generate, meta: dict, t0: float, source: str,
+                 saved: list[list[dict]] | None = None, on_turn=None) -> tuple[ChatCompletion, Prepared, list[dict]]:
+    """The chat.completion, the request as answered (the mode and prompt that ran) and its trace rows. A
+    request with the server's built-in tools runs one episode per choice (``serve.episodes``; ``saved`` and
+    ``on_turn``: a job's persisted turns to replay, and the call that persists each new one)."""
+    if runs_episodes(p):
+        result, records = await answer_with_tools(server, p, generate, meta, t0, source, saved, on_turn)
+        return result, p, records
     answered = await run_effort(question_of(p), p.effort, {"main": model_of(server, generate)}, server.auto_router)
     ran = dataclasses.replace(p, mode=answered.mode, prompt_ids=answered.prompt_ids)
     result, records = build_result(server.tok, server.model_name, ran, answered.choices, meta, t0, source,

@@ -36,7 +36,9 @@ the answer is chosen.
 Modules: ``state`` (what the routes share: ``Server`` on ``app.state.server``, the lifespan), ``routes``
 (one ``APIRouter`` each: models, chat completions, jobs, feedback), ``keys`` (who may call, who owns what),
 ``limits`` (every bound), ``body`` (bytes -> JSON object), ``guard`` (Host check, connection settings),
-``scrub`` (secrets out of relayed text and logs), ``prepare`` (validation: JSON -> ``Prepared``), ``answering`` (requests through the effort service), ``generation`` (the
+``scrub`` (secrets out of relayed text and logs), ``prepare`` (validation: JSON -> ``Prepared``), ``tool_calls``
+(OpenAI ``tools``: into the prompt, calls out of the answer), ``episodes`` (``--builtin-tools`` run inside a
+request), ``answering`` (requests through the effort service), ``generation`` (the
 scheduler as the service's ``generate``), ``responses`` (completion objects, trace rows, SSE events),
 ``errors`` (handlers), this one (``create_app``, ``serve_main``).
 
@@ -86,7 +88,7 @@ def create_app(model, tok, model_name: str, api_key: str | Keys | dict | None = 
                max_queue: int = 256, traces: str | Path | TraceStore | None = None,
                jobs: str | Path | JobStore | None = None, job_concurrency: int = 8,
                tasks: dict | None = None, backend: OpenAIBackend | None = None, router=None,
-               limits: Limits | None = None, allowed_hosts: list[str] | None = None):
+               limits: Limits | None = None, allowed_hosts: list[str] | None = None, builtin_tools=None):
     """The FastAPI app. ``api_key``: one key, ``{name: key}`` (``serve.keys``), or None (no authentication).
     ``backend``: a remote OpenAI-compatible server to forward generation to (``model`` and ``tok`` are then
     unused and may be None); None: the local engine on ``model``.
@@ -95,10 +97,11 @@ def create_app(model, tok, model_name: str, api_key: str | Keys | dict | None = 
     no jobs API), run ``job_concurrency`` at a time. ``tasks``: extra ``{name: task}`` that
     ``metadata.task`` may name, besides the built-in tasks. ``router``: a trained router for
     ``reasoning_effort="auto"`` (None: auto runs as medium). ``limits``: the server's bounds
-    (``serve.limits``); ``allowed_hosts``: the ``Host`` names it answers to (None: any)."""
+    (``serve.limits``); ``allowed_hosts``: the ``Host`` names it answers to (None: any). ``builtin_tools``: a
+    ``slowthink.tools.ToolSet`` the server runs itself inside requests (``serve.episodes``), or None."""
     limits = limits or Limits()
     server = open_server(model, tok, model_name, api_key, max_batch, max_queue, traces, jobs, tasks, backend, router,
-                         limits)
+                         limits, builtin_tools)
     if server.jobs is not None:
         server.runner = JobRunner(server.jobs, functools.partial(execute_job, server), concurrency=job_concurrency,
                                   attempts=limits.job_attempts, retention=limits.job_retention)
@@ -149,19 +152,38 @@ def load_backend(backend: str, model_dir: str, base_url: str | None, remote_api_
     return model, tok, router, None, default_traces_path(model_dir)
 
 
+def own_task(model_dir: str) -> dict:
+    """The task the served model was trained on (its ``model/task.json``), built with its recorded arguments, so
+    ``metadata.task`` naming it verifies against the model's own data (a data set's path, a task file)."""
+    from ..tasks.record import read_record
+    from ..tasks.registry import get_task
+
+    record = read_record(model_dir)
+    if record is None or not (record.task_args or record.task.endswith(".py") or ":" in record.task):
+        return {}
+    try:
+        task = get_task(record.task, **record.task_args)
+    except Exception as e:  # noqa: BLE001 - serving goes on; only verification of this task is unavailable
+        print(f"warning: the model's task {record.task!r} cannot be built here ({e}); requests naming it in "
+              "metadata.task will not be verified", file=sys.stderr)
+        return {}
+    return {record.task: task, task.name: task}
+
+
 def serve_main(model_dir: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | Keys | dict | None = None,
                max_batch: int = 64, max_queue: int = 256, model_name: str | None = None,
                traces: str | Path | None = "default", jobs: str | Path | None = "default",
                job_concurrency: int = 8, backend: str = "local", base_url: str | None = None,
                remote_api_key: str | None = None, remote_timeout: float = 600.0,
                remote_logprobs: bool = False, device: str = "cpu", limits: Limits | None = None,
-               allowed_hosts: list[str] | None = None, allow_unauthenticated: bool = False) -> int:
+               allowed_hosts: list[str] | None = None, allow_unauthenticated: bool = False, builtin_tools=None) -> int:
     """Load a model folder and serve it until interrupted (the ``slowthink serve`` command).
     ``traces``/``jobs``: database paths; "default" is ``<model dir>/../traces.db`` and ``jobs.db`` beside
     the trace database; None turns the trace store / jobs API off.
     ``backend="openai"``: ``model_dir`` is the remote model's name, generation goes to ``base_url`` (see
     ``serve.remote``), and the default trace database is ``./traces.db``. ``device``: where the local model runs.
-    Beyond loopback without a key it refuses to start unless ``allow_unauthenticated``."""
+    Beyond loopback without a key it refuses to start unless ``allow_unauthenticated``. ``builtin_tools``: a
+    ``slowthink.tools.ToolSet`` run inside requests (``serve.episodes``)."""
     import uvicorn
 
     from .jobs import default_jobs_path
@@ -177,13 +199,15 @@ def serve_main(model_dir: str, host: str = "127.0.0.1", port: int = 8000, api_ke
     if jobs == "default":
         jobs = default_jobs_path(traces if traces is not None else default_traces)
     app = create_app(model, tok, name, api_key=keys, max_batch=max_batch, max_queue=max_queue, traces=traces,
-                     jobs=jobs, job_concurrency=job_concurrency, backend=remote, router=router, limits=limits,
-                     allowed_hosts=hosts_for(host, allowed_hosts))
+                     jobs=jobs, job_concurrency=job_concurrency, tasks=None if remote else own_task(model_dir),
+                     backend=remote, router=router, limits=limits,
+                     allowed_hosts=hosts_for(host, allowed_hosts), builtin_tools=builtin_tools)
     print(f"serving '{name}' on http://{host}:{port}/v1"
           + (f" ({len(keys.by_name)} API key(s) required)" if keys else " (no API key)")
           + (f", forwarded to {remote.describe_for_log()}" if remote is not None else ""))
     print(f"traces: {traces or 'off'}   jobs: {jobs or 'off'}   reasoning_effort=auto: "
           + ("forwarded" if remote is not None else f"router ({', '.join(router.arm_names)})" if router is not None
-             else "no router beside the model, runs medium (slowthink train router --model MODEL_DIR)"))
+             else "no router beside the model, runs medium (slowthink train router --model MODEL_DIR)")
+          + (f"   built-in tools: {', '.join(builtin_tools.names)}" if builtin_tools is not None else ""))
     uvicorn.run(app, host=host, port=port, log_level="info", **uvicorn_settings(limits))
     return 0

@@ -11,7 +11,9 @@ key may have ``max_queued_jobs`` queued or running at once (429 beyond). A job r
 ``POST`` answers, and its result is committed before its status says ``succeeded``, so a server killed at
 any moment (SIGKILL included) loses nothing it reported. On start the worker puts jobs left ``running``
 back in the queue; they run again from the start, with the same completion id (their trace row, if one
-was written, is replaced), unless they were started ``job_attempts`` times already (they fail then).
+was written, is replaced), unless they were started ``job_attempts`` times already (they fail then). A job
+with built-in tools commits its finished tool turns (``progress``) as it goes and resumes from them
+(``serve.episodes``); ``GET`` shows how many turns each choice has finished.
 Finished jobs older than ``job_retention`` seconds are deleted. One server per jobs database.
 
 A job stores its request as validated (unknown fields dropped), never the raw body. The worker runs up to
@@ -38,7 +40,8 @@ log = logging.getLogger(__name__)
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE, FINISHED = ("queued", "running"), ("succeeded", "failed", "cancelled")
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+PROGRESS_COLUMN = ("progress", "TEXT")  # JSON: a tool-using job's finished turns per choice (serve.episodes)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- queue order
@@ -74,6 +77,20 @@ def default_jobs_path(traces_path: str | Path) -> Path:
     return Path(traces_path).resolve().parent / "jobs.db"
 
 
+def progress_of(row: dict) -> list[list[dict]] | None:
+    """A tool-using job's persisted turns per choice (None before its first tool turn)."""
+    return json.loads(row["progress"])["choices"] if row.get("progress") else None
+
+
+def progress_summary(progress: str | None) -> dict | None:
+    """What the API shows of a job's progress: per choice, the tool turns finished and the tools they called."""
+    if not progress:
+        return None
+    choices = json.loads(progress)["choices"]
+    return {"turns": [len(turns) for turns in choices],
+            "tool_calls": [[c["name"] for t in turns for c in t["calls"]] for turns in choices]}
+
+
 def job_object(row: dict) -> dict:
     """The API's view of a job row."""
     request = json.loads(row["request"])
@@ -82,6 +99,7 @@ def job_object(row: dict) -> dict:
             "started_at": None if row["started"] is None else int(row["started"]),
             "finished_at": None if row["finished"] is None else int(row["finished"]),
             "metadata": request.get("metadata"),
+            "progress": progress_summary(row.get("progress")),
             "result": json.loads(row["result"]) if row["result"] else None,
             "error": json.loads(row["error"]) if row["error"] else None}
 
@@ -97,6 +115,7 @@ class JobStore:
         self._conn = connect(self.path, synchronous="FULL")
         self._conn.executescript(SCHEMA)
         add_column(self._conn, "jobs", *OWNER_COLUMN)
+        add_column(self._conn, "jobs", *PROGRESS_COLUMN)
         self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         self._lock = threading.Lock()
 
@@ -174,6 +193,12 @@ class JobStore:
                                       "WHERE status='running'").rowcount, failed
 
         return self._transaction(requeue)
+
+    def save_progress(self, job_id: str, progress: dict) -> bool:
+        """Store a running job's progress (committed before this returns); False when it is no longer running."""
+        with self._lock:
+            return self._conn.execute("UPDATE jobs SET progress=? WHERE id=? AND status='running'",
+                                      (json.dumps(progress), job_id)).rowcount > 0
 
     def finish(self, job_id: str, result: dict) -> bool:
         """Store the result; False when the job is no longer running (cancelled meanwhile)."""

@@ -41,13 +41,18 @@ class Limits(ConfigBlock):
     max_queued_jobs: int = arg(64, "queued or running /v1/jobs of one API key (429 beyond)")
     job_attempts: int = arg(3, "times a job is started before it is failed (a crash mid-job restarts it)")
     job_retention: float = arg(7 * DAY, "seconds a finished job is kept before it is deleted")
+    max_tool_calls: int = arg(8, "built-in tool calls (--builtin-tools) per choice; a turn past it ends the choice")
+    max_tool_turns: int = arg(8, "model turns per choice with built-in tools (each tool turn is one)")
+    max_tool_tokens: int | None = arg(None, "tokens of a choice with built-in tools, the model's and the tool "
+                                            "responses' together (None: what the prompt leaves of the context)")
 
     def __post_init__(self):
         super().__post_init__()
         check_positive(self, "max_body_bytes", "body_timeout", "header_timeout", "keep_alive_timeout",
                        "max_connections", "max_messages", "max_stop_chars", "max_request_tokens",
-                       "max_requests_per_key", "max_queued_jobs", "job_attempts", "job_retention")
-        for name in ("max_prompt_chars", "slots_per_request"):
+                       "max_requests_per_key", "max_queued_jobs", "job_attempts", "job_retention", "max_tool_turns")
+        require(self.max_tool_calls >= 0, "max_tool_calls", "must be >= 0")
+        for name in ("max_prompt_chars", "slots_per_request", "max_tool_tokens"):
             require(getattr(self, name) is None or getattr(self, name) > 0, name, "must be > 0 (or None)")
         require(self.reserved_slots is None or self.reserved_slots >= 0, "reserved_slots", "must be >= 0 (or None)")
 

@@ -18,6 +18,7 @@ fields, the model name, the explicit limits and the metadata are checked here.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -28,6 +29,7 @@ from ..engine import SamplingParams
 from ..tokenizer import render_prompt
 from .limits import Limits, planned_tokens
 from .protocol import APIError, ChatCompletionRequest
+from .tool_calls import ToolUse, template_messages, tool_use
 from .traces import TaskResolver, Verification, verification_from_metadata
 
 # per sample, without max_completion_tokens; the effort service shares a budget between samples
@@ -53,6 +55,7 @@ class Prepared:
     verification: Verification | None
     remote_body: dict | None = None  # what a remote backend is sent
     owner: str = ""  # the name of the API key that sent it (its traces and jobs are that key's)
+    tools: ToolUse | None = None  # the tools the prompt shows; the answer's calls become tool_calls
 
     def stored(self) -> dict:
         """The request as validated (unknown fields dropped): what a job keeps to run it again."""
@@ -92,14 +95,29 @@ def longest_token(tok) -> int:
     return max((len(t) for t in tok.get_vocab()), default=1) if tok is not None else 1
 
 
+def client_texts(req: ChatCompletionRequest) -> list[tuple[str, str, str]]:
+    """(param, where, text) of every text a request carries into the prompt."""
+    out = []
+    for i, m in enumerate(req.messages):
+        d = m.to_template()
+        out += [(f"messages.{i}.{key}", f"messages[{i}].{key}", d[key]) for key in ("content", "reasoning_content")
+                if d.get(key)]
+        out += [(f"messages.{i}.tool_calls.{j}", f"messages[{i}].tool_calls[{j}]",
+                 c.function.name + c.function.arguments) for j, c in enumerate(m.tool_calls or [])]
+    out += [(f"tools.{j}", f"tools[{j}]", json.dumps(t.model_dump(exclude_none=True), ensure_ascii=False))
+            for j, t in enumerate(req.tools or [])]
+    return out
+
+
 class RequestPreparer:
     """``preparer(body, owner) -> Prepared`` for one served model. ``tok`` and ``context`` (the model's maximum
     positions) are unused with a ``remote`` backend; ``router``: auto's, whose arms bound its work."""
 
     def __init__(self, model_name: str, tok, context: int | None, remote, tasks: TaskResolver,
-                 limits: Limits | None = None, router=None):
+                 limits: Limits | None = None, router=None, builtin_tools: list[dict] | None = None):
         self.model_name, self.tok, self.context, self.remote, self.tasks = model_name, tok, context, remote, tasks
         self.limits, self.router = limits or Limits(), router
+        self.builtin_tools = list(builtin_tools or [])  # schemas of the tools the server runs (serve.episodes)
         self.specials = control_tokens(tok) if tok is not None else []
         self.max_chars = self.limits.max_prompt_chars
         if self.max_chars is None and remote is None and context:
@@ -130,19 +148,19 @@ class RequestPreparer:
                                  f"Stop string {i} has {len(stop)} characters", "stop")
         return req
 
-    def check_text(self, messages: list[dict]) -> None:
-        """The input's size and its control tokens, before rendering."""
-        texts = [(i, key, m[key]) for i, m in enumerate(messages) for key in ("content", "reasoning_content")
-                 if m.get(key)]
+    def check_text(self, req: ChatCompletionRequest) -> None:
+        """The input's size and its control tokens, before rendering: every text the client sent (messages,
+        their tool calls, the tool schemas), errors naming where it is in the request."""
+        texts = client_texts(req)
         chars = sum(len(t) for _, _, t in texts)
         if self.max_chars is not None and chars > self.max_chars:
             raise over_limit("max_prompt_chars", self.max_chars, f"The messages have {chars} characters", "messages")
-        for i, key, text in texts:
+        for param, where, text in texts:
             special = next((s for s in self.specials if s in text), None)
             if special is not None:
-                raise APIError(400, f"messages[{i}].{key} contains {special!r}, a control token of this model's chat "
+                raise APIError(400, f"{where} contains {special!r}, a control token of this model's chat "
                                     "template; remove it (as text it would end or forge a turn).",
-                               param=f"messages.{i}.{key}", code="control_token_in_text")
+                               param=param, code="control_token_in_text")
 
     def check_work(self, req: ChatCompletionRequest, effort: str, room: int | None) -> None:
         """``max_request_tokens`` against the most the request may generate (``room``: None with a remote
@@ -162,14 +180,15 @@ class RequestPreparer:
         req = self.validate(body)
         effort = req.reasoning_effort or DEFAULT_EFFORT
         mode = effort_mode(effort)
-        messages = [m.to_template() for m in req.messages]
-        self.check_text(messages)
+        self.check_text(req)
+        tools = tool_use(req, self.builtin_tools)
+        messages = template_messages(req.messages, tools)  # the tool schemas and tool turns as the template sees them
         if self.remote is not None:  # the remote renders, checks the context length and picks its budget
             self.check_work(req, effort, None)
             return Prepared(req, effort, mode, messages, [], None, self._verification(req, messages, mode),
-                            self.remote.request_body(req), owner)
+                            self.remote.request_body(req), owner, tools)
         prompt_ids = self.render(messages, mode)
-        room = self.room(req, prompt_ids)
+        room = self.room(req, prompt_ids, tools)
         self.check_work(req, effort, room)
         sampling = SamplingParams(
             max_tokens=req.budget or min(EFFORT_BUDGET[effort], room),
@@ -177,7 +196,7 @@ class RequestPreparer:
             top_p=1.0 if req.top_p is None else req.top_p, stop=tuple(req.stop_list), seed=req.seed,
             ignore_eos=req.ignore_eos)
         verification = self._verification(req, messages, mode)
-        return Prepared(req, effort, mode, messages, prompt_ids, sampling, verification, owner=owner)
+        return Prepared(req, effort, mode, messages, prompt_ids, sampling, verification, owner=owner, tools=tools)
 
     def render(self, messages: list[dict], mode: str) -> list[int]:
         try:
@@ -186,13 +205,17 @@ class RequestPreparer:
             raise APIError(400, f"Could not render the messages with the chat template: {e}",
                            param="messages") from None
 
-    def room(self, req: ChatCompletionRequest, prompt_ids: list[int]) -> int:
+    def room(self, req: ChatCompletionRequest, prompt_ids: list[int], tools: ToolUse | None = None) -> int:
         """Tokens the prompt leaves of the context (400 when none, or fewer than the budget asked for)."""
         context = self.context
         room = context - len(prompt_ids)
         if room < 1:
+            # the tool schemas are easily most of a small model's context: say so, and how to leave them out
+            why = "" if tools is None else (", the system prompt's tool schemas included (" + ", ".join(
+                s["function"]["name"] for s in tools.schemas) + "); send fewer tools or tool_choice 'none', or "
+                "serve a model with a longer context")
             raise APIError(400, f"This model's maximum context length is {context} tokens; the messages "
-                                f"take {len(prompt_ids)}.", param="messages", code="context_length_exceeded")
+                                f"take {len(prompt_ids)}{why}.", param="messages", code="context_length_exceeded")
         asked = req.budget
         if asked is not None and asked > room:
             raise APIError(400, f"This model's maximum context length is {context} tokens; you asked for "

@@ -18,7 +18,7 @@ import time
 import uuid
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_serializer
 
 from ..effort import EFFORTS
 
@@ -51,12 +51,57 @@ class TextPart(BaseModel):
     text: str
 
 
+class FunctionCallIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str = Field(min_length=1, max_length=64)
+    arguments: str = "{}"  # a JSON object as a string, as OpenAI returns it
+
+
+class ToolCallIn(BaseModel):
+    """A tool call of an assistant turn in the history (as ``message.tool_calls`` returned it)."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: str = Field(min_length=1, max_length=200)
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+
+
+class FunctionSpec(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict | None = None  # a JSON schema (OpenAI function "parameters")
+
+
+class ToolSpec(BaseModel):
+    """One entry of a request's ``tools``: a function the model may call."""
+
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["function"]
+    function: FunctionSpec
+
+
+class FunctionName(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    """``tool_choice: {"type": "function", "function": {"name": ...}}``: call that function."""
+
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["function"]
+    function: FunctionName
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     reasoning_content: str | None = None  # assistant turns in the history may carry their reasoning
     reasoning: str | None = None  # the same, under vLLM's current name
+    tool_calls: list[ToolCallIn] | None = None  # an assistant turn's calls (serve.tool_calls renders them)
+    tool_call_id: str | None = None  # a tool turn: the call it answers
 
     def text(self) -> str:
         if self.content is None:
@@ -99,6 +144,19 @@ class ChatCompletionRequest(BaseModel):
     ignore_eos: bool = False  # vLLM's extension: keep generating past the end-of-turn token
     logprobs: bool | None = None  # forwarded to a remote that returns them (serve.remote); the local engine ignores it
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    tools: list[ToolSpec] | None = Field(None, max_length=128)  # functions the model may call (serve.tool_calls)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None  # accepted; every call the model writes is returned
+
+    @field_validator("tool_choice", mode="before")
+    @classmethod
+    def _tool_choice(cls, v):  # one clear message instead of one per member of the union
+        named = isinstance(v, dict) and v.get("type") == "function" and isinstance(v.get("function"), dict) \
+            and isinstance(v["function"].get("name"), str)
+        if v is None or v in ("none", "auto", "required") or named:
+            return v
+        raise ValueError("must be 'none', 'auto', 'required' or {'type': 'function', 'function': {'name': ...}}, "
+                         f"got {v!r:.100}")
 
     @field_validator("metadata")
     @classmethod
@@ -150,10 +208,19 @@ class AssistantMessage(BaseModel):
     content: str | None
     reasoning_content: str | None = None
     reasoning: str | None = None  # the same text: set both with ``assistant_message``
+    tool_calls: list[dict] | None = None  # [{"id", "type": "function", "function": {"name", "arguments"}}]
+
+    @model_serializer(mode="wrap")
+    def _drop_empty_tool_calls(self, handler):  # a message without calls has no tool_calls key, as OpenAI's
+        out = handler(self)
+        if out.get("tool_calls") is None:
+            out.pop("tool_calls", None)
+        return out
 
 
-def assistant_message(reasoning: str | None, content: str | None) -> AssistantMessage:
-    return AssistantMessage(content=content, reasoning_content=reasoning, reasoning=reasoning)
+def assistant_message(reasoning: str | None, content: str | None,
+                      tool_calls: list[dict] | None = None) -> AssistantMessage:
+    return AssistantMessage(content=content, reasoning_content=reasoning, reasoning=reasoning, tool_calls=tool_calls)
 
 
 def reasoning_delta(text: str) -> dict:
@@ -166,11 +233,11 @@ def sse(data: dict) -> str:
 
 
 def chunk_event(meta: dict, index: int, delta: dict, finish_reason: str | None = None, logprobs=None,
-                usage_slot: bool = False) -> str:
+                usage_slot: bool = False, fields: dict | None = None) -> str:
     """One ``chat.completion.chunk`` SSE event for choice ``index``; ``usage_slot``: with ``"usage": null``
-    (a stream whose last chunk carries the usage)."""
+    (a stream whose last chunk carries the usage); ``fields``: more top-level fields (slowthink's own)."""
     extra = {"usage": None} if usage_slot else {}
-    return sse({**meta, "object": "chat.completion.chunk", **extra,
+    return sse({**meta, "object": "chat.completion.chunk", **extra, **(fields or {}),
                 "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": logprobs}]})
 
 
@@ -205,6 +272,14 @@ class ChatCompletion(BaseModel):
     choices: list[Choice]
     usage: Usage
     route: dict | None = None  # slowthink: what reasoning_effort high/auto ran and why (None otherwise)
+    tool_use: list[dict] | None = None  # slowthink: per choice, what the built-in tools ran (serve.episodes)
+
+    @model_serializer(mode="wrap")
+    def _drop_empty_tool_use(self, handler):  # only requests that ran built-in tools carry it
+        out = handler(self)
+        if out.get("tool_use") is None:
+            out.pop("tool_use", None)
+        return out
 
 
 class ModelCard(BaseModel):

@@ -64,8 +64,13 @@ remote returns none) says whether the remote returns token log-probs. Code that 
 :func:`require_logprobs` and gets :class:`LogprobsUnavailable` (a 400 in a request) instead of silently
 missing numbers. The local engine always has them.
 
-Limitations: only chat completions are forwarded (no tools / response_format / multimodal parts, as for
-the local engine); prompt-length checks are the remote's; ``--model`` must name a model the remote serves
+**Tools.** ``tools``, ``tool_choice`` and ``parallel_tool_calls`` are forwarded as the client sent them,
+and so are tool turns of the history; the remote's ``message.tool_calls`` (streamed: its
+``delta.tool_calls`` pieces, as they come) are relayed unchanged, and the trace stores them as
+``<tool_call>`` markup after the content. The server's own ``--builtin-tools`` need the local engine.
+
+Limitations: only chat completions are forwarded (no response_format / multimodal parts, as for the local
+engine); prompt-length checks are the remote's; ``--model`` must name a model the remote serves
 (its 404 is passed on).
 """
 
@@ -84,6 +89,7 @@ from .jobs import JobCancelled
 from .protocol import APIError, assistant_message, chunk_event, error_body, reasoning_delta, sse, usage_event
 from .responses import DONE, event_stream
 from .scrub import redact_url, scrub
+from .tool_calls import call_markup
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +151,20 @@ class _ChoiceText:
         self.raw = ""
         self.sent_r = self.sent_c = 0
         self.finish_reason: str | None = None
+        self._calls: dict[int, dict] = {}  # streamed tool calls by index
+
+    def add_calls(self, deltas: list[dict]) -> None:
+        """Join streamed ``delta.tool_calls`` pieces: the id, type and name once, the arguments in pieces."""
+        for d in deltas:
+            call = self._calls.setdefault(d.get("index", 0), {"id": None, "type": "function",
+                                                              "function": {"name": "", "arguments": ""}})
+            call["id"] = d.get("id") or call["id"]
+            fn = d.get("function") or {}
+            call["function"]["name"] += fn.get("name") or ""
+            call["function"]["arguments"] += fn.get("arguments") or ""
+
+    def calls(self) -> list[dict] | None:
+        return [self._calls[k] for k in sorted(self._calls)] or None
 
     def current(self, final: bool) -> tuple[str | None, str]:
         think, content = split_think(self.raw, final)
@@ -160,6 +180,27 @@ class _ChoiceText:
         self.sent_r += len(r)
         self.sent_c += len(c)
         return r, c
+
+
+# -- what is forwarded -------------------------------------------------------------------------------
+def forwarded_message(m) -> dict:
+    """A history message as sent on: its fields as the client set them, calls with OpenAI's ``type``."""
+    out = m.model_dump(exclude_unset=True)
+    for call in out.get("tool_calls") or []:
+        call.setdefault("type", "function")
+    return out
+
+
+def forwarded_tools(req) -> dict:
+    """``tools``, ``tool_choice`` and ``parallel_tool_calls`` as the client set them (the remote parses calls)."""
+    out: dict = {}
+    if req.tools:
+        out["tools"] = [t.model_dump(exclude_none=True) for t in req.tools]
+    if req.tool_choice is not None:
+        out["tool_choice"] = req.tool_choice if isinstance(req.tool_choice, str) else req.tool_choice.model_dump()
+    if req.parallel_tool_calls is not None:
+        out["parallel_tool_calls"] = req.parallel_tool_calls
+    return out
 
 
 # -- results, usage and trace rows -------------------------------------------------------------------
@@ -182,15 +223,19 @@ class RemoteChoice:
     content: str
     finish_reason: str
     logprobs: object = None
+    tool_calls: list[dict] | None = None  # the remote's, relayed as they came
 
     @property
     def completion(self) -> str:
-        """The raw completion as the local engine would have written it (for traces -> training)."""
+        """The raw completion as the local engine would have written it (for traces -> training): tool calls
+        as the model's ``<tool_call>`` markup after the content."""
+        content = "\n".join([self.content] * bool(self.content) + [
+            call_markup(c["function"]["name"], c["function"].get("arguments") or "{}") for c in self.tool_calls or []])
         if self.reasoning is None:
-            return self.content
-        if not self.content and self.finish_reason == "length":
+            return content
+        if not content and self.finish_reason == "length":
             return self.reasoning  # the think block never closed
-        return f"{self.reasoning}\n{THINK_CLOSE}\n\n{self.content}"
+        return f"{self.reasoning}\n{THINK_CLOSE}\n\n{content}"
 
 
 def build_remote_result(p, choices: list[RemoteChoice], remote_usage: dict | None, meta: dict, t0: float,
@@ -213,7 +258,8 @@ def build_remote_result(p, choices: list[RemoteChoice], remote_usage: dict | Non
     latency, finished = time.monotonic() - t0, time.time()
     out_choices, records = [], []
     for i, c in enumerate(choices):
-        out_choices.append({"index": i, "message": assistant_message(c.reasoning, c.content).model_dump(),
+        message = assistant_message(c.reasoning, c.content if c.content or not c.tool_calls else None, c.tool_calls)
+        out_choices.append({"index": i, "message": message.model_dump(),
                             "finish_reason": c.finish_reason, "logprobs": c.logprobs})
         records.append({
             "id": meta["id"], "choice_index": i, "created": finished, "model": meta["model"], "source": source,
@@ -234,7 +280,7 @@ def choices_from_response(raw: dict) -> list[RemoteChoice]:
             msg = c.get("message") or {}
             think, content = split_think(msg.get("content") or "")
             out.append(RemoteChoice(_merge(_remote_reasoning(msg), think), content, c.get("finish_reason") or "stop",
-                                    c.get("logprobs")))
+                                    c.get("logprobs"), msg.get("tool_calls") or None))
         return out
     except (KeyError, TypeError, AttributeError) as e:
         raise APIError(502, f"The remote server's answer is not a chat completion ({type(e).__name__}: {e}).",
@@ -333,7 +379,8 @@ class OpenAIBackend:
     # -- requests ------------------------------------------------------------------------------------------
     def request_body(self, req) -> dict:
         """The body sent to the remote for a validated request."""
-        fwd: dict = {"model": self.model, "messages": [m.model_dump(exclude_unset=True) for m in req.messages]}
+        fwd: dict = {"model": self.model, "messages": [forwarded_message(m) for m in req.messages]}
+        fwd.update(forwarded_tools(req))
         for key in FORWARDED:
             if key in req.model_fields_set and getattr(req, key) is not None:
                 fwd[key] = getattr(req, key)
@@ -510,6 +557,9 @@ async def _stream(backend: OpenAIBackend, resp, p, meta: dict, include_usage: bo
                 r, c = st.feed(_remote_reasoning(delta), delta.get("content"), final=bool(finish))
                 for s in deltas(i, r, c, ch.get("logprobs")):
                     yield s
+                if delta.get("tool_calls"):  # relayed as they come; joined for the trace
+                    st.add_calls(delta["tool_calls"])
+                    yield chunk(i, {"tool_calls": delta["tool_calls"]})
                 if finish:
                     st.finish_reason = finish
                     yield chunk(i, {}, finish)
@@ -521,7 +571,7 @@ async def _stream(backend: OpenAIBackend, resp, p, meta: dict, include_usage: bo
         choices = []
         for i in sorted(states):
             reasoning, content = states[i].current(final=True)
-            choices.append(RemoteChoice(reasoning, content, states[i].finish_reason))
+            choices.append(RemoteChoice(reasoning, content, states[i].finish_reason, None, states[i].calls()))
         result, records = build_remote_result(p, choices, usage, meta, t0, "chat", True)
         record(records)
         if include_usage:

@@ -17,19 +17,21 @@ from collections.abc import AsyncIterator, Callable
 
 from fastapi.responses import StreamingResponse
 
-from ..chat import Mode, THINK_CLOSE, held_back, split_output
+from ..chat import Mode, THINK_CLOSE, TOOL_CALL_OPEN, held_back, split_output
 from ..engine import Completion
 from .prepare import Prepared
-from .protocol import (ChatCompletion, Choice, assistant_message, chunk_event, error_body, make_usage, reasoning_delta,
-                       sse, usage_event)
+from .protocol import (AssistantMessage, ChatCompletion, Choice, assistant_message, chunk_event, error_body,
+                       make_usage, reasoning_delta, sse, usage_event)
+from .tool_calls import split_calls, tool_call_deltas
 
 
 class SequenceStream:
     """Incremental decoding of one sequence: each ``feed`` returns the new (reasoning, content) text,
-    always a prefix of what ``split_output`` gives for the finished completion."""
+    always a prefix of what ``split_output`` gives for the finished completion. ``tools``: the answer may
+    hold tool calls, so content stops at the first ``<tool_call>`` (the calls are sent once complete)."""
 
-    def __init__(self, tok, eos_ids: set[int], mode: str, stops: list[str]):
-        self.tok, self.eos_ids, self.mode, self.stops = tok, eos_ids, mode, stops
+    def __init__(self, tok, eos_ids: set[int], mode: str, stops: list[str], tools: bool = False):
+        self.tok, self.eos_ids, self.mode, self.stops, self.tools = tok, eos_ids, mode, stops, tools
         self.ids: list[int] = []
         self.sent_reasoning = 0
         self.sent_content = 0
@@ -38,25 +40,32 @@ class SequenceStream:
         for s in self.stops:  # a complete stop string: the engine ends the sequence there
             if (i := text.find(s)) >= 0:
                 text = text[:i]
-        markers = list(self.stops)
+        markers = list(self.stops) + ([TOOL_CALL_OPEN] if self.tools else [])
         if self.mode == Mode.SYSTEM2 and THINK_CLOSE not in text:
             markers.append(THINK_CLOSE)
         text = text[:len(text) - held_back(text, markers)]
         while text.endswith("\ufffd"):  # an incomplete multi-byte character
             text = text[:-1]
         if self.mode == Mode.SYSTEM1:
-            return None, text.strip()
+            return None, self._before_calls(text).strip()
         if THINK_CLOSE not in text:
             return text.strip("\n"), ""  # trailing newlines held: they may precede </think>
         reasoning, answer = text.split(THINK_CLOSE, 1)
-        return reasoning.strip("\n"), answer.strip()
+        return reasoning.strip("\n"), self._before_calls(answer).strip()
+
+    def _before_calls(self, answer: str) -> str:
+        return answer.split(TOOL_CALL_OPEN, 1)[0] if self.tools else answer
 
     def feed(self, new_ids: list[int]) -> tuple[str, str]:
         self.ids.extend(new_ids)
         ids = [t for t in self.ids if t not in self.eos_ids]
         return self._diff(*self._safe(self.tok.decode(ids, skip_special_tokens=False)))
 
-    def finish(self, completion: Completion) -> tuple[str, str]:
+    def finish(self, completion: Completion, message: AssistantMessage | None = None) -> tuple[str, str]:
+        """The rest of the text; ``message``: the final message when it is not ``split_output``'s (tool calls
+        cut from its content)."""
+        if message is not None:
+            return self._diff(message.reasoning_content, message.content or "")
         return self._diff(*split_output(completion.text, self.mode))
 
     def _diff(self, reasoning: str | None, content: str) -> tuple[str, str]:
@@ -96,14 +105,16 @@ def build_result(tok, model_name: str, p: Prepared, completions: list[Completion
     latency, finished = time.monotonic() - t0, time.time()
     for i, c in enumerate(completions):
         reasoning, content = split_output(c.text, p.mode)
+        content, calls = split_calls(content) if p.tools is not None else (content, [])
         n_reasoning = reasoning_token_count(tok, c, p.mode)
-        choices.append(Choice(index=i, finish_reason=c.finish_reason, message=assistant_message(reasoning, content)))
+        choices.append(Choice(index=i, finish_reason="tool_calls" if calls else c.finish_reason,
+                              message=assistant_message(reasoning, content, calls or None)))
         completion_tokens += len(c.token_ids)
         reasoning_tokens += n_reasoning
         records.append({
             "id": meta["id"], "choice_index": i, "created": finished, "model": model_name, "source": source,
             "stream": int(stream), "messages": p.messages, "completion": c.text, "reasoning": reasoning,
-            "answer": content, "reasoning_effort": p.effort, "mode": p.mode,
+            "answer": content or "", "reasoning_effort": p.effort, "mode": p.mode,
             "prompt_tokens": len(p.prompt_ids), "completion_tokens": len(c.token_ids),
             "reasoning_tokens": n_reasoning, "latency_s": latency, "finish_reason": c.finish_reason,
             "metadata": p.req.metadata})
@@ -159,14 +170,18 @@ def deltas(meta: dict, index: int, reasoning: str, content: str, usage_slot: boo
 
 
 async def replay_events(result: ChatCompletion, meta: dict, include_usage: bool) -> AsyncIterator[str]:
-    """The SSE events of a finished result (a vote or a route decides the answer only at the end):
-    the same chunk sequence a live stream sends, reasoning then content per choice."""
+    """The SSE events of a finished result (a vote, a route or built-in tools decide the answer only at the end):
+    the same chunk sequence a live stream sends, reasoning then content per choice; with built-in tools each
+    choice's finishing chunk carries what they ran for it (``tool_use``: that choice's entry)."""
     for c in result.choices:
         yield chunk_event(meta, c.index, {"role": "assistant", "content": ""}, usage_slot=include_usage)
     for c in result.choices:
         for event in deltas(meta, c.index, c.message.reasoning_content or "", c.message.content or "", include_usage):
             yield event
-        yield chunk_event(meta, c.index, {}, c.finish_reason, usage_slot=include_usage)
+        for delta in tool_call_deltas(c.message.tool_calls or []):
+            yield chunk_event(meta, c.index, delta, usage_slot=include_usage)
+        ran = None if result.tool_use is None else {"tool_use": result.tool_use[c.index]}
+        yield chunk_event(meta, c.index, {}, c.finish_reason, usage_slot=include_usage, fields=ran)
     if include_usage:
         yield usage_event(meta, result.usage.model_dump())
     yield DONE
@@ -179,7 +194,7 @@ async def sse_events(job, p: Prepared, meta: dict, include_usage: bool, tok, eos
     builds (and records) the final result, whose usage the last chunk carries when asked;
     ``cancel(job)`` frees the engine slots when the stream ends early (client gone, error)."""
     req = p.req
-    streams = [SequenceStream(tok, eos_ids, p.mode, req.stop_list) for _ in range(req.n)]
+    streams = [SequenceStream(tok, eos_ids, p.mode, req.stop_list, p.tools is not None) for _ in range(req.n)]
     done = False
     try:
         for i in range(req.n):
@@ -195,10 +210,13 @@ async def sse_events(job, p: Prepared, meta: dict, include_usage: bool, tok, eos
                         yield event
             if update.completions is not None:
                 result = finish(update.completions)
-                for i, c in enumerate(update.completions):
-                    for event in deltas(meta, i, *streams[i].finish(c), include_usage):
+                for i, (c, choice) in enumerate(zip(update.completions, result.choices)):
+                    message = choice.message if p.tools is not None else None
+                    for event in deltas(meta, i, *streams[i].finish(c, message), include_usage):
                         yield event
-                    yield chunk_event(meta, i, {}, c.finish_reason, usage_slot=include_usage)
+                    for delta in tool_call_deltas(choice.message.tool_calls or []):
+                        yield chunk_event(meta, i, delta, usage_slot=include_usage)
+                    yield chunk_event(meta, i, {}, choice.finish_reason, usage_slot=include_usage)
                 if include_usage:
                     yield usage_event(meta, result.usage.model_dump())
                 break

@@ -42,6 +42,8 @@ class Server:
     jobs: JobStore | None = None
     runner: JobRunner | None = None  # set once the app exists (it runs jobs through the routes' code)
     auto_router: Any = None  # a trained router for reasoning_effort="auto" (None: auto runs medium)
+    toolset: Any = None  # the tools the server runs itself (--builtin-tools; serve.episodes), or None
+    tool_pool: Any = None  # the threads those tools run on
     created: int = field(default_factory=now)
     in_progress: Counter = field(default_factory=Counter)  # chat requests per owner (event loop only)
 
@@ -117,12 +119,15 @@ class Server:
                 await self.remote.close()
             if self.traces is not None:
                 await asyncio.to_thread(self.traces.close)
+            if self.tool_pool is not None:
+                self.tool_pool.shutdown(wait=False, cancel_futures=True)
 
 
 def open_server(model, tok, model_name: str, api_key: str | Keys | dict | None = None, max_batch: int = 64,
                 max_queue: int = 256, traces: str | Path | TraceStore | None = None,
                 jobs: str | Path | JobStore | None = None, tasks: dict | None = None,
-                backend: OpenAIBackend | None = None, router=None, limits: Limits | None = None) -> Server:
+                backend: OpenAIBackend | None = None, router=None, limits: Limits | None = None,
+                toolset=None) -> Server:
     """The shared state of a server (see ``create_app`` for the arguments); nothing starts yet."""
     from .keys import as_keys
 
@@ -134,10 +139,21 @@ def open_server(model, tok, model_name: str, api_key: str | Keys | dict | None =
         engine = Engine(model, tok, max_batch=max_batch)
         scheduler = Scheduler(engine, max_queue, limits.slots_per_request, limits.reserved_slots)
         context = getattr(model.config, "max_position_embeddings", None) or tok.model_max_length
-    preparer = RequestPreparer(model_name, tok, context, remote, TaskResolver(tasks), limits, router)
+    if toolset is not None and remote is not None:
+        raise ValueError("built-in tools (--builtin-tools) run with the local backend only")
+    preparer = RequestPreparer(model_name, tok, context, remote, TaskResolver(tasks), limits, router,
+                               toolset.schemas() if toolset is not None else None)
     return Server(model_name, preparer, as_keys(api_key), limits, model, tok, engine, scheduler, context, remote,
                   traces=TraceStore(traces) if isinstance(traces, (str, Path)) else traces,
-                  jobs=JobStore(jobs) if isinstance(jobs, (str, Path)) else jobs, auto_router=router)
+                  jobs=JobStore(jobs) if isinstance(jobs, (str, Path)) else jobs, auto_router=router,
+                  toolset=toolset, tool_pool=tool_threads() if toolset is not None else None)
+
+
+def tool_threads():
+    """Threads for built-in tool calls: tools of different requests run at once, off the event loop."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(max_workers=8, thread_name_prefix="slowthink-tools")
 
 
 def server_of(request: Request) -> Server:

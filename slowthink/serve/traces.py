@@ -5,7 +5,10 @@
 
 A row holds the request's messages (as the chat template saw them), the raw completion text and its
 split into ``reasoning`` / ``answer``, ``reasoning_effort`` and mode, token counts, latency, finish
-reason, where it came from (``chat`` or ``job``; streamed or not) and the request's ``metadata``.
+reason, where it came from (``chat`` or ``job``; streamed or not) and the request's ``metadata``. A choice
+that ran built-in tools (``serve.episodes``) also keeps its episode's structure: ``completion_ids`` (the token
+ids as sampled, tool responses included, as ``completion``'s text has them) and ``completion_mask`` (1 on the
+model's tokens, 0 on the tool responses'); null for every other trace.
 
 **Verification.** A request whose ``metadata`` names a task is scored by that task's verifier
 (``Task.score``) and the verdict is stored (``task_correct``)::
@@ -23,7 +26,9 @@ the connection (WAL mode) and commits in batches; scoring runs there too. Feedba
 queue, so it always lands after the completion it is about.
 
 **Into training.** ``traces_to_examples(path, tok, task)`` turns an exported JSONL file into rendered
-training examples (verified correct and ended by themselves, as STaR keeps them).
+training examples (verified correct and ended by themselves, as STaR keeps them). A tool episode's trace is
+rendered from its token ids with its mask, so its tool responses are context, never trained on; its verdict
+is taken on the completion without the call and response blocks, as the tool environments score it.
 """
 
 from __future__ import annotations
@@ -43,11 +48,11 @@ from typing import Any
 
 from ..tasks.base import Problem
 from ..tasks.guard import guard
-from ..chat import Mode
+from ..chat import Mode, strip_tool_markup
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS traces (
     id TEXT NOT NULL,                 -- the chat completion id (chatcmpl-...)
@@ -77,6 +82,8 @@ CREATE TABLE IF NOT EXISTS traces (
     feedback_comment TEXT,
     feedback_at REAL,
     owner TEXT NOT NULL DEFAULT '',   -- the name of the API key that made it ('' without keys)
+    completion_ids TEXT,              -- built-in tool episodes: JSON token ids of the completion as sampled
+    completion_mask TEXT,             -- and its loss mask (1 the model's tokens, 0 tool responses'); else null
     PRIMARY KEY (id, choice_index)
 );
 CREATE INDEX IF NOT EXISTS traces_created ON traces (created);
@@ -84,8 +91,10 @@ CREATE INDEX IF NOT EXISTS traces_created ON traces (created);
 COLUMNS = ("id", "choice_index", "created", "model", "source", "stream", "messages", "completion", "reasoning",
            "answer", "reasoning_effort", "mode", "prompt_tokens", "completion_tokens", "reasoning_tokens",
            "latency_s", "finish_reason", "metadata", "task", "expected_answer", "extracted_answer",
-           "task_correct", "verify_error", "owner")
+           "task_correct", "verify_error", "owner", "completion_ids", "completion_mask")
 OWNER_COLUMN = ("owner", "TEXT NOT NULL DEFAULT ''")  # added to databases of schema 1
+EPISODE_COLUMNS = (("completion_ids", "TEXT"), ("completion_mask", "TEXT"))  # added to databases of schema < 3
+JSON_COLUMNS = ("messages", "metadata", "completion_ids", "completion_mask")
 CORRECT = "COALESCE(feedback_correct, task_correct)"
 
 
@@ -156,7 +165,13 @@ class TaskResolver:
             if name not in self._tasks:
                 if name not in BUILTIN_TASKS:
                     raise KeyError(name)
-                self._tasks[name] = guard(get_task(name), report=log.warning)
+                try:
+                    task = get_task(name)
+                except Exception:  # noqa: BLE001 - a task that needs arguments (a data set's path): not buildable here
+                    raise ValueError(f"metadata.task: this server verifies {name!r} only for the data the served "
+                                     f"model was trained on; it serves {', '.join(sorted(self._tasks)) or 'none'}") \
+                        from None
+                self._tasks[name] = guard(task, report=log.warning)
             return self._tasks[name]
 
 
@@ -212,6 +227,8 @@ class TraceStore:
         try:
             conn.executescript(SCHEMA)
             add_column(conn, "traces", *OWNER_COLUMN)
+            for column in EPISODE_COLUMNS:
+                add_column(conn, "traces", *column)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         finally:
             conn.close()
@@ -309,16 +326,16 @@ class TraceStore:
     def _do_add(conn, records: list[dict], verification: Verification | None, replace: bool) -> int:
         rows = []
         for rec in records:
-            rec = {**rec, "task": None, "expected_answer": None, "extracted_answer": None, "task_correct": None,
-                   "verify_error": None}
+            rec = {"completion_ids": None, "completion_mask": None, **rec, "task": None, "expected_answer": None,
+                   "extracted_answer": None, "task_correct": None, "verify_error": None}
             if verification is not None:
                 rec["task"], rec["expected_answer"] = verification.task_name, verification.problem.answer
-                score, crash = verification.task.check(verification.problem, rec["completion"], rec["mode"])
+                score, crash = verification.task.check(verification.problem, scored_text(rec), rec["mode"])
                 if crash is None:
                     rec["extracted_answer"], rec["task_correct"] = score.answer, int(bool(score.correct))
                 else:  # a verifier bug leaves the verdict empty
                     rec["verify_error"] = f"{crash.error} at {crash.site}"[:1000]
-            for key in ("messages", "metadata"):
+            for key in JSON_COLUMNS:
                 if rec[key] is not None and not isinstance(rec[key], str):
                     rec[key] = json.dumps(rec[key])
             rows.append(tuple(rec[c] for c in COLUMNS))
@@ -343,7 +360,7 @@ class TraceStore:
 # -- reading and exporting ---------------------------------------------------------------------------
 def _record(row: sqlite3.Row) -> dict:
     d = dict(row)
-    for key in ("messages", "metadata"):
+    for key in JSON_COLUMNS:
         d[key] = json.loads(d[key]) if d[key] is not None else None
     d["stream"] = bool(d["stream"])
     for key in ("task_correct", "feedback_correct", "correct"):
@@ -421,11 +438,35 @@ def traces_to_examples(path: str | Path, tok, task=None, mode: str | None = None
                     data = json.loads((rec.get("metadata") or {}).get("problem_data") or "{}")
                     problem = Problem(key=question, level=0, question=question, answer=rec["expected_answer"],
                                       data=data)
-                    if not task.score(problem, rec["completion"], rec["mode"]).correct:
+                    if not task.score(problem, scored_text(rec), rec["mode"]).correct:
                         continue
             key = (json.dumps(rec["messages"], sort_keys=True), rec["completion"], rec["mode"])
             if key in seen:
                 continue
             seen.add(key)
-            examples.append(render_example(tok, rec["messages"], rec["mode"], rec["completion"]))
+            if rec.get("completion_ids") is None:
+                examples.append(render_example(tok, rec["messages"], rec["mode"], rec["completion"]))
+            else:
+                examples.append(render_episode(tok, rec, f"{path}:{line_no}"))
     return examples
+
+
+def scored_text(rec: dict) -> str:
+    """What a verifier scores: the completion, with a tool episode's call and response blocks taken out (as the
+    tool environments score it)."""
+    return rec["completion"] if rec.get("completion_ids") is None else strip_tool_markup(rec["completion"])
+
+
+def render_episode(tok, rec: dict, where: str):
+    """The training example of a built-in tool episode's trace: its prompt, then its completion's token ids as
+    sampled (never re-tokenised) with their mask, so the tool responses (mask 0) stay out of the loss."""
+    from ..tokenizer import Rendered, render_prompt
+
+    ids, mask = rec["completion_ids"], rec.get("completion_mask")
+    if not isinstance(mask, list) or len(mask) != len(ids) or set(mask) - {0, 1}:
+        raise ValueError(f"{where}: completion_mask must be a list of 0/1, one per completion_ids entry")
+    if ids and max(ids) >= len(tok):
+        raise ValueError(f"{where}: completion_ids hold token id {max(ids)}, past this tokenizer's {len(tok)}: "
+                         "the trace was served by a model with another tokenizer")
+    prompt = render_prompt(tok, rec["messages"], rec["mode"])
+    return Rendered(ids=prompt + list(ids), mask=[0] * len(prompt) + list(mask), prompt_len=len(prompt))

@@ -42,6 +42,20 @@ def modes_for_share(system2_fraction: float) -> tuple[str, ...]:
                  if share > 0)
 
 
+def portable(task: str, task_args: dict) -> tuple[str, dict]:
+    """The task spec and arguments with every relative path that names an existing file or folder made absolute
+    (a task file ``my_task.py:MyTask``, a data set's ``path=data.jsonl``), so a later command that follows the
+    record works from any folder, not only from the one the model was trained in."""
+    def absolute(value):  # a path looks like one (a suffix or a folder in it): a field named like a folder stays
+        looks = isinstance(value, str) and (Path(value).suffix or "/" in value)
+        return str(Path(value).resolve()) if looks and Path(value).exists() else value
+
+    file, sep, rest = task.partition(":")
+    if file.endswith(".py") and Path(file).is_file():
+        task = absolute(file) + sep + rest
+    return task, {key: absolute(value) for key, value in task_args.items()}
+
+
 def write_record(model_dir: str | Path, record: TaskRecord) -> None:
     (Path(model_dir) / TASK_FILE).write_text(json.dumps(asdict(record), indent=2) + "\n")
 

@@ -16,13 +16,10 @@ that says what to fix. A crash no check foresaw, on a model's completion mid-run
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import importlib.util
 import inspect
 import random
 import string
-import sys
 import traceback
 import warnings
 from difflib import get_close_matches
@@ -30,12 +27,24 @@ from pathlib import Path
 from typing import Any
 
 from .arithmetic import Arithmetic
+from .code import CodeTask
 from ..chat import MODES, THINK_CLOSE, Mode
 from .base import OPTIONAL_METHODS, REQUIRED_ATTRIBUTES, REQUIRED_METHODS, Problem, Reference, Score
 from .countdown import Countdown
+from .dataset import DatasetTask
 from .doubling import Doubling
+from .gsm8k import GSM8K
+from .math_task import MATH
+from .reasoning_gym import ReasoningGym
+from .recall import Recall
 
 BUILTIN_TASKS: dict[str, type] = {"arithmetic": Arithmetic, "countdown": Countdown, "doubling": Doubling}
+BUILTIN_TASKS["reasoning_gym"] = ReasoningGym  # any reasoning-gym data set or mix: --task-args name=...
+BUILTIN_TASKS["code"] = CodeTask  # HumanEval / MBPP tests run in the sandbox: --task-args path=...
+BUILTIN_TASKS["jsonl"] = DatasetTask  # any data set of questions and answers: --task-args path=...,question=...
+BUILTIN_TASKS["gsm8k"] = GSM8K  # GSM8K word problems (default path: ../shared/data/gsm8k)
+BUILTIN_TASKS["math"] = MATH  # MATH competition problems, checked by math-verify: --task-args path=...
+BUILTIN_TASKS["recall"] = Recall  # facts recalled long after they were given (the memory tool's task)
 
 
 class TaskError(ValueError):
@@ -82,21 +91,13 @@ def _class_from_file(spec: str) -> tuple[type, str]:
     if not path.is_file():
         raise TaskError(f"task file {str(path)!r} not found (looked in {Path.cwd()}). "
                         "Give the path to a .py file, e.g. 'path/to/my_task.py:MyTask'.")
-    resolved = path.resolve()
-    module_name = f"slowthink_user_task_{resolved.stem}_{hashlib.sha1(str(resolved).encode()).hexdigest()[:8]}"
-    module_spec = importlib.util.spec_from_file_location(module_name, resolved)
-    if module_spec is None or module_spec.loader is None:
-        raise TaskError(f"{path}: cannot be imported as a Python module")
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[module_name] = module  # dataclasses and pickling look the module up here
+    from ..tools.user_tools import UserFileError, import_user_file
+
     try:
-        module_spec.loader.exec_module(module)
-    except BaseException as e:  # noqa: BLE001 - any failure in user code is reported, not raised raw
-        sys.modules.pop(module_name, None)
-        if isinstance(e, KeyboardInterrupt):
-            raise
-        raise TaskError(f"{path}: importing the file failed with {type(e).__name__}: {e}\n"
-                        f"{_short_traceback(e)}") from e
+        module = import_user_file(path, "slowthink_user_task")
+    except UserFileError as e:
+        cause = e.__cause__
+        raise TaskError(f"{path}: {e}" + (f"\n{_short_traceback(cause)}" if cause else "")) from cause
     return _pick_class(module, class_name, str(path)), f"{path}:{class_name}" if class_name else str(path)
 
 

@@ -28,11 +28,30 @@ class Example:
 def reference_example(task, tok, problem: Problem, mode: Mode) -> Example:
     ref = task.reference(problem, mode)
     if ref is None:
-        fix = ("define solution_lines(problem) (the worked solution, one step per line) or reference(), or train "
-               "with system2_fraction=0" if mode == Mode.SYSTEM2 else "define reference(), or train with "
-               "system2_fraction=1")
-        raise ValueError(f"task {task.name!r} has no reference solution for mode {mode!r}, and SFT needs one: {fix}")
+        raise ValueError(missing_reference(task, mode))
     return Example(problem, mode, render_example(tok, task.prompt(problem, mode), mode, ref.completion()))
+
+
+def missing_reference(task, mode: Mode) -> str:
+    """Why SFT cannot train ``mode`` on ``task``, and what to change, for a data set's user and a task's author."""
+    if mode == Mode.SYSTEM2:
+        fix = ("map a worked-solution field of the data set with --task-args solution=FIELD, or (a task's author) "
+               "define solution_lines(problem) or reference(); or train answers only with --system2-fraction 0")
+    else:
+        fix = "define reference() in the task, or train worked solutions only with --system2-fraction 1"
+    return f"task {task.name!r} has no reference solution for mode {str(mode.value)!r}, and SFT needs one: {fix}"
+
+
+def check_references(task, levels: list[int], system2_fraction: float) -> None:
+    """Fail before a run starts when a mode SFT will train has no reference (one problem per level is probed)."""
+    import random
+
+    modes = [m for m, share in ((Mode.SYSTEM1, 1 - system2_fraction), (Mode.SYSTEM2, system2_fraction)) if share > 0]
+    for level in levels:
+        problem = task.sample(random.Random(0), level)
+        for mode in modes:
+            if task.reference(problem, mode) is None:
+                raise ValueError(missing_reference(task, mode))
 
 
 def sample_examples(task, tok, seed: int, step: int, batch_size: int, levels: list[int],

@@ -94,7 +94,7 @@ def task_record(cfg):
     """What a trainer's model was trained on, for its ``task.json``: the task, its arguments and levels, and the
     modes it knows (SFT: those of its share of worked solutions; a trainer that starts from a model of the same
     task keeps that model's modes, else knows its own mode)."""
-    from ..tasks.record import TaskRecord, modes_for_share, read_record
+    from ..tasks.record import TaskRecord, modes_for_share, portable, read_record
 
     if hasattr(cfg, "system2_fraction"):
         modes = modes_for_share(cfg.system2_fraction)
@@ -102,20 +102,21 @@ def task_record(cfg):
         start = starting_model(cfg)
         record = read_record(start) if start else None
         own = (cfg.mode,) if hasattr(cfg, "mode") else MODES
-        modes = record.modes if record is not None and record.task == cfg.task else own
-    return TaskRecord(cfg.task, dict(cfg.task_args), tuple(cfg.levels), tuple(modes))
+        modes = record.modes if record is not None and record.task == portable(cfg.task, {})[0] else own
+    return TaskRecord(*portable(cfg.task, dict(cfg.task_args)), tuple(cfg.levels), tuple(modes))
 
 
 def load_init(cfg, model=None, tok=None):
-    """The model a trainer starts from: ``model`` and ``tok`` when given (tests), else ``cfg.init``; on
-    ``cfg.device``."""
+    """The model an RL or DPO trainer starts from: ``model`` and ``tok`` when given (tests), else ``cfg.init``;
+    prepared by ``train.lora.prepare`` (dtype, device, dropout off, gradient checkpointing, LoRA adapters)."""
     from ..models import load_model
+    from .lora import prepare, torch_dtype
 
     if model is None:
-        model, tok = load_model(cfg.init)
+        model, tok = load_model(cfg.init, dtype=torch_dtype(cfg))
     if tok is None:
         raise ConfigError("train(): pass tok together with model")
-    return model.to(cfg.device), tok
+    return prepare(model, cfg, rl=True), tok
 
 
 def heldout_problems(task, cfg) -> list:
@@ -156,16 +157,21 @@ class TrainingRun:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         from ..tasks.guard import VerifierError
+        from .memory import is_out_of_memory, out_of_memory_advice
 
         self.close()
         if isinstance(exc, VerifierError):  # strict_verifier: stop as a halt does, naming the checkpoint to go on from
             raise halted(str(exc), self.ckpt) from exc
+        if exc is not None and is_out_of_memory(exc):  # name the settings to lower (train/memory.py)
+            raise halted(f"{out_of_memory_advice(self.cfg)} ({type(exc).__name__}: {str(exc)[:200]})",
+                         self.ckpt) from exc
 
     def resume(self, model, tok, **tracked) -> dict:
         """Continue from the last checkpoint if there is one: weights into ``model``, RNG states, and the state
         of each ``tracked`` object (optimizers, extra models; saved in every checkpoint under its name). Then
         open the metrics log. Returns the checkpoint's state, with the trainer's extras ({} on a fresh start)."""
         self.model, self.tok, self.tracked = model, tok, tracked
+        self.report_memory()
         state = {}
         if self.ckpt is not None:
             state = load_checkpoint(self.ckpt, model)
@@ -175,6 +181,34 @@ class TrainingRun:
             self.start = state[self.counter]
         self.open_log()
         return state
+
+    def report_memory(self) -> None:
+        """Print the memory estimate of this run's learner and engine (``train/memory.py``) before it starts, for
+        a transformer whose config names its shape. Prompt length: one rendered prompt of the task at its
+        highest level (64 tokens where the task cannot be built from the config)."""
+        import sys
+
+        from .memory import run_estimate
+
+        config = getattr(self.model, "config", None)
+        if config is None or not hasattr(config, "num_hidden_layers") or not hasattr(self.cfg, "max_new_tokens"):
+            return
+        self.memory = run_estimate(self.model, self.cfg, self._prompt_len())
+        print(f"{self.trainer}: {self.memory.line()}", file=sys.stderr)
+
+    def _prompt_len(self) -> int:
+        import random
+
+        from ..chat import Mode
+        from ..tasks import get_task
+        from ..tokenizer import render_prompt
+
+        try:
+            task = get_task(self.cfg.task, **self.cfg.task_args)
+            problem = task.sample(random.Random(0), max(self.cfg.levels or task.levels))
+            return len(render_prompt(self.tok, task.prompt(problem, Mode.SYSTEM2), Mode.SYSTEM2))
+        except Exception:  # a task given as an object (tests) or one that cannot render: a typical prompt's length
+            return 64
 
     def open_log(self) -> RunLog:
         """Drop the metrics logged after the checkpoint the run continues from (on a fresh start: all of them,
@@ -229,7 +263,12 @@ class TrainingRun:
         from ..models import save
         from ..tasks.record import write_record
 
-        save(self.model, self.tok, folder)
+        from .lora import is_lora, save_lora_model
+
+        if is_lora(self.model):  # the merged plain model in folder, the adapter beside it (train/lora.py)
+            write_record(save_lora_model(self.model, self.tok, folder), task_record(self.cfg))
+        else:
+            save(self.model, self.tok, folder)
         write_record(folder, task_record(self.cfg))
 
     def finish(self) -> Path:

@@ -141,6 +141,18 @@ def load_checkpoint(path: str | Path, model) -> dict:
     from safetensors.torch import load_file
 
     path = Path(path)
+    if (path / "adapter_config.json").is_file():  # a LoRA run's checkpoint: the adapter only (train/lora.py)
+        from .lora import load_adapter_state
+
+        load_adapter_state(model, path)
+        return _load_state(path)
+    from .lora import is_lora
+
+    if is_lora(model):
+        from ..config import ConfigError
+
+        raise ConfigError(f"config field 'lora_r': checkpoint {path} holds full weights, not a LoRA adapter; resume "
+                          "without lora_r, or start a new run folder")
     weights = {}
     for f in sorted(path.glob("*.safetensors")):
         weights.update(load_file(f))
@@ -151,6 +163,10 @@ def load_checkpoint(path: str | Path, model) -> dict:
         raise RuntimeError(f"checkpoint {path} does not match the model: missing {missing}, unexpected {unexpected}")
     if getattr(model.config, "tie_word_embeddings", False):
         model.tie_weights()
+    return _load_state(path)
+
+
+def _load_state(path: Path) -> dict:
     state = torch.load(path / "state.pt", weights_only=False)
     set_rng_state(state["rng"])
     return state

@@ -18,18 +18,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import (EvalConfig, GenerationConfig, OptimConfig, ResumeConfig, RunConfig, arg, check_non_negative,
-                      check_positive, require)
-from .data import collate, sample_examples
+from ..config import (EvalConfig, GenerationConfig, LoraConfig, OptimConfig, ResumeConfig, RunConfig, WeightsConfig,
+                      arg, check_non_negative, check_positive, require)
+from .data import check_references, collate, sample_examples
 from ..chat import MODES
 from ..evaluate import heldout_metrics
 from ..report import heldout_line
 from .optimizers import SFT_OPTIMIZERS, clip_grad, make_optimizer, set_lr, warmup_cosine_lr
+from .lora import prepare
 from .loop import TrainingRun, due, heldout_problems, resolve_task
 
 
 @dataclass
-class SFTConfig(EvalConfig, OptimConfig, GenerationConfig, ResumeConfig, RunConfig):
+class SFTConfig(LoraConfig, WeightsConfig, EvalConfig, OptimConfig, GenerationConfig, ResumeConfig, RunConfig):
     out: str = arg("runs/sft")
     level_weights: list[float] = arg([], "sampling weight of each level (default: uniform)")
     system2_fraction: float = arg(0.75, "share of examples with a worked solution (the rest answer directly)")
@@ -101,10 +102,11 @@ def train(cfg: SFTConfig, task=None, model=None, tok=None) -> Path:
     from ..models import build_or_load, count_parameters
 
     cfg, task = resolve_task(cfg, task)
+    check_references(task, cfg.levels, cfg.system2_fraction)  # before the run folder is written
     with TrainingRun(cfg, "sft") as run:
         if model is None:
             model, tok = build_or_load(cfg.model, tok, seed=cfg.seed)
-        model.to(cfg.device).train()
+        model = prepare(model, cfg, rl=False).train()  # dtype, device, gradient checkpointing, LoRA
         opt = make_optimizer(model, cfg)
         run.resume(model, tok, optimizer=opt)
         engine = Engine(model, tok)

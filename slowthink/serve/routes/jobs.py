@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 
 from ..answering import answer
 from ..generation import job_generate
-from ..jobs import STATUSES, JobStore, RunningJob, job_object
+from ..jobs import STATUSES, JobStore, RunningJob, job_object, progress_of
 from ..protocol import APIError
 from ..remote import remote_job
 from ..state import Server, server_of
@@ -88,7 +88,13 @@ async def execute_job(server: Server, job: RunningJob) -> dict:
 
     if server.remote is not None:
         return await remote_job(server.remote, p, job, meta, t0, lambda records: record_now(p, records))
-    result, ran, records = await answer(server, p, job_generate(server.scheduler, job), meta, t0, "job")
+    job_id = job.row["id"]
+
+    def persist(transcripts):  # after each tool turn (a worker thread): a restart resumes from here
+        server.jobs.save_progress(job_id, {"choices": [t.turns for t in transcripts]})
+
+    result, ran, records = await answer(server, p, job_generate(server.scheduler, job), meta, t0, "job",
+                                        progress_of(job.row), persist)
     committed = record_now(ran, records)
     if committed is not None:  # the trace is committed before the job says succeeded
         await committed
