@@ -3,6 +3,10 @@ calling the ``calculator`` tool, a habit taught by GRPO from a model that saw at
 
     python benchmarks/tool_rl.py                                   # every stage, ~45 min on 2 busy cores
     python benchmarks/tool_rl.py --stages eval_sft,rl,eval_rl,report --rl-budget-s 600
+    python benchmarks/tool_rl.py --run runs/tool_rl_copy --out benchmarks/results/tool_rl_copy.json \
+        --base-cot chain --base-levels 1,2,3,4,5,6 --base-steps 400 --threads 2 --heldout 100 --rl-budget-s 300
+                                                                   # a base that copies: chain solutions restate
+                                                                   # the first operand on every line, levels 1-6
 
 Stages (each reads what the earlier ones wrote in ``--run``, so a killed run picks up where it stopped):
 
@@ -53,6 +57,12 @@ def parse_args(argv=None):
     p.add_argument("--run", default="runs/tool_rl", help="run folder (each stage's output)")
     p.add_argument("--out", default="benchmarks/results/tool_rl.json")
     p.add_argument("--stages", default=",".join(STAGES))
+    p.add_argument("--base-cot", default="cells", choices=("cells", "compact", "chain"),
+                   help="worked-solution format of the base SFT data (and of every no-tool evaluation); chain "
+                        "restates the first operand in plain decimal on every line, so the base learns to copy it")
+    p.add_argument("--base-levels", default="1,2", help="levels of the base SFT data (1,2: weights 1,3; any "
+                   "other list: uniform)")
+    p.add_argument("--base-steps", type=int, default=BASE["steps"], help="base SFT optimizer steps")
     p.add_argument("--level", type=int, default=6, help="digits per operand of the target problems")
     p.add_argument("--tool-examples", type=int, default=20, help="tool-use episodes the model sees (at most 20)")
     p.add_argument("--tool-levels", default="1,2,3,4,5,6", help="levels of the tool-use examples, taken in turn")
@@ -86,6 +96,13 @@ def parse_args(argv=None):
     return args
 
 
+def base_config(args) -> dict:
+    """The base SFT settings: ``BASE`` unless ``--base-levels``/``--base-steps`` change them."""
+    lvls = levels(args.base_levels)
+    weights = BASE["level_weights"] if lvls == BASE["levels"] else []
+    return {**BASE, "levels": lvls, "level_weights": weights, "steps": args.base_steps}
+
+
 def task():
     from slowthink.tasks import get_task
 
@@ -112,8 +129,8 @@ def stage_base(args, run: Path) -> None:
 
     if (run / "base" / "model" / "config.json").exists():
         return False
-    train(SFTConfig(out=str(run / "base"), task=TASK, task_args=TASK_ARGS, **BASE, eval_every=0, eval_per_level=50,
-                    threads=args.threads, seed=args.seed, progress=False))
+    train(SFTConfig(out=str(run / "base"), task=TASK, task_args=TASK_ARGS, **base_config(args), eval_every=0,
+                    eval_per_level=50, threads=args.threads, seed=args.seed, progress=False))
 
 
 def tool_episode_text(question: str, answer: str) -> tuple[str, str, str]:
@@ -170,8 +187,9 @@ def stage_tool_sft(args, run: Path) -> None:
     model, tok = load_model(run / "base" / "model")
     problems = tool_problems(tk, levels(args.tool_levels), args.tool_examples, args.seed)
     tool = [render_tool_example(tok, tk, p) for p in problems]
-    plain = [e.rendered for e in sample_examples(tk, tok, args.seed + 1, 0, args.plain_examples, BASE["levels"],
-                                                 BASE["system2_fraction"], BASE["level_weights"])]
+    base = base_config(args)
+    plain = [e.rendered for e in sample_examples(tk, tok, args.seed + 1, 0, args.plain_examples, base["levels"],
+                                                 base["system2_fraction"], base["level_weights"] or None)]
     cfg = seeded_fine_tune_config(steps_per_iteration=args.sft_steps, batch_size=args.sft_batch, lr=args.sft_lr,
                          warmup_steps=min(5, args.sft_steps), seed=args.seed,
                                   optimizer=args.sft_optimizer)
@@ -305,9 +323,9 @@ def stage_report(args, run: Path, meta: dict) -> dict:
     out = {
         "benchmark": "a tool learned by RL: 6x6-digit multiplication with the calculator, GRPO from <= 20 examples",
         "task": TASK, "task_args": TASK_ARGS, "level": args.level,
-        "base_sft": {**BASE, "seconds": base_seconds(run),
-                     "what_it_saw": "ordinary arithmetic data (worked cells solutions 75%, direct answers 25%) at 1x1 "
-                                    "and 2x2 digits; no tool, nothing at 6x6"},
+        "base_sft": {**base_config(args), "cot": args.base_cot, "seconds": base_seconds(run),
+                     "what_it_saw": f"ordinary arithmetic data (worked {args.base_cot} solutions 75%, direct answers "
+                                    f"25%) at levels {args.base_levels}; no tool"},
         "tool_sft": {k: v for k, v in tool_sft.items() if k != "examples"},
         "tool_examples": tool_sft["examples"],
         "rl": {"trainer": "grpo", "levels": levels(args.rl_levels), "tools": "calculator", "tools_prompt": "none",
@@ -373,6 +391,7 @@ def plot(out: dict, evals: list[dict], path: Path) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    TASK_ARGS["cot"] = args.base_cot  # every stage's task (data, rewards, no-tool evaluation) writes the base's format
     run = Path(args.run)
     run.mkdir(parents=True, exist_ok=True)
     import torch
