@@ -4,10 +4,8 @@ with adapters (and its KL reference is the base), and a SIGKILLed LoRA run resum
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from hf_fixture import DigitShare, qwen3_dir  # noqa: F401 (session fixture)
+from kill_helpers import kill_after_first_checkpoint
 from slowthink.chat import Mode
 from slowthink.config import ConfigError, build
 from slowthink.engine import Engine, SamplingParams
@@ -160,15 +159,7 @@ def test_lora_resume_after_sigkill_matches_uninterrupted_run_and_merge_cli(qwen3
     from slowthink.cli import main
 
     assert main(_sft_cmd(qwen3_dir, straight)[3:]) == 0  # in-process: the same CLI entry, one start-up less
-    proc = subprocess.Popen(_sft_cmd(qwen3_dir, killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 200
-    while not (killed / "ckpt" / "state.pt").exists():
-        assert proc.poll() is None, "training ended before its first checkpoint"
-        assert time.time() < deadline
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    step_at_kill = torch.load(killed / "ckpt" / "state.pt", weights_only=False)["step"]
+    step_at_kill = kill_after_first_checkpoint(_sft_cmd(qwen3_dir, killed), killed, env, timeout_s=200)
     assert step_at_kill < STEPS and not (killed / "model").exists()
     r = subprocess.run(_sft_cmd(qwen3_dir, killed), env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

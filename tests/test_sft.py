@@ -1,10 +1,8 @@
 """SFT: parameters change and loss falls; a SIGKILLed run resumes and ends where an uninterrupted one does."""
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ from slowthink.train.sft import SFTConfig, lr_at, train
 from slowthink.train.runlog import read_metrics
 from slowthink.tasks import MODES, Arithmetic
 from eval_helpers import greedy_accuracy
+from kill_helpers import kill_after_first_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(eval_per_level=4, max_new_tokens=48, progress=False, log_every=1, threads=1)
@@ -67,15 +66,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, optimizer):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     subprocess.run(_sft_cmd(straight, optimizer), check=True, env=env, capture_output=True, timeout=300)
 
-    proc = subprocess.Popen(_sft_cmd(killed, optimizer), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (killed / "ckpt" / "state.pt").exists():
-        assert proc.poll() is None, "training ended before its first checkpoint"
-        assert time.time() < deadline
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    step_at_kill = torch.load(killed / "ckpt" / "state.pt", weights_only=False)["step"]
+    step_at_kill = kill_after_first_checkpoint(_sft_cmd(killed, optimizer), killed, env, timeout_s=120)
     assert step_at_kill < 60 and not (killed / "model").exists()
 
     subprocess.run(_sft_cmd(killed, optimizer), check=True, env=env, capture_output=True, text=True, timeout=300)
