@@ -144,10 +144,7 @@ class RayRolloutPool:
         raise RuntimeError(f"no rollout worker could be started in {attempts} attempts")
 
     def _replace(self, slot: int) -> None:
-        try:
-            self.ray.kill(self.actors[slot], no_restart=True)
-        except Exception:  # already dead
-            pass
+        kill_actors([self.actors[slot]])
         self.actors[slot] = self._fresh_actor()
 
     # -- rollout

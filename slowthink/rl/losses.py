@@ -270,12 +270,10 @@ def truncated_is_weights(learner_logp: torch.Tensor, sampler_logp: torch.Tensor,
     valid = _valid(mask)
     with torch.no_grad():
         log_w = torch.where(valid, learner_logp - sampler_logp, torch.zeros((), dtype=learner_logp.dtype))
-        if level == "token":
-            pass
-        elif level == "sequence":
-            log_w = log_w.sum(dim=-1, keepdim=True).expand_as(log_w)
-        else:
+        if level not in ("token", "sequence"):
             raise ValueError(f"level must be 'token' or 'sequence', got {level!r}")
+        if level == "sequence":  # one weight per row: the product of its token ratios
+            log_w = log_w.sum(dim=-1, keepdim=True).expand_as(log_w)
         w = torch.exp(torch.clamp(log_w, max=math.log(cap)))
         return torch.where(valid, w, torch.ones_like(w))
 
