@@ -1,19 +1,26 @@
-"""Ray mode against local mode on this machine: throughput, staleness with and without correction, a run whose
-workers are killed at random, a straggler, and a throughput model from the measured per-component costs.
+"""Ray mode against local mode on this machine: throughput, the same learning run locally and on Ray, staleness
+with and without correction, a run whose workers are killed at random, a straggler, and a throughput model from
+the measured per-component costs.
 
-    python benchmarks/ray_bench.py                       # ~10 min on 2 busy cores -> benchmarks/results/ray.json
-    python benchmarks/ray_bench.py --parts throughput    # one part
+    python benchmarks/ray_bench.py                       # every part, ~15 min on 2 cores -> results/ray.json
+    python benchmarks/ray_bench.py --parts same_result   # one part; its result is merged into the existing JSON
 
 The script re-runs itself inside a network namespace with only loopback (``unshare -n -p -f --mount-proc``; root)
 so Ray's traffic stays on the machine. The policy is a tiny model given a short SFT on 1-digit addition (made
 here, ~1 min); every GRPO run starts from it with the same seed. Samples/s counts every step but the first (the
-first includes the actors' start); throughput runs are interleaved and medians reported. Load averages are recorded before and after each part: the machine is shared.
+first includes the actors' start); throughput runs are interleaved and medians reported. Load averages are
+recorded before and after each part: the machine is shared.
+
+``same_result`` and ``staleness`` need a run that learns: the tiny model given System-2 (worked solution) SFT on
+1- and 2-digit addition, snapshot at step 350 of 600 (~1.5 min, made here), then GRPO on 2-digit addition in
+System-2 (``LEARN``), held-out greedy pass@1 on 200 level-2 problems by the trainer's own held-out evaluation.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import random
@@ -32,6 +39,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 WORK = Path("/tmp/slowthink_ray_bench")
 BASE = dict(steps=6, prompts_per_step=8, group_size=8, max_new_tokens=16, lr=3e-4, eval_every=0, eval_per_level=0,
             checkpoint_every=100, progress=False, seed=1, levels=[1], threads=1)
+# the learning setting of same_result and staleness (chosen because held-out pass@1 rises from its start: the
+# System-1 starts and lrs tried are in dev/LOG.md); eval every quarter of the run
+LEARN = dict(steps=200, prompts_per_step=8, group_size=8, max_new_tokens=40, lr=3e-5, mode="system2", levels=[2],
+             eval_every=50, eval_per_level=200, checkpoint_every=1000, progress=False, seed=1, threads=1)
+LEARN_SFT = dict(steps=600, snapshot=350, levels=[1, 2], batch_size=32, lr=3e-3, system2_fraction=1.0)
 
 
 def load() -> list[float]:
@@ -48,14 +60,34 @@ def sft_model() -> str:
     return str(folder / "model")
 
 
+def learn_start() -> str:
+    """The start of the learning runs: a System-2 SFT on 1-2 digit addition, its step-``snapshot`` model (held-out
+    level-2 pass@1 ~14%: room to learn)."""
+    from slowthink.models import build_model
+    from slowthink.tokenizer import build_char_tokenizer
+    from slowthink.train.sft import SFTConfig, train
+
+    c, folder = LEARN_SFT, WORK / "s2sft"
+    model = folder / "snapshots" / f"step_{c['snapshot']}"
+    if not (model / "config.json").exists():
+        tok = build_char_tokenizer()
+        cfg = SFTConfig(out=str(folder), levels=c["levels"], steps=c["steps"], batch_size=c["batch_size"], lr=c["lr"],
+                        optimizer="adamw", warmup_steps=5, system2_fraction=c["system2_fraction"], micro_batches=1,
+                        eval_every=0, eval_per_level=0, checkpoint_every=1000, threads=1, progress=False,
+                        snapshot_every=c["snapshot"])
+        train(cfg, task=task(), model=build_model("tiny", tok, seed=0), tok=tok)
+    return str(model)
+
+
 def task():
     from slowthink.tasks import Arithmetic
 
     return Arithmetic(op="add", max_level=2)
 
 
-def grpo(init: str, name: str, **kw) -> list[dict]:
-    """A GRPO run from scratch (its folder emptied first); its per-step metrics."""
+def grpo(init: str, name: str, base: dict | None = None, **kw) -> tuple[list[dict], list[dict], float]:
+    """A GRPO run from scratch (its folder emptied first) with ``base`` (default ``BASE``) updated by ``kw``: its
+    per-step metrics, its held-out evaluations and its wall seconds."""
     import shutil
 
     from slowthink.rl.grpo import GRPOConfig, train
@@ -64,17 +96,17 @@ def grpo(init: str, name: str, **kw) -> list[dict]:
     out = WORK / name
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    train(GRPOConfig(init=init, out=str(out), **{**BASE, **kw}), task=task())
+    train(GRPOConfig(init=init, out=str(out), **{**(base or BASE), **kw}), task=task())
     rows = [m for m in read_metrics(out) if "reward_mean" in m]
     evals = [{k: v for k, v in m.items() if k == "step" or k.startswith("eval/")} for m in read_metrics(out)
              if any(k.startswith("eval/") for k in m)]
     return rows, evals, time.perf_counter() - t0
 
 
-def samples_per_s(rows: list[dict]) -> float:
+def samples_per_s(rows: list[dict], base: dict = BASE) -> float:
     """Samples over wall time of every step but the first."""
     later = rows[1:]
-    return sum(BASE["prompts_per_step"] * BASE["group_size"] for _ in later) / sum(r["step_s"] for r in later)
+    return len(later) * base["prompts_per_step"] * base["group_size"] / sum(r["step_s"] for r in later)
 
 
 def median(xs: list[float]) -> float:
@@ -105,19 +137,77 @@ def part_throughput(init: str, rounds: int, steps: int) -> dict:
     return out
 
 
-def part_staleness(init: str, steps: int) -> dict:
-    out = {"load_before": load(), "steps": steps}
-    cases = {"k0": {}, "k1": dict(async_rollout=True, max_staleness=1),
-             "k1_tis": dict(async_rollout=True, max_staleness=1, is_correction="token"),
-             "k2": dict(async_rollout=True, max_staleness=2),
-             "k2_tis": dict(async_rollout=True, max_staleness=2, is_correction="token")}
-    for name, kw in cases.items():
-        rows, evals, wall = grpo(init, f"st_{name}", ray="local", rollout_workers=2, steps=steps, eval_per_level=32,
-                                 eval_every=steps, **kw)
-        out[name] = {"reward": [r["reward_mean"] for r in rows], "staleness_max": [r["staleness_max"] for r in rows],
-                     "logp_diff_mean": [r.get("logp_diff_mean") for r in rows],
-                     "is_weight_mean": [r.get("is_weight_mean") for r in rows],
-                     "heldout": evals, "samples_per_s": samples_per_s(rows), "wall_s": wall}
+def pass_se(p: float, n: int) -> float:
+    """Standard error of a pass rate ``p`` measured on ``n`` problems: sqrt(p (1 - p) / n)."""
+    if n <= 0 or not 0.0 <= p <= 1.0:
+        raise ValueError(f"pass rate needs n > 0 and 0 <= p <= 1, got p={p}, n={n}")
+    return math.sqrt(p * (1 - p) / n)
+
+
+def compare_pass(p_a: float, n_a: int, p_b: float, n_b: int) -> dict:
+    """``b - a`` with the standard error of the difference of two independent pass rates, and whether the
+    difference is within one such standard error."""
+    diff, se = p_b - p_a, math.hypot(pass_se(p_a, n_a), pass_se(p_b, n_b))
+    return {"diff": diff, "se_diff": se, "within_one_se": abs(diff) <= se}
+
+
+def heldout_curve(evals: list[dict], mode: str) -> list[dict]:
+    """The run's held-out evaluations as ``{step, pass, n, se}`` (the trainer's greedy pass@1 in ``mode``)."""
+    key = f"eval/{mode}_pass@1"
+    return [{"step": e["step"], "pass": e[key], "n": e[f"eval/{mode}_n"],
+             "se": pass_se(e[key], e[f"eval/{mode}_n"])} for e in evals if key in e]
+
+
+def learning_run(init: str, name: str, **kw) -> dict:
+    """A ``LEARN`` GRPO run: per-step reward and staleness, held-out curve, speed, the load around it."""
+    before = load()
+    rows, evals, wall = grpo(init, name, base=LEARN, **kw)
+    return {"load_before": before, "load_after": load(), "wall_s": wall, "steps": len(rows),
+            "samples": rows[-1]["samples"], "samples_per_s": samples_per_s(rows, LEARN),
+            "reward": [r["reward_mean"] for r in rows], "pass_rate": [r["pass_rate"] for r in rows],
+            "staleness_max": [r.get("staleness_max", 0.0) for r in rows],
+            "logp_diff_mean": [r.get("logp_diff_mean") for r in rows],
+            "is_weight_mean": [r.get("is_weight_mean") for r in rows],
+            "heldout": heldout_curve(evals, LEARN["mode"]),
+            # logged only by a Ray rollout pool: shows the samples came from the actors
+            "steps_with_weight_sync": sum("sync_mb" in r for r in rows),
+            "sync_s_median": median([r["sync_s"] for r in rows if "sync_s" in r]) if "sync_s" in rows[-1] else None,
+            "step_s_median": median([r["step_s"] for r in rows[1:]])}
+
+
+def part_same_result(init: str) -> dict:
+    """From the same start and seed, a local GRPO run and a Ray run with 2 rollout workers, the same steps and
+    samples: held-out pass@1 at the start and the end of each, and whether the end points agree within one
+    standard error (computed, not asserted)."""
+    out = {"settings": LEARN, "start": init, "load_before": load()}
+    out["local"] = learning_run(init, "same_local")
+    out["ray_2_workers"] = learning_run(init, "same_ray", ray="local", rollout_workers=2, worker_cpus=1.0)
+    ends = {name: out[name]["heldout"][-1] for name in ("local", "ray_2_workers")}
+    for name in ("local", "ray_2_workers"):  # each run learned: its gain over its own start
+        first = out[name]["heldout"][0]
+        out[name]["gain"] = compare_pass(first["pass"], first["n"], ends[name]["pass"], ends[name]["n"])
+    out["end_ray_minus_local"] = compare_pass(ends["local"]["pass"], ends["local"]["n"],
+                                              ends["ray_2_workers"]["pass"], ends["ray_2_workers"]["n"])
+    out["within_one_se"] = out["end_ray_minus_local"]["within_one_se"]
+    out["same_samples_count"] = out["local"]["samples"] == out["ray_2_workers"]["samples"]
+    out["reward_max_abs_diff"] = max(abs(a - b) for a, b in zip(out["local"]["reward"],
+                                                                 out["ray_2_workers"]["reward"]))
+    out["load_after"] = load()
+    return out
+
+
+STALENESS_ARMS = {"k0": {}, "k1": dict(async_rollout=True, max_staleness=1),
+                  "k1_tis": dict(async_rollout=True, max_staleness=1, is_correction="token"),
+                  "k2": dict(async_rollout=True, max_staleness=2),
+                  "k2_tis": dict(async_rollout=True, max_staleness=2, is_correction="token")}
+
+
+def part_staleness(init: str, lr: float) -> dict:
+    """The ``LEARN`` run (at ``lr``) on Ray (2 workers) at staleness 0, 1, 2, without and with token-level
+    truncated IS."""
+    out = {"settings": {**LEARN, "lr": lr}, "start": init, "load_before": load(), "arms": STALENESS_ARMS}
+    for name, kw in STALENESS_ARMS.items():
+        out[name] = learning_run(init, f"st_{name}", ray="local", rollout_workers=2, worker_cpus=1.0, lr=lr, **kw)
     out["load_after"] = load()
     return out
 
@@ -191,6 +281,41 @@ def part_straggler(init: str, delay_s: float, timeout_s: float) -> dict:
             "rollout_with_straggler_s": slow, "same_samples": same, **m}
 
 
+def part_sync(init: str, syncs: int) -> dict:
+    """Where a weight sync's time goes (the learning start, 2 workers, every tensor changed as after an AdamW
+    step): the driver's diff, ``ray.put`` of the tensors as sent (``pack``ed byte arrays) and, side by side, of the
+    same tensors pickled as torch tensors, the actors' load round trip, and an empty call's round trip."""
+    from slowthink.distributed.rollout_pool import RayRolloutPool, pack
+    from slowthink.models import load_model
+    from slowthink.rl.rewards import RewardFn
+
+    model, tok = load_model(init)
+    pool = RayRolloutPool(model, tok, task(), RewardFn(), 2, cpus=1.0)
+    pool.load_weights(model.state_dict(), 0)
+    times = {k: [] for k in ("load_weights_s", "put_packed_s", "put_torch_s", "actors_load_s", "empty_call_s")}
+
+    def timed(key, fn):
+        t0 = time.perf_counter()
+        out = fn()
+        times[key].append(time.perf_counter() - t0)
+        return out
+
+    import ray
+    for version in range(1, syncs + 1):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(1e-4)
+        timed("load_weights_s", lambda: pool.load_weights(model.state_dict(), version))
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        ref = timed("put_packed_s", lambda: ray.put(pack(state)))
+        timed("put_torch_s", lambda: ray.put(state))
+        timed("actors_load_s", lambda: ray.get([a.load_weights.remote(ref, version) for a in pool.actors]))
+        timed("empty_call_s", lambda: ray.get([a.pid.remote() for a in pool.actors]))
+    pool.close()
+    mb = sum(v.numel() * v.element_size() for v in model.state_dict().values()) / 2**20
+    return {"load": load(), "syncs": syncs, "state_mb": mb, **{k: median(v) for k, v in times.items()}}
+
+
 def throughput_model(tp: dict) -> dict:
     """Step time from measured per-component costs. Per step: S samples; r = local rollout seconds per sample on
     one worker, l = learner seconds per sample, s = weight-sync seconds. Synchronous Ray with N workers and M
@@ -220,34 +345,73 @@ def throughput_model(tp: dict) -> dict:
                           "AReaL (arXiv:2505.24298)": "up to 2.77x over synchronous"}}
 
 
+def moving_mean(xs: list[float], width: int) -> list[float]:
+    """Mean of each value and the ``width - 1`` before it (fewer at the start)."""
+    return [sum(xs[max(0, i - width + 1):i + 1]) / (i + 1 - max(0, i - width + 1)) for i in range(len(xs))]
+
+
 def plot(st: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name in ("k0", "k1", "k1_tis", "k2", "k2_tis"):
-        if name in st:
-            ax.plot(range(1, len(st[name]["reward"]) + 1), st[name]["reward"], label=name,
-                    ls="--" if name.endswith("tis") else "-")
-    ax.set_xlabel("step")
-    ax.set_ylabel("mean reward of the step's samples")
-    ax.set_title("GRPO through Ray: staleness k, with (tis) and without correction")
-    ax.legend()
+    fig, (ax_r, ax_h) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, name in enumerate(a for a in STALENESS_ARMS if a in st):
+        style = dict(label=name, color=f"C{i}", ls="--" if name.endswith("tis") else "-")
+        reward = st[name]["reward"]
+        ax_r.plot(range(1, len(reward) + 1), moving_mean(reward, 10), **style)
+        curve = st[name]["heldout"]
+        ax_h.errorbar([c["step"] for c in curve], [c["pass"] for c in curve], yerr=[c["se"] for c in curve],
+                      marker="o", capsize=3, **style)
+    samples = st["settings"]["prompts_per_step"] * st["settings"]["group_size"]
+    ax_r.set(xlabel="step", ylabel=f"mean reward of the step's {samples} samples",
+             title="training reward (10-step moving mean)")
+    ax_h.set(xlabel="step", ylabel="greedy pass@1 (+-1 SE)",
+             title=f"held-out ({st['settings']['eval_per_level']} problems)")
+    ax_r.legend()
+    fig.suptitle(f"GRPO through Ray (2 workers), lr {st['settings']['lr']:g}: staleness k, with (tis) and without "
+                 "correction")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
+def dumps(obj) -> str:
+    """JSON with one value per line, except lists of numbers (per-step curves), which stay on one line."""
+    import re
+
+    return re.sub(r"\[([^\[\]{}\"]*)\]", lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]",
+                  json.dumps(obj, indent=1))
+
+
+PARTS = ("throughput", "sync", "same_result", "staleness", "kills", "straggler")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--parts", default="throughput,staleness,kills,straggler")
-    p.add_argument("--staleness-steps", type=int, default=10)
+    p.add_argument("--parts", default=",".join(PARTS))
     p.add_argument("--rounds", type=int, default=2, help="throughput: interleaved rounds of local / Ray runs")
     p.add_argument("--steps", type=int, default=8, help="throughput: steps per run")
+    p.add_argument("--learn-steps", type=int, default=LEARN["steps"],
+                   help="same_result, staleness: GRPO steps per run (held-out eval every quarter)")
+    p.add_argument("--staleness-lr", type=float, default=LEARN["lr"],
+                   help="staleness: GRPO lr; other than LEARN's, the part is stored as staleness_lr<LR> (own PNG)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ray.json"))
+    p.add_argument("--replot", action="store_true", help="only redraw the staleness PNGs from the JSON")
     args = p.parse_args()
+    if args.replot:
+        for key, part in json.loads(Path(args.out).read_text()).items():
+            if key.startswith("staleness") and "arms" in part:
+                plot(part, Path(args.out).with_name(f"ray_{key}.png"))
+        return
+    parts = args.parts.split(",")
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise SystemExit(f"--parts: unknown {sorted(unknown)}; choose from {', '.join(PARTS)}")
+    if args.learn_steps < 4:
+        raise SystemExit(f"--learn-steps must be >= 4 (an eval every quarter), got {args.learn_steps}")
+    LEARN.update(steps=args.learn_steps, eval_every=args.learn_steps // 4)
     if os.environ.get("SLOWTHINK_RAY_BENCH_NS") != "1":  # re-run inside a loopback-only network namespace
         import subprocess
 
@@ -265,27 +429,37 @@ def main() -> None:
     torch.set_num_threads(1)
     init = sft_model()
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
-    parts = args.parts.split(",")
-    result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                          "ray": ray.__version__},
-              "command": "python benchmarks/ray_bench.py " + " ".join(sys.argv[1:]), "settings": BASE,
-              "model": "tiny preset, 150 SFT steps on 1-digit addition (System-1)"}
     path = Path(args.out)
-    if path.exists():  # parts run separately add to one file
-        result = {**json.loads(path.read_text()), **{k: result[k] for k in ("machine", "settings", "model")}}
-        result["command"] = result.get("command", "") + " ; " + "python benchmarks/ray_bench.py " + " ".join(sys.argv[1:])
     path.parent.mkdir(parents=True, exist_ok=True)
+    command = "python benchmarks/ray_bench.py " + " ".join(sys.argv[1:])
+    result = {}  # this invocation's parts
 
-    def save():  # after every part: a later part's failure keeps the earlier results
-        path.write_text(json.dumps(result, indent=1))
+    def save():  # after every part, merged into the file: the parts it did not run, and a later failure, keep theirs
+        old = json.loads(path.read_text()) if path.exists() else {}
+        commands = old.get("command", "")
+        if command not in commands.split(" ; "):
+            commands = f"{commands} ; {command}" if commands else command
+        merged = {**old, **result, "command": commands, "settings": BASE,
+                  "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
+                              "ray": ray.__version__},
+                  "model": "tiny preset, 150 SFT steps on 1-digit addition (System-1); same_result and staleness: "
+                           "see their start and settings"}
+        path.write_text(dumps(merged))
 
     if "throughput" in parts:
         result["throughput"] = part_throughput(init, args.rounds, args.steps)
         result["throughput_model"] = throughput_model(result["throughput"])
         save()
+    if "sync" in parts:
+        result["sync"] = part_sync(learn_start(), syncs=40)
+        save()
+    if "same_result" in parts:
+        result["same_result"] = part_same_result(learn_start())
+        save()
     if "staleness" in parts:
-        result["staleness"] = part_staleness(init, args.staleness_steps)
-        plot(result["staleness"], path.with_name("ray_staleness.png"))
+        key = "staleness" if args.staleness_lr == LEARN["lr"] else f"staleness_lr{args.staleness_lr:g}"
+        result[key] = part_staleness(learn_start(), args.staleness_lr)
+        plot(result[key], path.with_name(f"ray_{key}.png"))
         save()
     if "kills" in parts:
         result["kills"] = part_kills(init, steps=8, kills=3)
@@ -294,7 +468,11 @@ def main() -> None:
         result["straggler"] = part_straggler(init, delay_s=120.0, timeout_s=10.0)
         save()
     ray.shutdown()
-    print(json.dumps({k: v for k, v in result.items() if k != "staleness"}, indent=1)[:3000])
+    print(json.dumps({k: v for k, v in result.items() if k in ("throughput", "kills", "straggler")}, indent=1)[:3000])
+    for key, part in result.items():  # the learning parts: held-out pass@1 at each evaluation, per run
+        for run, got in part.items():
+            if isinstance(got, dict) and "heldout" in got:
+                print(key, run, "held-out", [round(h["pass"], 3) for h in got["heldout"]])
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import socket
 import torch
 
 from .cluster import kill_actors, ray_module
+from .rollout_pool import pack, unpack
 
 
 class LearnerActor:
@@ -55,7 +56,7 @@ class LearnerActor:
         from ..rl.grpo import learner_update
 
         if state:
-            self.model.load_state_dict(state, strict=False)
+            self.model.load_state_dict(unpack(state), strict=False)
         params = [p for p in self.model.parameters() if p.requires_grad]
         for p in params:
             p.grad = None
@@ -102,7 +103,7 @@ class LearnerGroup:
         from ..rl.grpo import batch_counts
 
         counts = batch_counts(rows, cfg)
-        state = self.ray.put({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        state = self.ray.put(pack(model.state_dict()))  # byte arrays: read without a copy from the object store
         results = self.ray.get([a.gradient.remote(state, part, counts)
                                 for a, part in zip(self.actors, shards(rows, len(self.actors)))])
         grads = results[0][0]
