@@ -114,18 +114,20 @@ def median(xs: list[float]) -> float:
     return (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2
 
 
-def part_throughput(init: str, rounds: int, steps: int) -> dict:
+def part_throughput(init: str, rounds: int, steps: int, prompts: int = BASE["prompts_per_step"]) -> dict:
     """Local, Ray with 1 and with 2 workers, interleaved ``rounds`` times (the machine's load drifts); per mode the
-    median over all rounds' steps (first step of each run left out) of step, rollout, learner and sync seconds."""
-    out = {"load_before": load(), "rounds": rounds, "steps_per_run": steps}
+    median over all rounds' steps (first step of each run left out) of step, rollout, learner and sync seconds.
+    ``prompts``: problems per step (each with ``group_size`` samples): Ray's cost per step is fixed, so a larger
+    step spreads it thinner."""
+    out = {"load_before": load(), "rounds": rounds, "steps_per_run": steps, "prompts_per_step": prompts}
     runs = {"local": {}, "ray_1_worker": dict(ray="local", rollout_workers=1, worker_cpus=1.0),
             "ray_2_workers": dict(ray="local", rollout_workers=2, worker_cpus=1.0)}
     steps_of = {name: [] for name in runs}
     for _ in range(rounds):
         for name, kw in runs.items():
-            rows, _, _ = grpo(init, f"tp_{name}", steps=steps, **kw)
+            rows, _, _ = grpo(init, f"tp_{name}", steps=steps, prompts_per_step=prompts, **kw)
             steps_of[name] += rows[1:]
-    n = BASE["prompts_per_step"] * BASE["group_size"]
+    n = prompts * BASE["group_size"]
     for name, rows in steps_of.items():
         out[name] = {k: median([r.get(k, 0.0) for r in rows]) for k in ("step_s", "rollout_s", "learner_s", "sync_s",
                                                                         "sync_mb")}
@@ -320,7 +322,7 @@ def throughput_model(tp: dict) -> dict:
     """Step time from measured per-component costs. Per step: S samples; r = local rollout seconds per sample on
     one worker, l = learner seconds per sample, s = weight-sync seconds. Synchronous Ray with N workers and M
     learners: T = s + S r / N + S l / M; asynchronous (staleness >= 1): T = max(S r / N, s + S l / M)."""
-    S = BASE["prompts_per_step"] * BASE["group_size"]
+    S = tp.get("prompts_per_step", BASE["prompts_per_step"]) * BASE["group_size"]
     one = tp["ray_1_worker"]
     r = one["rollout_s"] / S
     l_cost = one["learner_s"] / S
@@ -393,6 +395,8 @@ def main() -> None:
     p.add_argument("--parts", default=",".join(PARTS))
     p.add_argument("--rounds", type=int, default=2, help="throughput: interleaved rounds of local / Ray runs")
     p.add_argument("--steps", type=int, default=8, help="throughput: steps per run")
+    p.add_argument("--prompts", type=int, default=BASE["prompts_per_step"], help="throughput: problems per step "
+                   "(results under throughput_pN when not the default)")
     p.add_argument("--learn-steps", type=int, default=LEARN["steps"],
                    help="same_result, staleness: GRPO steps per run (held-out eval every quarter)")
     p.add_argument("--staleness-lr", type=float, default=LEARN["lr"],
@@ -447,8 +451,9 @@ def main() -> None:
         path.write_text(dumps(merged))
 
     if "throughput" in parts:
-        result["throughput"] = part_throughput(init, args.rounds, args.steps)
-        result["throughput_model"] = throughput_model(result["throughput"])
+        key = "throughput" if args.prompts == BASE["prompts_per_step"] else f"throughput_p{args.prompts}"
+        result[key] = part_throughput(init, args.rounds, args.steps, args.prompts)
+        result[key.replace("throughput", "throughput_model")] = throughput_model(result[key])
         save()
     if "sync" in parts:
         result["sync"] = part_sync(learn_start(), syncs=40)
