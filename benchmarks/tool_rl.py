@@ -7,6 +7,12 @@ calling the ``calculator`` tool, a habit taught by GRPO from a model that saw at
         --base-cot chain --base-levels 1,2,3,4,5,6 --base-steps 400 --threads 2 --heldout 100 --rl-budget-s 300
                                                                    # a base that copies: chain solutions restate
                                                                    # the first operand on every line, levels 1-6
+    python benchmarks/tool_rl.py --run runs/tool_rl_plain --out benchmarks/results/tool_rl_plain.json \
+        --base-cot chain --restate --call-format plain --base-levels 1,2,3,4,5,6 --base-steps 400 \
+        --plain-examples 200 --sft-batch 32 --sft-steps 100 --tool-tokens 100 --rl-format-reward 0 \
+        --rl-lr 3e-5 --rl-budget-s 900 --heldout 100 --threads 2
+                                                                   # a base that restates the whole question, and
+                                                                   # the plain call (calculator, then the expression)
 
 Stages (each reads what the earlier ones wrote in ``--run``, so a killed run picks up where it stopped):
 
@@ -60,6 +66,11 @@ def parse_args(argv=None):
     p.add_argument("--base-cot", default="cells", choices=("cells", "compact", "chain"),
                    help="worked-solution format of the base SFT data (and of every no-tool evaluation); chain "
                         "restates the first operand in plain decimal on every line, so the base learns to copy it")
+    p.add_argument("--restate", action="store_true", help="worked solutions open with the question written again "
+                   "(the task's restate=true), so the base copies the whole question before any tool is seen")
+    p.add_argument("--call-format", default="json", choices=("json", "plain"), help="the tool-use examples' call: "
+                   'json ({"name": "calculator", "arguments": {"expression": ...}}) or plain (the name, then the '
+                   "expression on the next line)")
     p.add_argument("--base-levels", default="1,2", help="levels of the base SFT data (1,2: weights 1,3; any "
                    "other list: uniform)")
     p.add_argument("--base-steps", type=int, default=BASE["steps"], help="base SFT optimizer steps")
@@ -76,6 +87,8 @@ def parse_args(argv=None):
     p.add_argument("--sft-batch", type=int, default=16)
     p.add_argument("--rl-budget-s", type=float, default=900.0, help="GRPO wall-time budget")
     p.add_argument("--rl-lr", type=float, default=2e-5)
+    p.add_argument("--rl-format-reward", type=float, default=0.1, help="GRPO's bonus for a well-formed answer, "
+                   "right or wrong (0: a worked answer without the tool earns nothing over a failed call)")
     p.add_argument("--rl-prompts", type=int, default=8, help="GRPO problems per step")
     p.add_argument("--rl-group", type=int, default=8, help="GRPO episodes per problem")
     p.add_argument("--rl-eval-every", type=int, default=5)
@@ -133,21 +146,22 @@ def stage_base(args, run: Path) -> None:
                     eval_per_level=50, threads=args.threads, seed=args.seed, progress=False))
 
 
-def tool_episode_text(question: str, answer: str) -> tuple[str, str, str]:
+def tool_episode_text(question: str, answer: str, call_format: str = "json") -> tuple[str, str, str]:
     """The three parts of a tool-use System-2 completion, as the environment builds it: the model's call (its
     first turn, ending at the stop string), the tool's response (appended by the environment) and the model's
     answer turn."""
-    call = json.dumps({"name": "calculator", "arguments": {"expression": question}})
+    call = (json.dumps({"name": "calculator", "arguments": {"expression": question}}) if call_format == "json"
+            else f"calculator\n{question}\n")
     observation = "\n" + format_tool_response(answer) + "\n"
     return f"{TOOL_CALL_OPEN}{call}{TOOL_CALL_CLOSE}", observation, f"{THINK_CLOSE}\n\n{answer}"
 
 
-def render_tool_example(tok, tk, problem):
+def render_tool_example(tok, tk, problem, call_format: str = "json"):
     """A tool-use episode as training ids: the model's turns in the loss, the tool response out of it."""
     from slowthink.tokenizer import Rendered, end_of_turn_id, render_prompt
 
     prompt = render_prompt(tok, tk.prompt(problem, Mode.SYSTEM2), Mode.SYSTEM2)
-    call, observation, final = tool_episode_text(problem.question, problem.answer)
+    call, observation, final = tool_episode_text(problem.question, problem.answer, call_format)
     ids, mask = list(prompt), [0] * len(prompt)
     for text, in_loss in ((call, 1), (observation, 0), (final, 1)):
         piece = tok(text, add_special_tokens=False)["input_ids"]
@@ -186,7 +200,7 @@ def stage_tool_sft(args, run: Path) -> None:
     tk = task()
     model, tok = load_model(run / "base" / "model")
     problems = tool_problems(tk, levels(args.tool_levels), args.tool_examples, args.seed)
-    tool = [render_tool_example(tok, tk, p) for p in problems]
+    tool = [render_tool_example(tok, tk, p, args.call_format) for p in problems]
     base = base_config(args)
     plain = [e.rendered for e in sample_examples(tk, tok, args.seed + 1, 0, args.plain_examples, base["levels"],
                                                  base["system2_fraction"], base["level_weights"] or None)]
@@ -200,7 +214,8 @@ def stage_tool_sft(args, run: Path) -> None:
     shutil.copy(run / "base" / "model" / "task.json", out / "task.json")
     write_json(run / "tool_sft" / "tool_sft.json", {
         "tool_examples": len(tool), "plain_examples": len(plain), "tool_levels": levels(args.tool_levels),
-        "examples": [{"question": p.question, "completion": "".join(tool_episode_text(p.question, p.answer))}
+        "examples": [{"question": p.question,
+                      "completion": "".join(tool_episode_text(p.question, p.answer, args.call_format))}
                      for p in problems],
         "steps": args.sft_steps, "batch_size": args.sft_batch, "lr": args.sft_lr, "optimizer": args.sft_optimizer,
         "seconds": round(time.time() - t0, 1),
@@ -216,6 +231,7 @@ def stage_rl(args, run: Path) -> None:
                      levels=levels(args.rl_levels), mode="system2", tools="calculator", tools_prompt="none",
                      max_tool_calls=args.max_tool_calls, max_turns=args.max_tool_calls + 1,
                      max_new_tokens=args.tool_tokens, steps=100_000, time_budget_s=args.rl_budget_s, lr=args.rl_lr,
+                     format_reward=args.rl_format_reward,
                      prompts_per_step=args.rl_prompts, group_size=args.rl_group, eval_every=args.rl_eval_every,
                      eval_per_level=args.rl_eval_per_level, checkpoint_every=10, threads=args.threads,
                      seed=args.seed, progress=False))
@@ -330,7 +346,8 @@ def stage_report(args, run: Path, meta: dict) -> dict:
         "tool_examples": tool_sft["examples"],
         "rl": {"trainer": "grpo", "levels": levels(args.rl_levels), "tools": "calculator", "tools_prompt": "none",
                "budget_s": args.rl_budget_s,
-               "lr": args.rl_lr, "prompts_per_step": args.rl_prompts, "group_size": args.rl_group,
+               "lr": args.rl_lr, "format_reward": args.rl_format_reward, "prompts_per_step": args.rl_prompts,
+               "group_size": args.rl_group,
                "max_new_tokens": args.tool_tokens, "max_tool_calls": args.max_tool_calls,
                "steps_done": curve[-1]["step"] if curve else 0,
                "seconds": round(curve[-1]["time"] - curve[0]["time"], 1) if len(curve) > 1 and "time" in curve[-1]
@@ -392,6 +409,8 @@ def plot(out: dict, evals: list[dict], path: Path) -> None:
 def main(argv=None) -> None:
     args = parse_args(argv)
     TASK_ARGS["cot"] = args.base_cot  # every stage's task (data, rewards, no-tool evaluation) writes the base's format
+    if args.restate:
+        TASK_ARGS["restate"] = True
     run = Path(args.run)
     run.mkdir(parents=True, exist_ok=True)
     import torch

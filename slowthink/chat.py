@@ -8,6 +8,7 @@ System-1 completion is the bare answer (the template already wrote an empty thin
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
@@ -122,6 +123,9 @@ def split_think(content: str, final: bool = True) -> tuple[str | None, str]:
 # A model calls a tool by writing ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``, inside its think
 # block or after it; what the tool returns is put back into the context as ``<tool_response>...</tool_response>``
 # (text the model reads but never wrote: masked out of every loss, slowthink/env/).
+# A tool with one required string parameter may also be called in plain text, the name on the first line and
+# the argument after it (``<tool_call>calculator\n12*34\n</tool_call>``): Toolformer's short form, which a small
+# model learns from a few examples because the argument is written exactly as it appears in the question.
 
 TOOL_CALL_OPEN = "<tool_call>"
 TOOL_CALL_CLOSE = "</tool_call>"
@@ -146,10 +150,12 @@ class ToolCallError:
     message: str
 
 
-def parse_tool_calls(text: str) -> list[ToolCall | ToolCallError]:
+def parse_tool_calls(text: str, parameters: Mapping[str, dict] | None = None) -> list[ToolCall | ToolCallError]:
     """Every ``<tool_call>...</tool_call>`` block of ``text``, in order, as a :class:`ToolCall` or, where the
     block is not ``{"name": str, "arguments": object}`` in JSON (or is never closed), a :class:`ToolCallError`.
-    ``arguments`` may also be a JSON string holding an object (some models write it so); absent, it is ``{}``."""
+    ``arguments`` may also be a JSON string holding an object (some models write it so); absent, it is ``{}``.
+    ``parameters`` (each tool's JSON-schema parameters, by name) lets a block be a plain call, ``name`` then the
+    argument on the next lines, for a tool whose only required parameter is a string."""
     import json
 
     out: list[ToolCall | ToolCallError] = []
@@ -160,9 +166,35 @@ def parse_tool_calls(text: str) -> list[ToolCall | ToolCallError]:
         if end < 0:
             out.append(ToolCallError(text[body_start:], f"{TOOL_CALL_OPEN} is never closed by {TOOL_CALL_CLOSE}"))
             break
-        out.append(_read_call(text[body_start:end].strip(), json))
+        body = text[body_start:end].strip()
+        plain = parameters is not None and not body.startswith("{")
+        out.append(_read_plain_call(body, parameters) if plain else _read_call(body, json))
         at = end + len(TOOL_CALL_CLOSE)
     return out
+
+
+def sole_string_parameter(schema: dict) -> str | None:
+    """The name of the one parameter a plain call fills: the schema's only required one, when it is a string and
+    no other is required; else None."""
+    required = schema.get("required") or []
+    if len(required) != 1:
+        return None
+    prop = (schema.get("properties") or {}).get(required[0], {})
+    return required[0] if prop.get("type") == "string" else None
+
+
+def _read_plain_call(body: str, parameters: Mapping[str, dict]) -> ToolCall | ToolCallError:
+    name, _, argument = body.partition("\n")
+    name, argument = name.strip(), argument.strip()
+    if name not in parameters:
+        known = ", ".join(sorted(parameters)) or "none"
+        return ToolCallError(body, f"unknown tool {name!r} (a plain call is the tool's name, then its argument on "
+                                   f"the next line); available tools: {known}")
+    key = sole_string_parameter(parameters[name])
+    if key is None:
+        return ToolCallError(body, f"{name} is not called in plain text (that needs exactly one required string "
+                                   'argument): write {"name": "...", "arguments": {...}} in JSON')
+    return ToolCall(name, {key: argument}, body)
 
 
 def _read_call(body: str, json) -> ToolCall | ToolCallError:

@@ -58,6 +58,30 @@ def test_parse_tool_calls():
     assert parse_tool_calls("no calls here") == []
 
 
+def test_plain_calls_fill_the_one_string_parameter():
+    params = {"calculator": {"type": "object", "properties": {"expression": {"type": "string"}},
+                             "required": ["expression"]},
+              "memory": {"type": "object", "properties": {"action": {"type": "string"}, "key": {"type": "string"}},
+                         "required": ["action", "key"]}}
+    text = ("<tool_call>calculator\n670235*215837\n</tool_call><tool_call>memory\nx</tool_call>"
+            "<tool_call>calc\n1+2</tool_call>"
+            '<tool_call>{"name": "calculator", "arguments": {"expression": "2*3"}}</tool_call>')
+    got = parse_tool_calls(text, params)
+    assert (got[0].name, got[0].arguments) == ("calculator", {"expression": "670235*215837"})
+    assert isinstance(got[1], ToolCallError) and "not called in plain text" in got[1].message
+    assert isinstance(got[2], ToolCallError) and "unknown tool 'calc'" in got[2].message
+    assert got[3].arguments == {"expression": "2*3"}  # JSON calls are read as before
+    assert isinstance(parse_tool_calls(text)[0], ToolCallError)  # without the schemas only JSON is a call
+
+
+def test_tool_env_runs_a_plain_call():
+    env = tool_env()()
+    env.reset(PROBLEM)
+    step = env.step("<tool_call>calculator\n3+4\n</tool_call>")
+    assert not step.done and "<tool_response>\n7\n</tool_response>" in step.observation
+    assert "is not called in plain text" in env.step("<tool_call>broken\n1</tool_call>").observation
+
+
 def test_strip_tool_markup_keeps_the_rest():
     text = 'x<tool_call>{"a": 1}</tool_call>\n<tool_response>\n5\n</tool_response>\ny</think>\n\n<tool_call>{'
     assert strip_tool_markup(text) == "x\n\ny</think>\n\n"

@@ -291,3 +291,14 @@ def test_s2check_signal_is_a_cascade_stage_whose_answer_the_greedy_arm_reuses(s2
     router.save(tmp_path / "model" / "router")
     with pytest.raises(ValueError, match="uses a checker"):  # refused before serving, with the reason
         serve_main(str(tmp_path / "model"), traces=None, jobs=None)
+
+
+def test_restated_question_opens_the_solution_and_claims_nothing():
+    task, plain = Arithmetic(op="mul", cot="chain", restate=True), Arithmetic(op="mul", cot="chain")
+    p = prob(365, 225)
+    steps = task.solution_lines(p)
+    assert steps == ["365*225", *plain.solution_lines(p)]
+    assert task.step_claims(p, steps, answer=p.answer) == [[], *plain.step_claims(p, steps[1:], answer=p.answer)]
+    assert task.step_claims(p, ["365*252", *steps[1:]]) == [None] * len(steps)  # miscopied: nothing after counts
+    text = "\n".join(steps)
+    assert task.score(p, text + "\n</think>\n\n" + p.answer).correct and all(task.step_labels(p, text))

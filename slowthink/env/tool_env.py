@@ -1,7 +1,8 @@
 """A multi-turn environment in which the model calls tools while it reasons.
 
 A turn that ends in ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` (inside ``<think>`` or after
-it) is a tool turn: the environment runs the call(s) with the episode's tools and returns, as the observation,
+it; or the plain form ``calculator\\n12*34`` for a tool with one string argument, ``chat.parse_tool_calls``) is a
+tool turn: the environment runs the call(s) with the episode's tools and returns, as the observation,
 ``\\n<tool_response>\\n...\\n</tool_response>\\n`` per call, appended inline to the context; the model then
 continues the same assistant message. Any other turn is the final answer: the whole transcript, with its
 tool-call and tool-response blocks taken out (``chat.strip_tool_markup``), is scored by the task and the
@@ -107,7 +108,7 @@ class ToolEnv:
         self.turns += 1
         self.model_tokens += num_tokens
         self.transcript.append(assistant_turn)
-        calls = [c for c in parse_tool_calls(assistant_turn)] if ends_in_call(assistant_turn) else []
+        calls = parse_tool_calls(assistant_turn, self.parameters()) if ends_in_call(assistant_turn) else []
         if not calls:
             return self._final(limit=None)
         if self.calls + len(calls) > self.limits.max_tool_calls:
@@ -119,6 +120,10 @@ class ToolEnv:
         observation = "\n" + "\n".join(format_tool_response(r.response) for r in records) + "\n"
         self.transcript.append(observation)
         return StepResult(observation, 0.0, False, {"tool_calls": records})
+
+    def parameters(self) -> dict[str, dict]:
+        """Each episode tool's JSON-schema parameters: what lets a plain call (``name`` newline argument) be read."""
+        return {name: tool.parameters for name, tool in self.tools.items()}
 
     def end(self, reason: str) -> StepResult:
         return self._final(limit=reason)

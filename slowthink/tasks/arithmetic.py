@@ -30,6 +30,9 @@ and each digit is a function of three inputs at fixed offsets. For ``347*862``::
 made for the zero-start experiment, where a model that answers the sub-problems directly learns to chain
 them.
 
+``restate=true`` opens any format with the question written again on its own line: a model trained on it
+copies the whole question, which is what a calculator call on it needs (``benchmarks/tool_rl.py``).
+
 Every line is one step; ``step_labels`` marks a step correct when it and every step before it match
 the unique correct derivation (after a wrong step the right answer can no longer follow).
 """
@@ -200,13 +203,17 @@ class Arithmetic(BaseTask):
 
     name = "arithmetic"
 
-    def __init__(self, op: str = "mul", max_level: int = 8, cot: str = "cells", operands: str = "square"):
+    def __init__(self, op: str = "mul", max_level: int = 8, cot: str = "cells", operands: str = "square",
+                 restate: bool = False):
         if operands not in OPERAND_SHAPES:
             raise ValueError(f"arithmetic: operands must be one of {OPERAND_SHAPES}, got {operands!r}")
         self.operands = operands
         if cot not in COT_FORMATS:
             raise ValueError(f"arithmetic: cot must be one of {COT_FORMATS}, got {cot!r}")
         self.cot = cot
+        # A worked solution that opens by writing the question again teaches a model to copy it exactly: what a
+        # tool call on the question needs (benchmarks/tool_rl.py).
+        self.restate = bool(restate)
         if op not in (*OPS, "mixed"):
             raise ValueError(f"arithmetic: op must be 'add', 'mul' or 'mixed', got {op!r}")
         if not 1 <= int(max_level) <= 20:
@@ -244,7 +251,7 @@ class Arithmetic(BaseTask):
     def solution_lines(self, problem: Problem) -> list[str]:
         a, b, op = problem.data["a"], problem.data["b"], problem.data["op"]
         solve = {"cells": cells_solution, "mac": mac_solution, "compact": compact_solution, "chain": chain_solution}
-        return solve[self.cot](a, b, op)
+        return [problem.question] * self.restate + solve[self.cot](a, b, op)
 
     # -- claims a checker can recompute ----------------------------------------------------------
     def _value(self, group: str, width: int) -> int | None:
@@ -276,6 +283,14 @@ class Arithmetic(BaseTask):
         Claims are in this task's own format, ``n``-digit times one digit and ``n``-digit plus a number
         zero-padded to ``n`` digits: the sub-problems of ``operands=steps``. Addition is one step whose claim is the
         problem itself. Supported formats: cells, compact and chain."""
+        a, b, op = problem.data["a"], problem.data["b"], problem.data["op"]
+        if self.restate:  # the restated question claims nothing; written wrong, it is wrong on its face
+            head = [[] if steps[0].strip() == problem.question else None] if steps else []
+            rest = self._claims(problem, steps[1:], answer) if steps else []
+            return head + (rest if head[:1] != [None] else [None] * len(rest))
+        return self._claims(problem, steps, answer)
+
+    def _claims(self, problem: Problem, steps: list[str], answer: str | None) -> list[list[Claim] | None]:
         a, b, op = problem.data["a"], problem.data["b"], problem.data["op"]
         if self.cot == "chain":
             return self._chain_claims(a, b, op, steps, answer)
