@@ -293,7 +293,7 @@ def part_sync(init: str, syncs: int) -> dict:
 
     model, tok = load_model(init)
     pool = RayRolloutPool(model, tok, task(), RewardFn(), 2, cpus=1.0)
-    pool.load_weights(model.state_dict(), 0)
+    pool.load_weights(model.state_dict(), 0, wait=True)
     times = {k: [] for k in ("load_weights_s", "put_packed_s", "put_torch_s", "actors_load_s", "empty_call_s")}
 
     def timed(key, fn):
@@ -307,7 +307,7 @@ def part_sync(init: str, syncs: int) -> dict:
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(1e-4)
-        timed("load_weights_s", lambda: pool.load_weights(model.state_dict(), version))
+        timed("load_weights_s", lambda: pool.load_weights(model.state_dict(), version, wait=True))
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         ref = timed("put_packed_s", lambda: ray.put(pack(state)))
         timed("put_torch_s", lambda: ray.put(state))

@@ -92,8 +92,9 @@ def as_data(groups):
 
 
 def check_killed_and_slow_workers_are_replaced(sft, out):
-    """A worker SIGKILLed mid-step, then a worker past the timeout: each time its slice is sampled again by a
-    fresh worker, and the step's groups equal those of an undisturbed step (nothing lost, doubled or changed)."""
+    """A worker SIGKILLed mid-step, then a worker past the timeout, then one killed between steps: each time its
+    slice is sampled again by a fresh worker, and the step's groups equal those of an undisturbed step (nothing
+    lost, doubled or changed); a weight load that fails in a live worker is raised by the rollout after it."""
     pool, problems, sampling = pool_and_problems(sft, timeout_s=5.0)
     try:
         reference = as_data(pool.rollout(problems, Mode.SYSTEM1, 4, sampling))
@@ -111,6 +112,21 @@ def check_killed_and_slow_workers_are_replaced(sft, out):
         # >= : on a loaded machine the healthy worker may pass the timeout too; it is then replaced as well
         assert m["reassigned_problems"] >= 2 and m["replaced_workers"] >= 2, m
         assert slow not in pool.pids()
+        between = pool.pids()[0]
+        os.kill(between, signal.SIGKILL)  # between steps: the weight load, queued not waited for, meets a dead worker
+        pool.load_weights(pool.model.state_dict(), version=0)
+        assert as_data(pool.rollout(problems, Mode.SYSTEM1, 4, sampling)) == reference
+        assert between not in pool.pids()
+        bad = dict(pool.model.state_dict())
+        key = next(n for n, p in pool.model.named_parameters() if p.requires_grad)
+        bad[key] = torch.zeros(1)  # a load that raises in a live worker must not pass unnoticed behind the queue
+        pool.load_weights(bad, version=1)
+        try:
+            pool.rollout(problems, Mode.SYSTEM1, 4, sampling)
+        except Exception as e:  # noqa: BLE001 - Ray wraps the worker's error in its own exception type
+            assert "size mismatch" in str(e), e
+        else:
+            raise AssertionError("a weight load that failed in a worker went unnoticed")
     finally:
         pool.close()
 

@@ -6,8 +6,9 @@ What moves where:
 - weights: ``load_weights`` sends only the tensors that changed since the last sync among the model's trainable
   parameters and its buffers (with LoRA only the adapters move; a frozen base never does), as byte arrays
   (``pack``: Ray reads them back without a copy), ``ray.put`` once, every actor gets the same object reference and
-  copies it into its model. Each sync is timed (``sync_s``) and sized
-  (``sync_mb``); each actor records the version it holds and stamps it on every ``Group`` it samples.
+  copies it into its model, queued ahead of the step's rollout rather than waited for. Each sync is timed
+  (``sync_s``: the driver's share) and sized (``sync_mb``); each actor records the version it holds and stamps it
+  on every ``Group`` it samples.
 - problems: each actor is assigned a contiguous slice of the step's problems (its position in the whole list
   keeps the per-problem sampling seed, so a split rollout samples what one worker would); groups come back as
   plain picklable data and are put back in problem order.
@@ -111,6 +112,7 @@ class RayRolloutPool:
         self.version = -1
         self.metrics: dict[str, float] = {}
         self.replaced = 0
+        self.unchecked_loads: list = []  # queued weight loads not yet seen to succeed
         self.actors = [self.remote.remote(self.spec) for _ in range(workers)]
         for slot, actor in enumerate(self.actors):  # started (sync_s then measures the sync alone); one that dies
             if not self._ready(actor.pid.remote()):  # while starting is started again
@@ -123,10 +125,12 @@ class RayRolloutPool:
         names = {n for n, p in self.model.named_parameters() if p.requires_grad}
         return names | {n for n, _ in self.model.named_buffers()}
 
-    def load_weights(self, state_dict: dict[str, torch.Tensor] | None, version: int, wait: bool = True) -> None:
-        """Send the changed tensors to every actor. ``wait=False`` (asynchronous rollouts) only queues the copy
-        behind each actor's running rollouts (then ``sync_s`` is the driver's share: diff and ``ray.put``); a
-        rollout queued after it samples from these weights either way."""
+    def load_weights(self, state_dict: dict[str, torch.Tensor] | None, version: int, wait: bool = False) -> None:
+        """Send the changed tensors to every actor. By default the copy is only queued behind each actor's
+        earlier calls: an actor runs its calls in order, so a rollout submitted after it samples from these
+        weights, and waiting here would cost a round trip per step. ``sync_s`` is then the driver's share (diff
+        and ``ray.put``); an actor that died is replaced when its rollout fails, and a load that raised is
+        raised by the next ``collect``. ``wait=True`` waits for every actor and replaces the dead ones now."""
         if version < self.version:
             raise ValueError(f"weights version {version} is older than the pool's version {self.version}")
         t0 = time.perf_counter()
@@ -140,6 +144,8 @@ class RayRolloutPool:
         ref = self.ray.put(pack(delta))  # once; every actor gets the same reference
         self.version = version
         loads = [a.load_weights.remote(ref, version) for a in self.actors]
+        if not wait:
+            self.unchecked_loads += loads
         for slot, done in enumerate(loads if wait else []):
             if not self._ready(done):
                 self._replace(slot)  # died between steps: a fresh actor gets the whole current state
@@ -202,7 +208,22 @@ class RayRolloutPool:
         if len(groups) != len(job["problems"]):
             raise RuntimeError(f"rollout returned {len(groups)} groups for {len(job['problems'])} problems")
         self.metrics.update(reassigned_problems=job["reassigned"], replaced_workers=self.replaced)
+        self._raise_failed_loads()
         return groups
+
+    def _raise_failed_loads(self) -> None:
+        """Raise the error of a queued weight load that failed in a live actor (a rollout after it would have
+        sampled from stale weights); loads still running stay queued, a dead actor's load is its rollout's
+        concern (reassigned)."""
+        if not self.unchecked_loads:
+            return
+        ray = self.ray
+        done, self.unchecked_loads = ray.wait(self.unchecked_loads, num_returns=len(self.unchecked_loads), timeout=0)
+        for ref in done:
+            try:
+                ray.get(ref)
+            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError):
+                pass
 
     def _reassign(self, job: dict, slot: int, start: int, stop: int) -> None:
         self._replace(slot)
