@@ -230,25 +230,34 @@ def part_kills(init: str, steps: int, kills: int) -> dict:
     samples (the pool raises otherwise) and the run must finish."""
     rng, killed, stop = random.Random(0), [], threading.Event()
 
-    def killer():
+    import shutil
+
+    metrics_file = WORK / "kills" / "metrics.jsonl"
+    shutil.rmtree(WORK / "kills", ignore_errors=True)
+
+    def killer():  # from the first logged step on, a kill every 0.5-2 s (a step here takes ~0.1 s)
+        while not stop.is_set() and not (metrics_file.exists() and metrics_file.stat().st_size):
+            time.sleep(0.05)
         while not stop.is_set() and len(killed) < kills:
-            time.sleep(rng.uniform(2.0, 6.0))
+            time.sleep(rng.uniform(0.5, 2.0))
             pids = _actor_pids("RolloutActor")
             if pids:
                 victim = rng.choice(pids)
                 try:
                     os.kill(victim, signal.SIGKILL)
-                    killed.append((round(time.monotonic() - t0, 1), victim))
+                    killed.append((time.time(), victim))
                 except ProcessLookupError:
                     pass
 
-    t0 = time.monotonic()
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
     rows, _, wall = grpo(init, "kills", ray="local", rollout_workers=2, steps=steps)
     stop.set()
     n = BASE["prompts_per_step"] * BASE["group_size"]
-    return {"load": load(), "steps_done": len(rows), "kills": killed, "wall_s": wall,
+    start = rows[0]["time"] - rows[0]["step_s"] if rows else 0.0  # the training window: first step's start to last's end
+    during = [k for k in killed if rows and start <= k[0] <= rows[-1]["time"]]
+    return {"load": load(), "steps_done": len(rows), "kills": [(round(t - start, 2), pid) for t, pid in killed],
+            "kills_during_training": len(during), "wall_s": wall,
             "samples_per_step": n, "samples_total": rows[-1]["samples"] if rows else 0,
             "every_sample_accounted": bool(rows) and rows[-1]["samples"] == len(rows) * n,
             "workers_replaced": max((r.get("replaced_workers", 0) for r in rows), default=0),
@@ -467,7 +476,7 @@ def main() -> None:
         plot(result[key], path.with_name(f"ray_{key}.png"))
         save()
     if "kills" in parts:
-        result["kills"] = part_kills(init, steps=8, kills=3)
+        result["kills"] = part_kills(init, steps=60, kills=3)
         save()
     if "straggler" in parts:
         result["straggler"] = part_straggler(init, delay_s=120.0, timeout_s=10.0)
