@@ -283,7 +283,6 @@ class Arithmetic(BaseTask):
         Claims are in this task's own format, ``n``-digit times one digit and ``n``-digit plus a number
         zero-padded to ``n`` digits: the sub-problems of ``operands=steps``. Addition is one step whose claim is the
         problem itself. Supported formats: cells, compact and chain."""
-        a, b, op = problem.data["a"], problem.data["b"], problem.data["op"]
         if self.restate:  # the restated question claims nothing; written wrong, it is wrong on its face
             head = [[] if steps[0].strip() == problem.question else None] if steps else []
             rest = self._claims(problem, steps[1:], answer) if steps else []
