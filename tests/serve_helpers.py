@@ -102,3 +102,16 @@ def wait_until_serving(proc, port: int, key: str, timeout_s: float = 90.0):
         proc.kill()
         proc.wait()
         raise
+
+
+def stop_server(proc, timeout_s: float = 30.0) -> None:
+    """SIGTERM a server process (it drains and exits); SIGKILL it if it has not exited within ``timeout_s``."""
+    import signal
+    import subprocess
+
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -30,7 +30,7 @@ from slowthink.serve.traces import iter_traces, traces_to_examples
 from slowthink.tasks.arithmetic import Arithmetic
 from slowthink.tasks.base import Problem
 from slowthink.tokenizer import IM_END, render_example
-from serve_helpers import Q, free_port, overfit_seven, serve_in_thread, wait_until_serving
+from serve_helpers import Q, free_port, overfit_seven, serve_in_thread, stop_server, wait_until_serving
 
 torch.set_num_threads(1)
 
@@ -363,12 +363,7 @@ def test_jobs_survive_sigkill(served, tmp_path):
         try:
             after = {i: _wait_job(http, i, timeout=90) for i in ids}
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_server(proc)
     assert all(j["status"] == "succeeded" for j in after.values()), {i: j["status"] for i, j in after.items()}
     for i, j in before.items():
         assert after[i] == j  # finished results are untouched by the restart

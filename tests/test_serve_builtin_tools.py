@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from types import SimpleNamespace
 
 import pytest
 
@@ -18,9 +17,10 @@ pytest.importorskip("fastapi")
 
 from slowthink.serve.app import create_app
 from scripted_scheduler import ScriptedScheduler
-from serve_helpers import serve_in_thread, wait_until_serving
+from serve_helpers import stop_server, wait_until_serving
 
-from tool_serving import ADD, CALL, KEY, NAME, Q, ask, long_model, scripted, served, stream  # noqa: F401 (fixtures)
+from tool_serving import (ADD, CALL, KEY, NAME, Q, ask, long_model, scripted, scripted_server,  # noqa: F401
+                          served, stream)
 
 
 # -- built-in tools, run by the server inside the request -------------------------------------------------------
@@ -45,14 +45,8 @@ def builtin(tok, long_model, tmp_path_factory):
     script = scripted(two_turns)
     app = create_app(long_model, tok, NAME, api_key=KEY, max_batch=8, traces=tmp / "traces.db", jobs=tmp / "jobs.db",
                      builtin_tools=ToolSet(["calculator"]), limits=Limits(max_tool_calls=2))
-    fake = ScriptedScheduler(tok, lambda prompt: script.reply(prompt))
-    app.state.server.scheduler = app.state.scheduler = fake
-    with serve_in_thread(app, start_timeout=60) as port:
-        base = f"http://127.0.0.1:{port}/v1"
-        client = openai.OpenAI(base_url=base, api_key=KEY, max_retries=0, timeout=30)
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {KEY}"}, timeout=30) as http:
-            yield SimpleNamespace(client=client, http=http, script=script, fake=fake, app=app, tok=tok,
-                                  db=tmp / "traces.db")
+    with scripted_server(app, tok, script, tok=tok, db=tmp / "traces.db") as server:
+        yield server
 
 
 def test_builtin_calculator_runs_inside_the_request(builtin):
@@ -208,7 +202,6 @@ def _poll(http, job_id, done, timeout=60):
 
 def test_tool_job_resumes_after_sigkill(tmp_path):
     import signal
-    import subprocess
 
     from serve_helpers import free_port
 
@@ -235,12 +228,7 @@ def test_tool_job_resumes_after_sigkill(tmp_path):
         try:
             done = _poll(http, job["id"], lambda j: j["status"] not in ("queued", "running"))
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_server(proc)
     assert done["status"] == "succeeded" and done["attempts"] == 2, done
     choice = done["result"]["choices"][0]
     assert choice["message"]["content"] == "7" and choice["finish_reason"] == "stop"

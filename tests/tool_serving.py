@@ -3,6 +3,7 @@ scripted scheduler (``served``), and the calls the tests make with the real ``op
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pytest
@@ -49,13 +50,21 @@ def served(tok, long_model, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tools")
     script = scripted(lambda prompt: "7")
     app = create_app(long_model, tok, NAME, api_key=KEY, max_batch=8, traces=tmp / "traces.db", jobs=tmp / "jobs.db")
-    fake = ScriptedScheduler(tok, lambda prompt: script.reply(prompt))
+    with scripted_server(app, tok, script) as server:
+        yield server
+
+
+@contextmanager
+def scripted_server(app, tokenizer, script, **extra):
+    """``app`` served on a thread with its engine replaced by a scheduler that writes ``script.reply(prompt)``; the
+    real ``openai`` client and a raw ``httpx`` client for it, with ``extra`` fields."""
+    fake = ScriptedScheduler(tokenizer, lambda prompt: script.reply(prompt))
     app.state.server.scheduler = app.state.scheduler = fake
     with serve_in_thread(app, start_timeout=60) as port:
         base = f"http://127.0.0.1:{port}/v1"
         client = openai.OpenAI(base_url=base, api_key=KEY, max_retries=0, timeout=30)
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {KEY}"}, timeout=30) as http:
-            yield SimpleNamespace(client=client, http=http, script=script, fake=fake, app=app)
+            yield SimpleNamespace(client=client, http=http, script=script, fake=fake, app=app, **extra)
 
 
 def ask(s, reply, **kw):
