@@ -77,19 +77,6 @@ def task():
     return get_task("recall", max_facts=64)
 
 
-def seeded_fine_tune_config(**kw):
-    """The inner fine-tune's config (``slowthink.train.finetune``) with the seed its data order reads."""
-    from dataclasses import dataclass
-
-    from slowthink.train.finetune import FineTuneConfig
-
-    @dataclass
-    class Seeded(FineTuneConfig):
-        seed: int = 0
-
-    return Seeded(**kw)
-
-
 # ----------------------------------------------------------------------------- training data
 def memory_call(arguments: dict) -> str:
     return f"{TOOL_CALL_OPEN}{json.dumps({'name': 'memory', 'arguments': arguments})}{TOOL_CALL_CLOSE}"
@@ -144,7 +131,7 @@ def stage_train(args, run: Path) -> None:
     from slowthink.models import build_model
     from slowthink.tasks.record import TaskRecord, write_record
     from slowthink.tokenizer import build_char_tokenizer
-    from slowthink.train.finetune import fine_tune_rendered
+    from slowthink.train.finetune import StandaloneFineTuneConfig, fine_tune_rendered
 
     out = run / "model"
     if (out / "config.json").exists():
@@ -166,8 +153,8 @@ def stage_train(args, run: Path) -> None:
     longest = max(len(r.ids) for r in data)
     if longest > args.context:
         raise ValueError(f"a training example has {longest} tokens, more than --context {args.context}")
-    cfg = seeded_fine_tune_config(steps_per_iteration=args.steps, batch_size=args.batch_size, lr=args.lr,
-                                  warmup_steps=20, micro_batches=2, seed=args.seed)
+    cfg = StandaloneFineTuneConfig(steps_per_iteration=args.steps, batch_size=args.batch_size, lr=args.lr,
+                                   warmup_steps=20, micro_batches=2, seed=args.seed)
     t0 = time.time()
     stats = fine_tune_rendered(model, tok, data, cfg, 0, tag="memory")
     model.save_pretrained(out)

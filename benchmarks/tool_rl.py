@@ -122,20 +122,6 @@ def task():
     return get_task(TASK, **TASK_ARGS)
 
 
-def seeded_fine_tune_config(**kw):
-    """The inner fine-tune's config (``slowthink.train.finetune``) with the seed its data order reads."""
-    from dataclasses import dataclass
-
-    from slowthink.train.finetune import FineTuneConfig
-
-    @dataclass
-    class Seeded(FineTuneConfig):
-        seed: int = 0
-        optimizer: str = "adamw"  # make_optimizer's choice: adamw, or muon (Muon on the hidden matrices)
-
-    return Seeded(**kw)
-
-
 # ----------------------------------------------------------------------------- stages: models
 def stage_base(args, run: Path) -> None:
     from slowthink.train.sft import SFTConfig, train
@@ -190,7 +176,7 @@ def stage_tool_sft(args, run: Path) -> None:
 
     from slowthink.models import load_model
     from slowthink.train.data import sample_examples
-    from slowthink.train.finetune import fine_tune_rendered
+    from slowthink.train.finetune import StandaloneFineTuneConfig, fine_tune_rendered
 
     out = run / "tool_sft" / "model"
     if (out / "config.json").exists():
@@ -204,9 +190,8 @@ def stage_tool_sft(args, run: Path) -> None:
     base = base_config(args)
     plain = [e.rendered for e in sample_examples(tk, tok, args.seed + 1, 0, args.plain_examples, base["levels"],
                                                  base["system2_fraction"], base["level_weights"] or None)]
-    cfg = seeded_fine_tune_config(steps_per_iteration=args.sft_steps, batch_size=args.sft_batch, lr=args.sft_lr,
-                         warmup_steps=min(5, args.sft_steps), seed=args.seed,
-                                  optimizer=args.sft_optimizer)
+    cfg = StandaloneFineTuneConfig(steps_per_iteration=args.sft_steps, batch_size=args.sft_batch, lr=args.sft_lr,
+                                   warmup_steps=min(5, args.sft_steps), seed=args.seed, optimizer=args.sft_optimizer)
     t0 = time.time()
     stats = fine_tune_rendered(model, tok, tool + plain, cfg, 0, tag="tool_sft")
     model.save_pretrained(out)

@@ -34,6 +34,15 @@ class FineTuneConfig(OptimConfig):
         require(1 <= self.micro_batches <= self.batch_size, "micro_batches", "must be in 1..batch_size")
 
 
+@dataclass
+class StandaloneFineTuneConfig(FineTuneConfig):
+    """A fine-tune run outside a trainer (benchmarks): the fields an iterative trainer's config adds, the seed the
+    data order reads and the optimizer ``make_optimizer`` builds."""
+
+    seed: int = arg(0, "seed of the data order")
+    optimizer: str = arg("adamw", "adamw, or muon (Muon on the hidden matrices, AdamW on the rest)")
+
+
 def fine_tune_rendered(model, tok, rendered: list[Rendered], cfg: FineTuneConfig, iteration: int,
                        tag: str = "star") -> dict:
     """Fine-tune on ``rendered`` (consecutive shuffled passes, seeded by ``(tag, seed, iteration)``). Returns
