@@ -155,7 +155,8 @@ def parse_tool_calls(text: str, parameters: Mapping[str, dict] | None = None) ->
     block is not ``{"name": str, "arguments": object}`` in JSON (or is never closed), a :class:`ToolCallError`.
     ``arguments`` may also be a JSON string holding an object (some models write it so); absent, it is ``{}``.
     ``parameters`` (each tool's JSON-schema parameters, by name) lets a block be a plain call, ``name`` then the
-    argument on the next lines, for a tool whose only required parameter is a string."""
+    argument on the next lines, for a tool whose only required parameter is a string; where ``parameters`` has
+    one tool only, a block of one line is that tool's argument alone (a bare call, ``<tool_call>12*34</tool_call>``)."""
     import json
 
     out: list[ToolCall | ToolCallError] = []
@@ -186,6 +187,9 @@ def sole_string_parameter(schema: dict) -> str | None:
 def _read_plain_call(body: str, parameters: Mapping[str, dict]) -> ToolCall | ToolCallError:
     name, _, argument = body.partition("\n")
     name, argument = name.strip(), argument.strip()
+    if not argument and len(parameters) == 1 and name not in parameters:
+        # a bare call, the argument alone on one line: with one tool there is no name to write
+        name, argument = next(iter(parameters)), name
     if name not in parameters:
         known = ", ".join(sorted(parameters)) or "none"
         return ToolCallError(body, f"unknown tool {name!r} (a plain call is the tool's name, then its argument on "

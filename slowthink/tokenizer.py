@@ -33,13 +33,15 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 
-from .chat import THINK_CLOSE, THINK_OPEN, Mode, check_mode
+from .chat import (THINK_CLOSE, THINK_OPEN, TOOL_CALL_CLOSE, TOOL_CALL_OPEN, TOOL_RESPONSE_CLOSE, TOOL_RESPONSE_OPEN,
+                   Mode, check_mode)
 
 IM_START, IM_END, PAD, UNK = "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<unk>"
 THINK_TOKENS = ("<think>", "</think>")
 # Role names as single tokens: the template repeats them in every example, and on a CPU budget a
 # third of a short example's compute was going to spelling out "assistant".
 ROLE_TOKENS = ("system", "user", "assistant")
+TOOL_TOKENS = (TOOL_CALL_OPEN, TOOL_CALL_CLOSE, TOOL_RESPONSE_OPEN, TOOL_RESPONSE_CLOSE)
 
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
@@ -70,20 +72,37 @@ CHAT_TEMPLATE = (
 CHARSET = "\n\t" + "".join(c for c in string.printable if c not in "\t\n\r\x0b\x0c")
 
 
-def build_char_tokenizer(charset: str = CHARSET):
-    """A character-level tokenizer (tokenizers BPE with no merges) wrapped for transformers."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models
+def build_char_tokenizer(charset: str = CHARSET, number_group: int = 1, tool_tokens: bool = False):
+    """A character-level tokenizer wrapped for transformers.
+
+    ``number_group`` > 1 reads runs of digits left to right in groups of up to that many digits, one token each
+    (``1234567`` -> ``123 456 7``, as GPT-4's and Llama 3's tokenizers split numbers): a 12-digit number is four
+    tokens to copy instead of twelve. ``tool_tokens`` makes the tool-call and tool-response tags single tokens,
+    as they are in Qwen3's vocabulary. Both default off: the plain vocabulary is one token per character.
+    """
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
+    if number_group < 1:
+        raise ValueError(f"number_group must be >= 1, got {number_group}")
     specials = [PAD, UNK, IM_START, IM_END]
     vocab = {t: i for i, t in enumerate(specials)}
     for ch in dict.fromkeys(charset):
         vocab.setdefault(ch, len(vocab))
-    core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=UNK, fuse_unk=False))
+    if number_group == 1:
+        core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=UNK, fuse_unk=False))
+    else:
+        for width in range(2, number_group + 1):
+            for n in range(10 ** width):
+                vocab[f"{n:0{width}d}"] = len(vocab)
+        core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+        # every non-digit character is a piece of its own, digits in left-aligned groups
+        core.pre_tokenizer = pre_tokenizers.Split(Regex(rf"[0-9]{{1,{number_group}}}|[^0-9]"), behavior="isolated")
     core.decoder = decoders.Fuse()
     core.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
     # Think tags are ordinary added tokens (as in Qwen3): kept when decoding with skip_special_tokens.
-    core.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS + ROLE_TOKENS])
+    added = THINK_TOKENS + ROLE_TOKENS + (TOOL_TOKENS if tool_tokens else ())
+    core.add_tokens([AddedToken(t, special=False, normalized=False) for t in added])
     tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token=IM_END, pad_token=PAD, unk_token=UNK,
                                   padding_side="left", model_max_length=4096)
     tok.chat_template = CHAT_TEMPLATE

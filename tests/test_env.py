@@ -72,6 +72,12 @@ def test_plain_calls_fill_the_one_string_parameter():
     assert isinstance(got[2], ToolCallError) and "unknown tool 'calc'" in got[2].message
     assert got[3].arguments == {"expression": "2*3"}  # JSON calls are read as before
     assert isinstance(parse_tool_calls(text)[0], ToolCallError)  # without the schemas only JSON is a call
+    assert "unknown tool '12*34'" in parse_tool_calls("<tool_call>12*34</tool_call>", params)[0].message  # two tools
+    one = {"calculator": params["calculator"]}
+    bare = parse_tool_calls("<tool_call>12*34</tool_call><tool_call>\n5-1\n</tool_call>", one)
+    assert [(c.name, c.arguments) for c in bare] == [("calculator", {"expression": "12*34"}),
+                                                     ("calculator", {"expression": "5-1"})]
+    assert "unknown tool 'calc'" in parse_tool_calls("<tool_call>calc\n1+2</tool_call>", one)[0].message
 
 
 def test_tool_env_runs_a_plain_call():

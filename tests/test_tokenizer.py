@@ -106,3 +106,28 @@ def test_tiny_model_fixture(tok, tiny_model):
     with torch.no_grad():
         logits = tiny_model(torch.tensor([r.ids])).logits
     assert logits.shape == (1, len(r.ids), len(tok))
+
+
+def test_number_groups_and_markup_tokens(tmp_path):
+    from transformers import AutoTokenizer
+
+    from slowthink.tokenizer import TOOL_TOKENS, build_char_tokenizer
+
+    tok = build_char_tokenizer(number_group=3, tool_tokens=True)
+    pieces = lambda text: tok.convert_ids_to_tokens(ids_of(tok, text))  # noqa: E731
+    assert pieces("x=1234567,07") == ["x", "=", "123", "456", "7", ",", "07"]  # left-aligned groups, zeros kept
+    assert pieces("<tool_call>9\n</tool_call>") == ["<tool_call>", "9", "\n", "</tool_call>"]
+    assert all(len(ids_of(tok, t)) == 1 for t in TOOL_TOKENS)
+    assert tok.unk_token_id not in ids_of(tok, "".join(str(n) for n in range(1000)))
+    rng = random.Random(0)
+    alphabet = list(CHARSET) + ["<think>", "</think>", *TOOL_TOKENS] + [str(n) for n in range(100)]
+    tok.save_pretrained(tmp_path)
+    loaded = AutoTokenizer.from_pretrained(tmp_path)
+    for _ in range(50):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 80)))
+        assert tok.decode(ids_of(tok, text)) == text
+        assert ids_of(loaded, text) == ids_of(tok, text)
+    plain = build_char_tokenizer()
+    assert len(ids_of(plain, "<tool_call>")) == len("<tool_call>")  # off by default: the plain vocabulary is unchanged
+    with pytest.raises(ValueError, match="number_group"):
+        build_char_tokenizer(number_group=0)
