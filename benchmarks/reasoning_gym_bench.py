@@ -1,7 +1,7 @@
 """reasoning-gym data sets, judged by their own scorers: System-1 SFT vs System-2 SFT vs System-2 after GRPO.
 
-    nice -n 5 python benchmarks/reasoning_gym_bench.py     # the committed run: 50 min wall, 18 min CPU, shared 2 cores
-    python benchmarks/reasoning_gym_bench.py --datasets chain_sum:2 --sft-steps 40 --rl-time-budget-s 60   # smaller
+    nice -n 5 python benchmarks/reasoning_gym_bench.py     # the committed run (1 thread; wall time in the JSON)
+    python benchmarks/reasoning_gym_bench.py --datasets chain_sum:2 --sft-steps 60 --rl-steps 4   # smaller
 
 For each data set (``name:level``), from scratch, through the ``slowthink`` command line (the code users run):
 
@@ -10,10 +10,15 @@ For each data set (``name:level``), from scratch, through the ``slowthink`` comm
 2. ``s2``: the same with ``--system2-fraction 1``: worked solutions built from the entry's metadata
    (``slowthink/tasks/reasoning_gym.py``, ``WORKED``), the same steps, batch size and learning rate, i.e. the
    same number of training examples (its seconds are longer: worked solutions have more tokens);
-3. ``rl``: ``slowthink train grpo --init s2/model`` for at most ``--rl-time-budget-s`` seconds (the trainer's
-   ``time_budget_s``; rewards are the data set's own ``score_answer``, partial credit included);
+3. ``rl``: ``slowthink train grpo --init s2/model`` for ``--rl-steps`` steps (a step count, not a time budget,
+   so the arm is the same on a loaded machine; its seconds are recorded; rewards are the data set's own
+   ``score_answer``, partial credit included);
 4. ``slowthink eval`` of each model in its mode, greedy pass@1 on the first ``--per-level`` problems of the named
    held-out set of that level (disjoint from training by construction), with 95% Wilson intervals.
+
+The trivial baseline beside them: always the most common answer of 5,000 training problems, scored (exact match)
+on the same held-out problems (``majority_baseline``); an arm has learned something only where its interval clears
+it.
 
 Writes ``--json`` (a table, every stage's command, seconds and the load average around it, the machine) and a
 bar plot ``--png``. A stage whose output already exists in ``--out`` is not run again (rerun after a kill).
@@ -41,13 +46,15 @@ def parse_args(argv=None):
     ap.add_argument("--datasets", default="chain_sum:2,leg_counting:2,letter_counting:1",
                     help="comma-separated NAME:LEVEL (a reasoning-gym data set with a worked-solution formatter)")
     ap.add_argument("--model", default="small", help="model preset (char tokenizer, from scratch)")
-    ap.add_argument("--sft-steps", type=int, default=70)
+    ap.add_argument("--sft-steps", type=int, default=400)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3, help="SFT peak learning rate (Muon, the SFT default)")
-    ap.add_argument("--warmup-steps", type=int, default=10)
-    ap.add_argument("--rl-time-budget-s", type=float, default=90.0)
-    ap.add_argument("--rl-lr", type=float, default=2e-5)
-    ap.add_argument("--rl-prompts", type=int, default=8)
+    ap.add_argument("--warmup-steps", type=int, default=30)
+    ap.add_argument("--rl-steps", type=int, default=100, help="GRPO steps (0: no RL arm)")
+    ap.add_argument("--rl-time-budget-s", type=float, default=0.0, help="also stop GRPO after this many seconds "
+                    "(0: none; steps alone keep the arm reproducible on a shared machine)")
+    ap.add_argument("--rl-lr", type=float, default=1e-5)
+    ap.add_argument("--rl-prompts", type=int, default=16)
     ap.add_argument("--rl-group", type=int, default=8)
     ap.add_argument("--per-level", type=int, default=200, help="held-out problems per data set")
     ap.add_argument("--threads", type=int, default=1)
@@ -99,6 +106,22 @@ def max_tokens_for(name: str, level: int) -> int:
     return max(len(tok(r)["input_ids"]) for r in refs) + 24
 
 
+def majority_baseline(name: str, level: int, per_level: int, draws: int = 5000) -> dict:
+    """The trivial baseline: always answer the most common answer of ``draws`` training problems; its accuracy
+    (exact match) and 95% Wilson interval on the held-out problems every arm is evaluated on."""
+    import random
+    from collections import Counter
+
+    from slowthink.evaluate import wilson_interval
+    from slowthink.tasks import get_task
+
+    task, rng = get_task("reasoning_gym", name=name), random.Random(0)
+    answer, _ = Counter(task.sample_split(rng, level, "train").answer for _ in range(draws)).most_common(1)[0]
+    held = task.heldout_set(per_level, (level,))
+    hits = sum(p.answer == answer for p in held)
+    return {"answer": answer, "n": len(held), "pass@1": hits / len(held), "ci95": list(wilson_interval(hits, len(held)))}
+
+
 def stages(name: str, level: int, run_dir: Path, args, max_tokens: int) -> dict[str, list[str]]:
     exe, pre = slowthink(), []
     common = ["--task", "reasoning_gym", "--task-args", f"name={name}", "--levels", str(level),
@@ -106,7 +129,7 @@ def stages(name: str, level: int, run_dir: Path, args, max_tokens: int) -> dict[
     sft = ["train", "sft", *common, "--model", args.model, "--steps", str(args.sft_steps), "--batch-size",
            str(args.batch_size), "--lr", str(args.lr), "--warmup-steps", str(args.warmup_steps), "--eval-every", "0",
            "--eval-per-level", "0", "--checkpoint-every", "1000", "--max-new-tokens", str(max_tokens)]
-    grpo = ["train", "grpo", "--init", str(run_dir / "s2" / "model"), *common, "--steps", "100000",
+    grpo = ["train", "grpo", "--init", str(run_dir / "s2" / "model"), *common, "--steps", str(args.rl_steps),
             "--time-budget-s", str(args.rl_time_budget_s), "--lr", str(args.rl_lr), "--prompts-per-step",
             str(args.rl_prompts), "--group-size", str(args.rl_group), "--max-new-tokens", str(max_tokens),
             "--eval-per-level", "0", "--checkpoint-every", "1000"]
@@ -142,11 +165,12 @@ def bench_dataset(spec: str, args, record: dict) -> dict:
     run_dir = Path(args.out) / f"{name}_L{level}"
     run_dir.mkdir(parents=True, exist_ok=True)
     max_tokens = max_tokens_for(name, level)
-    res = {"dataset": name, "level": level, "max_new_tokens": max_tokens, "stages": {}}
+    res = {"dataset": name, "level": level, "max_new_tokens": max_tokens,
+           "majority_baseline": majority_baseline(name, level, args.per_level), "stages": {}}
     timings_path = run_dir / "stages.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
     for stage, cmd in stages(name, level, run_dir, args, max_tokens).items():
-        if stage in ("rl", "eval_rl") and not args.rl_time_budget_s:
+        if stage in ("rl", "eval_rl") and not args.rl_steps:
             continue
         if not done(stage, run_dir):
             if stage in ARMS:
@@ -173,6 +197,9 @@ def table(record: dict) -> list[dict]:
     rows = []
     for d in record["datasets"]:
         row = {"dataset": d["dataset"], "level": d["level"]}
+        if "majority_baseline" in d:
+            m = d["majority_baseline"]
+            row["majority"] = f"{m['pass@1']:.1%} [{m['ci95'][0]:.1%}, {m['ci95'][1]:.1%}] (always {m['answer']!r})"
         for arm in ARMS:
             if arm in d:
                 row[arm] = f"{d[arm]['pass@1']:.1%} [{d[arm]['ci95'][0]:.1%}, {d[arm]['ci95'][1]:.1%}]"
@@ -200,12 +227,18 @@ def plot(record: dict, path: Path) -> None:
                 lo.append(100 * (p - a))
                 hi.append(100 * (b - p))
         ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=ARM_LABELS[arm])
+    for j, d in enumerate(ds):  # the trivial baseline: always the most common training answer
+        if "majority_baseline" in d:
+            ax.hlines(100 * d["majority_baseline"]["pass@1"], j - 1.6 * width, j + 1.6 * width, colors="k",
+                      linestyles="--", label="most common answer" if j == 0 else None)
     ax.set_xticks(range(len(ds)), [f"{d['dataset']}\nlevel {d['level']} (n={d.get('s1', {}).get('n', '?')})"
                                    for d in ds])
     ax.set_ylabel("held-out pass@1 (%), 95% Wilson")
     s = record["settings"]
+    rl = (f"GRPO {s['rl_steps']} steps x {s['rl_prompts']}x{s['rl_group']}" if "rl_steps" in s
+          else f"GRPO <= {s['rl_time_budget_s']:.0f} s")
     ax.set_title(f"reasoning-gym, {s['model']} model from scratch: SFT {s['sft_steps']} steps x {s['batch_size']}, "
-                 f"GRPO <= {s['rl_time_budget_s']:.0f} s", fontsize=9)
+                 f"{rl}", fontsize=9)
     ax.legend(fontsize=8)
     top = max((d[a]["ci95"][1] for d in ds for a in ARMS if a in d), default=1.0)
     ax.set_ylim(0, min(100, max(10, 130 * top)))  # low accuracies stay readable
@@ -230,7 +263,9 @@ def main(argv=None) -> int:
     for spec in args.datasets.split(","):
         bench_dataset(spec.strip(), args, record)
         record["table"] = table(record)
-        record["total_s"] = round(time.time() - t0, 1)
+        record["total_s"] = round(time.time() - t0, 1)  # this invocation (stages found done in --out are not rerun)
+        record["stages_total_s"] = round(sum(st["seconds"] for d in record["datasets"]
+                                             for st in d["stages"].values() if st), 1)  # every stage, whenever run
         record["total_cpu_s"] = round(children_cpu_s(), 1)  # every stage's process, user + system
         record["loadavg_end"] = os.getloadavg()
         Path(args.json).write_text(json.dumps(record, indent=1) + "\n")

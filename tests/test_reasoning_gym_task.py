@@ -105,6 +105,13 @@ def test_worked_solutions_reach_the_answer_and_label_correct(name, level):
     if name == "leg_counting":  # legs per animal from reasoning-gym's own table
         animal, count = next(iter(p.data["entry"]["metadata"]["animals"].items()))
         assert task.solution_lines(p)[0] == f"{count} {animal} * {ANIMALS[animal]} = {count * ANIMALS[animal]}"
+    if name == "letter_counting":  # the letter, the word, the word with every other letter masked, count, total
+        meta = p.data["entry"]["metadata"]
+        letter, word = meta["target_letter"].lower(), meta["span"][0]
+        first = task.solution_lines(p)[0].split(" ")
+        assert first[:2] == [letter, word] and len(first[2]) == len(word)
+        assert int(first[3]) == first[2].lower().count(letter) == word.lower().count(letter) == int(first[4])
+        assert set(first[2].lower()) <= {letter, "."}
 
 
 def test_weighted_mix():

@@ -83,14 +83,18 @@ def leg_counting_lines(entry: dict) -> list[str]:
 
 
 def letter_counting_lines(entry: dict) -> list[str]:
-    """One line per word of the text: the word, how often the letter occurs in it (ignoring case, as the data
-    set counts) and the running total, ``Gutenberg 1 1``."""
+    """One line per word of the text: the letter, the word, the word again with every other letter masked by
+    ``.``, how often the letter occurs (ignoring case, as the data set counts) and the running total,
+    ``e Gutenberg ......e... 1 1``. The letter opens each line and the mask sits beside the word, so each
+    comparison is between characters a few positions apart (a small model does not keep the letter from the
+    question in view over many words)."""
     meta = entry["metadata"]
     letter, total, lines = meta["target_letter"].lower(), 0, []
     for word in meta["span"]:
         n = word.lower().count(letter)
         total += n
-        lines.append(f"{word} {n} {total}")
+        mask = "".join(c if c.lower() == letter else "." for c in word)
+        lines.append(f"{letter} {word} {mask} {n} {total}")
     return lines
 
 
