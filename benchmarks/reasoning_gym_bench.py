@@ -238,7 +238,7 @@ def plot(record: dict, path: Path) -> None:
     rl = (f"GRPO {s['rl_steps']} steps x {s['rl_prompts']}x{s['rl_group']}" if "rl_steps" in s
           else f"GRPO <= {s['rl_time_budget_s']:.0f} s")
     ax.set_title(f"reasoning-gym, {s['model']} model from scratch: SFT {s['sft_steps']} steps x {s['batch_size']}, "
-                 f"{rl}", fontsize=9)
+                 + rl, fontsize=9)
     ax.legend(fontsize=8)
     top = max((d[a]["ci95"][1] for d in ds for a in ARMS if a in d), default=1.0)
     ax.set_ylim(0, min(100, max(10, 130 * top)))  # low accuracies stay readable

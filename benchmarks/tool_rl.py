@@ -178,19 +178,6 @@ def tool_episode_text(question: str, answer: str, call_format: str = "json",
     return f"{lead}{TOOL_CALL_OPEN}{call}{TOOL_CALL_CLOSE}", observation, f"{THINK_CLOSE}\n\n{answer}"
 
 
-def add_markup_tokens(model, tok) -> int:
-    """The tool tags as single tokens in a model trained without them (new embedding rows, the usual way special
-    tokens are added to a pretrained model); returns how many were added."""
-    from slowthink.tokenizer import TOOL_TOKENS
-
-    from tokenizers import AddedToken
-
-    added = tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in TOOL_TOKENS])
-    if added:
-        model.resize_token_embeddings(len(tok))
-    return added
-
-
 def render_tool_example(tok, tk, problem, call_format: str = "json", restated: bool = False):
     """A tool-use episode as training ids: the model's turns in the loss, the tool response out of it."""
     from slowthink.tokenizer import Rendered, end_of_turn_id, render_prompt
@@ -224,6 +211,7 @@ def stage_tool_sft(args, run: Path) -> None:
     import torch
 
     from slowthink.models import load_model
+    from slowthink.tokenizer import add_tool_tokens
     from slowthink.train.data import sample_examples
     from slowthink.train.finetune import StandaloneFineTuneConfig, fine_tune_rendered
 
@@ -234,7 +222,7 @@ def stage_tool_sft(args, run: Path) -> None:
     torch.manual_seed(args.seed)
     tk = task()
     model, tok = load_model(run / "base" / "model")
-    added = add_markup_tokens(model, tok) if args.markup_tokens else 0
+    added = add_tool_tokens(model, tok) if args.markup_tokens else 0
     problems = tool_problems(tk, levels(args.tool_levels), args.tool_examples, args.seed)
     tool = [render_tool_example(tok, tk, p, args.call_format, args.call_after_restate) for p in problems]
     base = base_config(args)
@@ -453,7 +441,7 @@ def plot(out: dict, evals: list[dict], path: Path) -> None:
            [100 * (x["ci95"][1] - x["accuracy"]) for _, x in rows]]
     ax1.barh([n for n, _ in rows], acc, xerr=err, color=["#999", "#999", "#7aa6d6", "#999", "#1f5fa8"])
     for i, (_, x) in enumerate(rows):
-        ax1.text(acc[i] + 2 + (x["ci95"][1] * 100 - acc[i]), i,
+        ax1.text(100 * x["ci95"][1] + 2, i,  # right of the error bar
                  f"{acc[i]:.1f}%  {x['tool_calls_per_episode']:.2f} calls, {x['mean_tokens']:.0f} tok", va="center",
                  fontsize=8)
     ax1.set_xlim(0, 150)

@@ -102,11 +102,27 @@ def build_char_tokenizer(charset: str = CHARSET, number_group: int = 1, tool_tok
     core.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
     # Think tags are ordinary added tokens (as in Qwen3): kept when decoding with skip_special_tokens.
     added = THINK_TOKENS + ROLE_TOKENS + (TOOL_TOKENS if tool_tokens else ())
-    core.add_tokens([AddedToken(t, special=False, normalized=False) for t in added])
+    core.add_tokens(plain_added_tokens(added))
     tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token=IM_END, pad_token=PAD, unk_token=UNK,
                                   padding_side="left", model_max_length=4096)
     tok.chat_template = CHAT_TEMPLATE
     return tok
+
+
+def plain_added_tokens(texts) -> list:
+    """``texts`` as ordinary added tokens (each one token, kept when decoding with skip_special_tokens)."""
+    from tokenizers import AddedToken
+
+    return [AddedToken(t, special=False, normalized=False) for t in texts]
+
+
+def add_tool_tokens(model, tok) -> int:
+    """The tool tags as single tokens in a model and tokenizer trained without them (new embedding rows, as
+    special tokens are added to a pretrained model); returns how many were added (0 when already there)."""
+    added = tok.add_tokens(plain_added_tokens(TOOL_TOKENS))
+    if added:
+        model.resize_token_embeddings(len(tok))
+    return added
 
 
 @dataclass(frozen=True)

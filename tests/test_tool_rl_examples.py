@@ -46,13 +46,14 @@ def test_tool_response_is_out_of_the_loss():
 
 def test_markup_tokens_are_added_to_a_base_without_them():
     from slowthink.models import build_model
+    from slowthink.tokenizer import add_tool_tokens
 
     tok = build_char_tokenizer()
     model = build_model("tiny", tok)
-    assert tool_rl.add_markup_tokens(model, tok) == 4
+    assert add_tool_tokens(model, tok) == 4
     assert model.get_input_embeddings().weight.shape[0] == len(tok)
     assert len(tok("<tool_response>", add_special_tokens=False)["input_ids"]) == 1
-    assert tool_rl.add_markup_tokens(model, tok) == 0  # already there
+    assert add_tool_tokens(model, tok) == 0  # already there
 
 
 def test_copy_stats_read_the_two_copies():

@@ -223,7 +223,7 @@ class RayRolloutPool:
             try:
                 ray.get(ref)
             except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError):
-                pass
+                continue  # the actor died: its rollout fails and is reassigned to a fresh actor with all weights
 
     def _reassign(self, job: dict, slot: int, start: int, stop: int) -> None:
         self._replace(slot)
